@@ -1,0 +1,39 @@
+"""rnnstream: step trained recurrent models one observation at a time, with explicit per-stream state.
+
+>>> import rnnstream, numpy as np
+>>> model = rnnstream.load(rnnstream.demo.SEED_MODEL)
+>>> state = model.initial_state(batch_size=1)
+>>> y, state = model.step(np.zeros((1, 4), np.float32), state)
+>>> y.shape
+(1, 1)
+"""
+
+from rnnstream import demo
+from rnnstream.errors import (
+    InputError,
+    MissingDependencyError,
+    ModelFileError,
+    RnnstreamError,
+    StateError,
+    UnsupportedLayerError,
+)
+from rnnstream.importers import from_keras, load
+from rnnstream.model import StreamModel
+from rnnstream.state import State
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InputError",
+    "MissingDependencyError",
+    "ModelFileError",
+    "RnnstreamError",
+    "State",
+    "StateError",
+    "StreamModel",
+    "UnsupportedLayerError",
+    "__version__",
+    "demo",
+    "from_keras",
+    "load",
+]

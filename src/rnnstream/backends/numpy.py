@@ -1,0 +1,43 @@
+"""The reference backend: walks the graph in topological order, one NumPy step per node.
+
+It is the oracle every faster backend must agree with, so it stays plain: no fusion, no buffers
+reused between calls, every layer's own ``step``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnstream.graph import IMPLICIT_MASK, Graph, Node
+from rnnstream.types import Array, BoolArray, FloatArray
+
+
+class NumpyBackend:
+    """Executes a Graph's step with each layer's NumPy ``step``."""
+
+    name = "numpy"
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def step(self, xs: list[Array], state: FloatArray) -> tuple[list[FloatArray], FloatArray]:
+        """``xs``: validated inputs ``[B, *features]``; ``state``: ``[B, S]`` → outputs, new state."""
+        graph = self.graph
+        values: dict[int, Array] = {spec.tensor: x for spec, x in zip(graph.inputs, xs, strict=True)}
+        masks: dict[int, BoolArray | None] = dict.fromkeys(values)
+        new_state = np.empty_like(state)  # (B, S): every column is written by its node below
+        for node in graph.nodes:
+            result = node.layer.step(
+                [values[t] for t in node.inputs], _mask_for(node, values, masks), state[:, node.start : node.stop]
+            )
+            new_state[:, node.start : node.stop] = result.state
+            for i, tensor in enumerate(node.outputs):
+                values[tensor] = result.outputs[i]
+                masks[tensor] = result.mask if i == 0 else None
+        return [values[t] for t in graph.outputs], new_state
+
+
+def _mask_for(node: Node, values: dict[int, Array], masks: dict[int, BoolArray | None]) -> BoolArray | None:
+    if node.mask == IMPLICIT_MASK:
+        return node.layer.combine_masks([masks[t] for t in node.inputs])
+    return values[node.mask] if node.mask >= 0 else None

@@ -1,0 +1,192 @@
+"""Read a Keras model file into its config and a per-layer weight lookup, without Keras.
+
+- Keras 3 ``.keras``: a zip with ``config.json``, ``metadata.json`` and ``model.weights.h5`` (or
+  ``.npz``). Weights of the model's layer i sit under ``layers/<snake_case class name, made unique>``;
+  newer files also name the layer in a ``name`` attribute, which wins when present.
+- Legacy ``.h5`` (tf.keras 2 and Keras 3's legacy writer): ``model_config`` JSON in the root
+  attributes; weights under ``model_weights/<layer name>`` in the order of ``weight_names``.
+
+Nothing is ever unpickled or executed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from rnnstream.errors import ModelFileError
+from rnnstream.types import Array
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+WeightLookup = Callable[[str], list[Array]]
+"""Layer name → its weights, in Keras order (trainable, then non-trainable)."""
+
+
+@dataclass(frozen=True)
+class KerasSource:
+    """A model's config (``{"class_name", "config"}``), its weights and the Keras major that wrote it."""
+
+    model_config: dict[str, Any]
+    weights: WeightLookup
+    keras_major: int
+    description: str
+
+
+def _major(version: Any, where: str) -> int:
+    text = version.decode() if isinstance(version, bytes) else str(version)
+    match = re.match(r"\s*(\d+)\.", text)
+    if not match:
+        raise ModelFileError(f"{where}: cannot read the Keras version {text!r}")
+    return int(match.group(1))
+
+
+def _snake_case(name: str) -> str:
+    """Keras' ``naming.to_snake_case``, which names weight groups in ``.keras`` files."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+    return name
+
+
+def _vars_in(group: h5py.Group) -> list[Array]:
+    """A layer's own ``vars/0..n``, then its children's (``cell/``, ``layer/``) in name order."""
+    arrays: list[Array] = []
+    if "vars" in group:
+        own = group["vars"]
+        arrays += [np.asarray(own[k]) for k in sorted(own.keys(), key=int)]
+    for key in sorted(k for k in group.keys() if k != "vars"):
+        child = group[key]
+        if isinstance(child, h5py.Group):
+            arrays += _vars_in(child)
+    return arrays
+
+
+def _read_keras_v3(path: Path, data: bytes) -> KerasSource:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = set(archive.namelist())
+        if "config.json" not in names:
+            raise ModelFileError(f"{path} is a zip but not a Keras model: it has no config.json")
+        config = json.loads(archive.read("config.json"))
+        metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
+        if "model.weights.h5" in names:
+            weights_file: Any = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        elif "model.weights.npz" in names:
+            raise ModelFileError(f"{path}: weights stored as model.weights.npz are not supported; re-save as .keras")
+        else:
+            raise ModelFileError(f"{path} has no model.weights.h5: the archive holds {sorted(names)}")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError) as exc:
+        raise ModelFileError(f"{path} is not a readable .keras archive ({exc}); is it truncated?") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: config.json is not valid JSON ({exc})") from None
+    major = _major(metadata.get("keras_version", "3.0"), str(path))
+    layer_groups = _v3_layer_groups(config, weights_file)
+
+    def lookup(layer_name: str) -> list[Array]:
+        group_path = layer_groups.get(layer_name)
+        if group_path is None or group_path not in weights_file:
+            return []
+        return _vars_in(weights_file[group_path])
+
+    return KerasSource(config, lookup, major, f"Keras {metadata.get('keras_version', '3')} .keras file {path.name}")
+
+
+def _v3_layer_groups(config: dict[str, Any], weights: h5py.File) -> dict[str, str]:
+    """Layer name → weight group path, by the ``name`` attribute when present, else by Keras' naming rule."""
+    layers = config.get("config", {}).get("layers", [])
+    groups: dict[str, str] = {}
+    used: dict[str, int] = {}
+    for entry in layers:
+        snake = _snake_case(str(entry.get("class_name", "")))
+        if snake in used:
+            used[snake] += 1
+            snake = f"{snake}_{used[snake]}"
+        else:
+            used[snake] = 0
+        groups[_layer_name(entry)] = f"layers/{snake}"
+    if "layers" in weights:
+        for key, group in weights["layers"].items():
+            named = group.get("vars")
+            name = named.attrs.get("name") if named is not None else None
+            if name is not None:
+                groups[name.decode() if isinstance(name, bytes) else str(name)] = f"layers/{key}"
+    return groups
+
+
+def _layer_name(entry: dict[str, Any]) -> str:
+    return str(entry.get("name") or entry.get("config", {}).get("name", ""))
+
+
+def _chunked_attr(attrs: Any, name: str) -> list[str]:
+    """Read an attribute Keras may split into ``name0``, ``name1``, … when it is long."""
+    if name in attrs:
+        values = list(attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in attrs:
+            values += list(attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _read_legacy_h5(path: Path, data: bytes) -> KerasSource:
+    try:
+        f = h5py.File(io.BytesIO(data), "r")
+        raw_config = f.attrs.get("model_config")
+        if raw_config is None:
+            raise ModelFileError(
+                f"{path} holds weights but no architecture (no model_config): it was written by "
+                "save_weights(). Save the whole model with model.save('model.keras') instead"
+            )
+        config = json.loads(raw_config.decode() if isinstance(raw_config, bytes) else raw_config)
+        major = _major(f.attrs.get("keras_version", "2.0"), str(path))
+        weights_root = f["model_weights"] if "model_weights" in f else f
+    except (OSError, KeyError) as exc:
+        raise ModelFileError(f"{path} is not a readable Keras HDF5 file ({exc}); is it truncated?") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: model_config is not valid JSON ({exc})") from None
+
+    def lookup(layer_name: str) -> list[Array]:
+        if layer_name not in weights_root:
+            return []
+        group = weights_root[layer_name]
+        arrays = []
+        for weight_name in _chunked_attr(group.attrs, "weight_names"):
+            if weight_name not in group:
+                raise ModelFileError(f"{path}: layer {layer_name!r} lists weight {weight_name!r} but it is missing")
+            arrays.append(np.asarray(group[weight_name]))
+        return arrays
+
+    return KerasSource(config, lookup, major, f"Keras {major} .h5 file {path.name}")
+
+
+def read_keras_file(path: Path) -> KerasSource:
+    """Read a ``.keras`` or legacy ``.h5`` model file."""
+    if path.is_dir():
+        raise ModelFileError(
+            f"{path} is a directory (a TensorFlow SavedModel?); rnnstream reads .keras and .h5 files: "
+            "save the model with model.save('model.keras')"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data.startswith(ZIP_MAGIC):
+        return _read_keras_v3(path, data)
+    if data.startswith(HDF5_MAGIC):
+        return _read_legacy_h5(path, data)
+    raise ModelFileError(
+        f"{path} is not a Keras model file: it is neither a .keras zip archive nor an HDF5 .h5 file "
+        f"(it starts with {data[:8]!r})"
+    )

@@ -1,0 +1,258 @@
+"""StreamModel: a loaded recurrent model that advances many streams one step at a time.
+
+>>> import rnnstream, numpy as np
+>>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
+>>> s = m.initial_state(batch_size=2)
+>>> y, s = m.step(np.zeros((2, 4), np.float32), s)
+>>> y.shape, s.batch_size
+((2, 1), 2)
+>>> ys, s = m.run(np.zeros((2, 5, 4), np.float32), s)
+>>> ys.shape
+(2, 5, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rnnstream.backends.numpy import NumpyBackend
+from rnnstream.errors import InputError, StateError
+from rnnstream.graph import Graph, InputSpec
+from rnnstream.layers.base import Layer, StateSlice, TensorSpec
+from rnnstream.state import State
+from rnnstream.types import Array, FloatArray
+
+Inputs = Array | Sequence[Any] | Mapping[str, Any]
+"""One array for a single-input model; a list (in input order) or a dict (by input name) otherwise."""
+
+Outputs = FloatArray | list[FloatArray]
+"""One array for a single-output model; a list in output order otherwise."""
+
+
+class StreamModel:
+    """A recurrent model as a step function over explicit, per-stream state.
+
+    ``step(x, state)`` is pure: it never changes ``x`` or ``state`` and returns a new State.
+    ``run(xs, state)`` is exactly ``T`` calls of ``step``.
+    """
+
+    def __init__(self, graph: Graph, *, name: str = "model", source: str = "") -> None:
+        self.graph = graph
+        self.name = name
+        self.source = source
+        self.backend = NumpyBackend(graph)
+        self.fingerprint = _fingerprint(graph)
+
+    # -- description -------------------------------------------------------------------------------
+
+    @property
+    def state_size(self) -> int:
+        """Floats per stream in a state row."""
+        return self.graph.state_size
+
+    @property
+    def state_layout(self) -> list[StateSlice]:
+        return self.graph.state_layout
+
+    @property
+    def inputs(self) -> tuple[InputSpec, ...]:
+        return self.graph.inputs
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.graph.output_names
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        return [self.graph.specs[t] for t in self.graph.outputs]
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [node.layer for node in self.graph.nodes]
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.size for layer in _unique_layers(self.graph) for p in layer.params().values())
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamModel({self.name!r}, inputs={len(self.inputs)}, outputs={len(self.output_names)}, "
+            f"state_size={self.state_size}, fingerprint={self.fingerprint[:12]})"
+        )
+
+    def summary(self) -> str:
+        """A table of nodes, their output shapes, state columns and parameter counts."""
+        rows = [("layer", "kind", "output", "state columns", "params")]
+        for spec in self.inputs:
+            rows.append((spec.name, "input", spec.spec.describe(), "", ""))
+        seen: set[int] = set()
+        for node in self.graph.nodes:
+            layer = node.layer
+            params = 0 if id(layer) in seen else sum(p.size for p in layer.params().values())
+            seen.add(id(layer))
+            parts = ", ".join(
+                f"{part}[{s.start}:{s.stop}]" for s in self.state_layout if s.layer == node.name
+                for part in [s.part]
+            )
+            out = " ".join(self.graph.specs[t].describe() for t in node.outputs)
+            rows.append((node.name, layer.kind, out, parts, f"{params:,}" if params else ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [f"StreamModel {self.name!r} ({self.source})" if self.source else f"StreamModel {self.name!r}"]
+        for i, r in enumerate(rows):
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append(
+            f"state: {self.state_size} floats per stream ({4 * self.state_size:,} bytes); "
+            f"parameters: {self.parameter_count:,}; fingerprint: {self.fingerprint[:16]}"
+        )
+        return "\n".join(lines)
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def initial_state(self, batch_size: int = 1) -> State:
+        """Zero state for ``batch_size`` new streams (Keras' default initial state)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return State.adopt(np.zeros((int(batch_size), self.state_size), np.float32), self.fingerprint)
+
+    def state_from_bytes(self, data: bytes) -> State:
+        """Parse a state made by ``State.to_bytes``; refuse one that belongs to another model."""
+        state = State.from_bytes(data)
+        self._check_state(state)
+        return state
+
+    def _check_state(self, state: State) -> None:
+        if not isinstance(state, State):
+            raise StateError(f"expected a State (from initial_state), got {type(state).__name__}")
+        if state.fingerprint != self.fingerprint:
+            raise StateError(
+                f"this state belongs to another model (fingerprint {state.fingerprint[:12]}), "
+                f"not {self.name!r} ({self.fingerprint[:12]}); start from model.initial_state()"
+            )
+        if state.size != self.state_size:
+            raise StateError(f"state rows have {state.size} floats, this model needs {self.state_size}")
+
+    # -- stepping ----------------------------------------------------------------------------------
+
+    def step(self, x: Inputs, state: State, *, check_finite: bool = False) -> tuple[Outputs, State]:
+        """Advance every stream in ``state`` by one step.
+
+        ``x`` is ``[B, *features]`` float (or ``[B]`` integer token ids). Returns the outputs at this
+        step, ``[B, ...]`` (a list if the model has several), and the new State. Bad input raises
+        :class:`~rnnstream.InputError` and changes nothing.
+        """
+        self._check_state(state)
+        xs = self._prepare(x, state.batch_size, check_finite, time_axis=False)
+        ys, rows = self.backend.step([a for a, _ in xs], state.rows)
+        return self._pack(ys, [a for a, _ in xs]), State.adopt(rows, self.fingerprint)
+
+    def run(self, xs: Inputs, state: State, *, check_finite: bool = False) -> tuple[Outputs, State]:
+        """Advance every stream through a whole sequence ``xs [B, T, *features]``: T calls of ``step``.
+
+        Returns outputs ``[B, T, ...]`` and the State after the last step.
+        """
+        self._check_state(state)
+        sequences = self._prepare(xs, state.batch_size, check_finite, time_axis=True)
+        T = sequences[0][0].shape[1]
+        rows: FloatArray = state.rows
+        per_step: list[list[FloatArray]] = []
+        for t in range(T):
+            step_inputs = [a[:, t] for a, _ in sequences]
+            ys, rows = self.backend.step(step_inputs, rows)
+            per_step.append(ys)
+        outputs = [
+            np.stack([ys[k] for ys in per_step], axis=1)
+            if T
+            else np.zeros((state.batch_size, 0, *spec.shape), np.float32)
+            for k, spec in enumerate(self.output_specs)
+        ]
+        return (outputs[0] if len(outputs) == 1 else outputs), State.adopt(
+            rows if T else np.array(state.rows), self.fingerprint
+        )
+
+    def _pack(self, ys: list[FloatArray], xs: list[Array]) -> Outputs:
+        # An output may be an input passed through identity layers; never hand back the caller's array.
+        ys = [y.copy() if any(np.shares_memory(y, x) for x in xs) else y for y in ys]
+        return ys[0] if len(ys) == 1 else ys
+
+    def _prepare(
+        self, x: Inputs, batch: int, check_finite: bool, *, time_axis: bool
+    ) -> list[tuple[Array, InputSpec]]:
+        """Match ``x`` to the model's inputs and validate each: shape, dtype, batch, values."""
+        specs = self.graph.inputs
+        if isinstance(x, Mapping):
+            unknown = sorted(set(x) - {s.name for s in specs})
+            missing = [s.name for s in specs if s.name not in x]
+            if unknown or missing:
+                raise InputError(
+                    f"inputs by name: missing {missing}, unknown {unknown}; "
+                    f"this model's inputs are {[s.name for s in specs]}"
+                )
+            given = [x[s.name] for s in specs]
+        elif len(specs) > 1:
+            if not isinstance(x, list | tuple) or len(x) != len(specs):
+                raise InputError(
+                    f"this model has {len(specs)} inputs {[s.name for s in specs]}: "
+                    "pass a list in that order or a dict by name"
+                )
+            given = list(x)
+        else:
+            given = [x]
+        prepared = [_validate(value, spec, batch, check_finite, time_axis) for value, spec in zip(given, specs)]
+        if time_axis and len({a.shape[1] for a in prepared}) > 1:
+            lengths = {s.name: a.shape[1] for a, s in zip(prepared, specs, strict=True)}
+            raise InputError(f"inputs have different sequence lengths: {lengths}")
+        return list(zip(prepared, specs, strict=True))
+
+
+def _validate(value: Any, spec: InputSpec, batch: int, check_finite: bool, time_axis: bool) -> Array:
+    arr = np.asarray(value)
+    lead = ("B", "T") if time_axis else ("B",)
+    expected = "(" + ", ".join([*lead, *(str(d) for d in spec.spec.shape)]) + ")"
+    what = f"input {spec.name!r}"
+    if arr.ndim != len(lead) + len(spec.spec.shape) or arr.shape[len(lead) :] != spec.spec.shape:
+        raise InputError(f"{what} has shape {arr.shape}, expected {expected}")
+    if arr.shape[0] != batch:
+        raise InputError(f"{what} has batch size {arr.shape[0]}, but the state holds {batch} streams")
+    if spec.spec.dtype == "int64":
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"{what} takes integer token ids, got dtype {arr.dtype}")
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{what} takes real numbers (float32), got dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    if check_finite and not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise InputError(f"{what} has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return arr
+
+
+def _unique_layers(graph: Graph) -> list[Layer]:
+    seen: dict[int, Layer] = {}
+    for node in graph.nodes:
+        seen.setdefault(id(node.layer), node.layer)
+    return list(seen.values())
+
+
+def _fingerprint(graph: Graph) -> str:
+    """sha256 over the architecture (wiring, kinds, configs, shapes) and every weight's bytes."""
+    digest = hashlib.sha256()
+    architecture = {
+        "inputs": [(s.name, s.spec.shape, s.spec.dtype, s.tensor) for s in graph.inputs],
+        "nodes": [
+            (n.name, n.layer.kind, n.layer.config(), n.inputs, n.outputs, n.start, n.stop) for n in graph.nodes
+        ],
+        "outputs": graph.outputs,
+    }
+    digest.update(json.dumps(architecture, sort_keys=True, default=str).encode())
+    for layer in _unique_layers(graph):
+        for key, value in sorted(layer.params().items()):
+            digest.update(f"{layer.name}/{key}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value, dtype=np.float32).tobytes())
+    return digest.hexdigest()

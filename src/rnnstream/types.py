@@ -1,0 +1,23 @@
+"""Type aliases shared across the package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+"""A float32 array: activations, weights, state rows."""
+
+IntArray = npt.NDArray[np.int64]
+"""Token ids."""
+
+BoolArray = npt.NDArray[np.bool_]
+"""A per-stream mask: True where the step is real, False where it is masked."""
+
+Array = npt.NDArray[Any]
+"""Any array a caller hands us, before it is validated."""
+
+Shape = tuple[int, ...]
+"""A feature shape: the shape of one stream's value at one step (no batch, no time axis)."""
