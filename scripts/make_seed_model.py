@@ -12,8 +12,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "rnnstream" / "demo" / "seed_lstm.keras"
 

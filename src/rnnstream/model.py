@@ -204,7 +204,9 @@ class StreamModel:
             given = list(x)
         else:
             given = [x]
-        prepared = [_validate(value, spec, batch, check_finite, time_axis) for value, spec in zip(given, specs)]
+        prepared = [
+            _validate(value, spec, batch, check_finite, time_axis) for value, spec in zip(given, specs, strict=True)
+        ]
         if time_axis and len({a.shape[1] for a in prepared}) > 1:
             lengths = {s.name: a.shape[1] for a, s in zip(prepared, specs, strict=True)}
             raise InputError(f"inputs have different sequence lengths: {lengths}")
@@ -214,7 +216,8 @@ class StreamModel:
 def _validate(value: Any, spec: InputSpec, batch: int, check_finite: bool, time_axis: bool) -> Array:
     arr = np.asarray(value)
     lead = ("B", "T") if time_axis else ("B",)
-    expected = "(" + ", ".join([*lead, *(str(d) for d in spec.spec.shape)]) + ")"
+    dims = [*lead, *(str(d) for d in spec.spec.shape)]
+    expected = f"({dims[0]},)" if len(dims) == 1 else "(" + ", ".join(dims) + ")"
     what = f"input {spec.name!r}"
     if arr.ndim != len(lead) + len(spec.spec.shape) or arr.shape[len(lead) :] != spec.spec.shape:
         raise InputError(f"{what} has shape {arr.shape}, expected {expected}")

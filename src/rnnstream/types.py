@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float32]
-"""A float32 array: activations, weights, state rows."""
+FloatArray = npt.NDArray[np.floating[Any]]
+"""A float array (float32 in practice): activations, weights, state rows."""
 
 IntArray = npt.NDArray[np.int64]
 """Token ids."""

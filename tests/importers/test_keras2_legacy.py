@@ -37,5 +37,5 @@ def test_tf_keras2_h5_steps_equal_keras(built: tuple[ZooModel, Any, Path], T: in
 
 
 def test_live_tf_keras2_model(built: tuple[ZooModel, Any, Path]) -> None:
-    zoo, model, path = built
+    zoo, model, _ = built
     assert_matches_keras(rnnstream.from_keras(model), zoo, model, 7)

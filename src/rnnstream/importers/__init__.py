@@ -37,13 +37,13 @@ def from_keras(model: Any) -> StreamModel:
 
     The model's config and current weights are read; nothing is saved to disk.
     """
-    module = type(model).__module__
-    if module.startswith("tf_keras") or module.startswith("tensorflow.python.keras"):
+    modules = [cls.__module__ for cls in type(model).__mro__]
+    if any(m.startswith(("tf_keras", "tensorflow.python.keras")) for m in modules):
         keras_major = 2
-    elif module.startswith("keras"):
+    elif any(m.startswith("keras") for m in modules):
         keras_major = 3
     else:
-        raise UnsupportedLayerError(f"from_keras expects a Keras model, got {type(model).__module__}.{type(model).__name__}")
+        raise UnsupportedLayerError(f"from_keras expects a Keras model, got {type(model).__qualname__}")
     try:
         config = {"class_name": type(model).__name__, "config": model.get_config()}
     except NotImplementedError:

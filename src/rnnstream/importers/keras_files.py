@@ -65,7 +65,7 @@ def _vars_in(group: h5py.Group) -> list[Array]:
     if "vars" in group:
         own = group["vars"]
         arrays += [np.asarray(own[k]) for k in sorted(own.keys(), key=int)]
-    for key in sorted(k for k in group.keys() if k != "vars"):
+    for key in sorted(k for k in group if k != "vars"):
         child = group[key]
         if isinstance(child, h5py.Group):
             arrays += _vars_in(child)
@@ -151,7 +151,7 @@ def _read_legacy_h5(path: Path, data: bytes) -> KerasSource:
             )
         config = json.loads(raw_config.decode() if isinstance(raw_config, bytes) else raw_config)
         major = _major(f.attrs.get("keras_version", "2.0"), str(path))
-        weights_root = f["model_weights"] if "model_weights" in f else f
+        weights_root = f.get("model_weights", f)
     except (OSError, KeyError) as exc:
         raise ModelFileError(f"{path} is not a readable Keras HDF5 file ({exc}); is it truncated?") from None
     except json.JSONDecodeError as exc:

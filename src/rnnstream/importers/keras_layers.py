@@ -43,7 +43,10 @@ class LayerContext:
             )
         taken = []
         for (wname, shape), array in zip(expected, self.weights, strict=True):
-            if len(array.shape) != len(shape) or any(e is not None and e != a for e, a in zip(shape, array.shape)):
+            fits = len(array.shape) == len(shape) and all(
+                e is None or e == a for e, a in zip(shape, array.shape, strict=True)
+            )
+            if not fits:
                 wanted = "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
                 raise ModelFileError(
                     f"layer {self.name!r} ({self.class_name}): weight {wname!r} has shape {tuple(array.shape)}, "

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from rnnstream.errors import UnsupportedLayerError
-from rnnstream.types import FloatArray
+from rnnstream.types import Array, FloatArray
 
 Activation = Callable[[FloatArray], FloatArray]
 
@@ -26,7 +26,7 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def _f32(x: FloatArray | float) -> FloatArray:
+def _f32(x: Array | float) -> FloatArray:
     return np.asarray(x, dtype=np.float32)
 
 
@@ -127,7 +127,7 @@ def hard_sigmoid_keras3(x: FloatArray) -> FloatArray:
 
 def hard_sigmoid_keras2(x: FloatArray) -> FloatArray:
     """Keras 2 / tf.keras: clip(0.2 x + 0.5, 0, 1)."""
-    return np.clip(np.float32(0.2) * x + np.float32(0.5), np.float32(0), np.float32(1))
+    return _f32(np.clip(np.float32(0.2) * x + np.float32(0.5), np.float32(0), np.float32(1)))
 
 
 def hard_silu(x: FloatArray) -> FloatArray:

@@ -74,7 +74,7 @@ class Embedding(StatelessLayer):
                 f"token id {int(ids[bad][0])} is out of range for Embedding {self.name!r} "
                 f"(vocabulary of {vocab}: ids 0..{vocab - 1})"
             )
-        return self.E[ids]  # (B, ..., D)
+        return np.asarray(self.E[ids], dtype=np.float32)  # (B, ..., D)
 
     def output_mask(self, inputs: list[FloatArray], mask: BoolArray | None) -> BoolArray | None:
         return inputs[0] != 0 if self.mask_zero else None

@@ -123,7 +123,7 @@ class Masking(StatelessLayer):
 
     def _mask(self, x: FloatArray) -> BoolArray:
         axes = tuple(range(1, x.ndim))
-        return np.any(x != np.float32(self.mask_value), axis=axes)  # (B,)
+        return np.asarray(np.any(x != np.float32(self.mask_value), axis=axes), dtype=bool)  # (B,)
 
     def apply(self, inputs: list[FloatArray]) -> FloatArray:
         x = inputs[0]

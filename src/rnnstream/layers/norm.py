@@ -62,7 +62,7 @@ class LayerNorm(StatelessLayer):
             y = y * self.gamma
         if self.beta is not None and not self.rms_scaling:
             y = y + self.beta
-        return y.astype(np.float32, copy=False)
+        return np.asarray(y, dtype=np.float32)
 
     def params(self) -> dict[str, FloatArray]:
         return {k: v for k, v in (("gamma", self.gamma), ("beta", self.beta)) if v is not None}
@@ -99,7 +99,7 @@ class BatchNorm(StatelessLayer):
         y = (inputs[0] - self.mean) * inv
         if self.beta is not None:
             y = y + self.beta
-        return y.astype(np.float32, copy=False)
+        return np.asarray(y, dtype=np.float32)
 
     def params(self) -> dict[str, FloatArray]:
         named = (("gamma", self.gamma), ("beta", self.beta), ("mean", self.mean), ("variance", self.variance))
@@ -125,7 +125,7 @@ class Normalization(StatelessLayer):
     def apply(self, inputs: list[FloatArray]) -> FloatArray:
         x = inputs[0]
         y = self.mean + x * self.std if self.invert else (x - self.mean) / self.std
-        return y.astype(np.float32, copy=False)
+        return np.asarray(y, dtype=np.float32)
 
     def params(self) -> dict[str, FloatArray]:
         return {"mean": self.mean, "variance": self.variance}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rnnstream.layers.base import StatelessLayer, TensorSpec
-from rnnstream.types import BoolArray, FloatArray
+from rnnstream.types import Array, BoolArray, FloatArray
 
 
 class MaskOp(StatelessLayer):
@@ -46,9 +46,9 @@ class Compare(MaskOp):
     def output_spec(self, x: TensorSpec) -> TensorSpec:
         return TensorSpec(x.shape, dtype="bool", sequence=x.sequence)
 
-    def apply(self, inputs: list[FloatArray]) -> FloatArray:
+    def apply(self, inputs: list[FloatArray]) -> Array:
         x = inputs[0]
-        return x != self.value if self.op == "not_equal" else x == self.value  # type: ignore[return-value]
+        return np.asarray(x != self.value if self.op == "not_equal" else x == self.value, dtype=bool)
 
     def config(self) -> dict[str, Any]:
         return {"op": self.op, "value": self.value}
@@ -70,9 +70,9 @@ class Reduce(MaskOp):
         )
         return TensorSpec(shape, dtype="bool", sequence=x.sequence)
 
-    def apply(self, inputs: list[FloatArray]) -> FloatArray:
+    def apply(self, inputs: list[FloatArray]) -> Array:
         fn = np.any if self.op == "any" else np.all
-        return fn(inputs[0], axis=self.axes, keepdims=self.keepdims)  # type: ignore[no-any-return]
+        return np.asarray(fn(inputs[0], axis=self.axes, keepdims=self.keepdims), dtype=bool)
 
     def config(self) -> dict[str, Any]:
         return {"op": self.op, "axes": self.axes, "keepdims": self.keepdims}
@@ -96,10 +96,10 @@ class Logical(MaskOp):
             raise self._refuse(f"cannot broadcast {[x.describe() for x in inputs]}") from None
         return [TensorSpec(tuple(shape), dtype="bool", sequence=inputs[0].sequence)]
 
-    def apply(self, inputs: list[FloatArray]) -> FloatArray:
+    def apply(self, inputs: list[FloatArray]) -> Array:
         if self.op == "not":
-            return np.logical_not(inputs[0])  # type: ignore[no-any-return]
-        return reduce(np.logical_or if self.op == "or" else np.logical_and, inputs)  # type: ignore[no-any-return]
+            return np.logical_not(inputs[0])
+        return reduce(np.logical_or if self.op == "or" else np.logical_and, inputs)
 
     def config(self) -> dict[str, Any]:
         return {"op": self.op}
@@ -120,7 +120,7 @@ class ExpandDims(MaskOp):
             raise self._refuse(f"axis {self.axis} is not a feature axis of {x.describe()}")
         return TensorSpec((*x.shape[:position], 1, *x.shape[position:]), dtype=x.dtype, sequence=x.sequence)
 
-    def apply(self, inputs: list[FloatArray]) -> FloatArray:
+    def apply(self, inputs: list[FloatArray]) -> Array:
         return np.expand_dims(inputs[0], self.axis)
 
     def config(self) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class Fill(MaskOp):
     def output_spec(self, x: TensorSpec) -> TensorSpec:
         return TensorSpec(x.shape, dtype="bool" if self.dtype == "bool" else "float32", sequence=x.sequence)
 
-    def apply(self, inputs: list[FloatArray]) -> FloatArray:
+    def apply(self, inputs: list[FloatArray]) -> Array:
         return np.full(inputs[0].shape, self.value, dtype=bool if self.dtype == "bool" else np.float32)
 
     def config(self) -> dict[str, Any]:
@@ -164,7 +164,7 @@ class Join(MaskOp):
         shape = (*first.shape[:axis], joined, *first.shape[axis + 1 :])
         return [TensorSpec(shape, dtype=first.dtype, sequence=first.sequence)]
 
-    def apply(self, inputs: list[FloatArray]) -> FloatArray:
+    def apply(self, inputs: list[FloatArray]) -> Array:
         return np.concatenate(inputs, axis=self.axis)
 
     def config(self) -> dict[str, Any]:

@@ -189,7 +189,7 @@ class GRU(Recurrent):
             z = self.ract(xw[:, :H] + hw_zr[:, :H])
             r = self.ract(xw[:, H : 2 * H] + hw_zr[:, H:])
             n = self.act(xw[:, 2 * H :] + (r * h) @ self.Wh[:, 2 * H :])
-        return z * h + (1 - z) * n  # (B, H)
+        return np.asarray(z * h + (1 - z) * n, dtype=np.float32)  # (B, H)
 
     def params(self) -> dict[str, FloatArray]:
         params = {"Wx": self.Wx, "Wh": self.Wh, "bx": self.bx}

@@ -1,0 +1,1 @@
+"""Benchmarks users can run: ``rnnstream bench context``; see each module."""

@@ -1,0 +1,59 @@
+"""The ``rnnstream`` command line.
+
+    rnnstream demo                      stream the bundled seed model (what `make run` does)
+    rnnstream summary MODEL             layers, state layout and parameters of a model file
+    rnnstream bench context [MODEL]     time per step at context length 10, 1,000 and 10,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rnnstream.errors import RnnstreamError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnstream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="stream the bundled seed model step by step")
+    summary = commands.add_parser("summary", help="describe a model file")
+    summary.add_argument("model", help="a .keras or .h5 file")
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    context = benches.add_parser("context", help="time per step against context length")
+    context.add_argument("model", nargs="?", help="a .keras or .h5 file (default: the bundled seed model)")
+    context.add_argument("--batch", type=int, default=10, help="streams stepped together (default 10)")
+    context.add_argument("--lengths", type=int, nargs="+", default=[10, 1_000, 10_000])
+    context.add_argument("--repeats", type=int, default=200, help="timed steps per length (median)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from rnnstream.demo.run import main as demo
+
+            return demo()
+        from rnnstream.demo import SEED_MODEL
+        from rnnstream.importers import load
+
+        if args.command == "summary":
+            print(load(args.model).summary())
+            return 0
+        from rnnstream.bench.context import report, time_per_step_by_context
+
+        model = load(args.model or SEED_MODEL)
+        print(f"{model.name}: batch {args.batch}, median of {args.repeats} steps at each context length")
+        print(report(time_per_step_by_context(model, args.batch, tuple(args.lengths), args.repeats)))
+        return 0
+    except RnnstreamError as exc:
+        print(f"rnnstream: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
