@@ -10,27 +10,39 @@
 
 from rnnstream import demo
 from rnnstream.errors import (
+    ConflictError,
     InputError,
     MissingDependencyError,
     ModelFileError,
     RnnstreamError,
     StateError,
+    StepOrderError,
+    StoreError,
+    StreamLimitError,
+    StreamNotFoundError,
     UnsupportedLayerError,
 )
 from rnnstream.importers import from_keras, load
 from rnnstream.model import StreamModel
 from rnnstream.state import State
+from rnnstream.streams import Streams
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConflictError",
     "InputError",
     "MissingDependencyError",
     "ModelFileError",
     "RnnstreamError",
     "State",
     "StateError",
+    "StepOrderError",
+    "StoreError",
+    "StreamLimitError",
     "StreamModel",
+    "StreamNotFoundError",
+    "Streams",
     "UnsupportedLayerError",
     "__version__",
     "demo",

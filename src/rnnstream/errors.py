@@ -31,3 +31,39 @@ class StateError(RnnstreamError, ValueError):
 
 class MissingDependencyError(RnnstreamError, ImportError):
     """An optional dependency is needed for this call; the message says what to install."""
+
+
+class StreamNotFoundError(RnnstreamError, LookupError):
+    """No stream has this id (never stepped, closed, or expired after its ttl)."""
+
+
+class StreamLimitError(RnnstreamError):
+    """Starting these streams would exceed ``max_streams``; no stream was stepped."""
+
+
+class StepOrderError(RnnstreamError):
+    """A step number skips ahead or goes back; ``expected`` is the number the stream takes next."""
+
+    def __init__(self, message: str, *, stream_id: str, expected: int, received: int) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.expected = expected
+        self.received = received
+
+
+class ConflictError(RnnstreamError):
+    """Another process advanced these streams at the same time, again and again; retry the call.
+
+    ``applied`` holds the outputs of the streams of the call that were stepped.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, stream_ids: list[str], applied: dict[str, object]) -> None:
+        super().__init__(message)
+        self.stream_ids = stream_ids
+        self.applied = applied
+
+
+class StoreError(RnnstreamError):
+    """A state store cannot be opened or reached; the message names the store and the cause."""

@@ -1,0 +1,169 @@
+"""``memory://``: an arena of state rows in this process, with a free list.
+
+All streams' rows live in one ``[capacity, S]`` float32 array; a dict maps each id to its row, and
+a batch is a gather and a scatter by row index. Freed rows are reused; the arena doubles when full.
+Idle streams expire ``ttl`` seconds after their last write.
+
+>>> import numpy as np
+>>> store = MemoryStore(state_size=2, output_size=1)
+>>> new = store.load(["a"])
+>>> store.commit(["a"], new.versions, np.ones((1, 2), np.float32), np.int64([1]), np.zeros((1, 1), np.float32))
+array([ True])
+>>> store.load(["a"]).rows
+array([[1., 1.]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from rnnstream.stores.base import Records, Store
+from rnnstream.types import BoolArray, FloatArray, IntArray
+
+INITIAL_CAPACITY = 1024
+
+
+class MemoryStore(Store):
+    """Streams' state in this process's memory; fast, and gone when the process ends."""
+
+    def __init__(self, state_size: int, output_size: int, ttl: float | None = None) -> None:
+        super().__init__(state_size, output_size, ttl)
+        self._clock = time.monotonic
+        self._lock = threading.Lock()
+        self._index: dict[str, int] = {}
+        self._row_ids: list[str | None] = []
+        self._free: list[int] = []
+        self._rows = np.zeros((0, state_size), np.float32)  # (capacity, S)
+        self._outputs = np.zeros((0, output_size), np.float32)  # (capacity, O)
+        self._steps = np.zeros(0, np.int64)
+        self._versions = np.zeros(0, np.int64)
+        self._written_at = np.zeros(0, np.float64)
+        self._next_version = 1
+        self._next_sweep = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return int(self._rows.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arena's arrays (the per-stream dict entries come on top)."""
+        arrays = (self._rows, self._outputs, self._steps, self._versions, self._written_at)
+        return sum(a.nbytes for a in arrays)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def load(self, ids: Sequence[str]) -> Records:
+        with self._lock:
+            self._expire_due()
+            found = [self._index.get(i, -1) for i in ids]
+            rows_of = np.array(found, dtype=np.int64)
+            present = rows_of >= 0
+            if self.ttl is not None and present.any():
+                stale = present & (self._written_at[np.maximum(rows_of, 0)] < self._clock() - self.ttl)
+                for k in np.flatnonzero(stale):
+                    self._forget(ids[k])
+                present &= ~stale
+            records = Records.empty(len(ids), self.state_size, self.output_size)
+            at = rows_of[present]
+            records.rows[present] = self._rows[at]
+            records.outputs[present] = self._outputs[at]
+            records.steps[present] = self._steps[at]
+            records.versions[present] = self._versions[at]
+            return records
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            self._expire_due(force=True)
+            return list(self._index)
+
+    def count(self) -> int:
+        with self._lock:
+            self._expire_due(force=True)
+            return len(self._index)
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def commit(
+        self, ids: Sequence[str], versions: IntArray, rows: FloatArray, steps: IntArray, outputs: FloatArray
+    ) -> BoolArray:
+        with self._lock:
+            current = np.array([self._versions[self._index[i]] if i in self._index else 0 for i in ids], np.int64)
+            ok = current == versions
+            targets = np.array([self._row_for(i) for i, good in zip(ids, ok, strict=True) if good], np.int64)
+            if targets.size:
+                self._write(targets, rows[ok], steps[ok], outputs[ok])
+            return ok
+
+    def put(self, stream_id: str, row: FloatArray, steps: int, output: FloatArray) -> None:
+        with self._lock:
+            target = np.array([self._row_for(stream_id)], np.int64)
+            self._write(target, row[None], np.array([steps], np.int64), output[None])
+
+    def delete(self, stream_id: str) -> bool:
+        with self._lock:
+            if stream_id not in self._index:
+                return False
+            self._forget(stream_id)
+            return True
+
+    def _write(self, targets: IntArray, rows: FloatArray, steps: IntArray, outputs: FloatArray) -> None:
+        self._rows[targets] = rows
+        self._outputs[targets] = outputs
+        self._steps[targets] = steps
+        self._versions[targets] = np.arange(self._next_version, self._next_version + targets.size)
+        self._next_version += int(targets.size)
+        self._written_at[targets] = self._clock()
+
+    def _row_for(self, stream_id: str) -> int:
+        """The row of ``stream_id``, taking a free one (growing the arena) for a new stream."""
+        row = self._index.get(stream_id)
+        if row is not None:
+            return row
+        if not self._free:
+            self._grow()
+        row = self._free.pop()
+        self._index[stream_id] = row
+        self._row_ids[row] = stream_id
+        return row
+
+    def _grow(self) -> None:
+        old = self.capacity
+        new = max(INITIAL_CAPACITY, 2 * old)
+        self._rows = _resized(self._rows, new)
+        self._outputs = _resized(self._outputs, new)
+        self._steps = _resized(self._steps, new)
+        self._versions = _resized(self._versions, new)
+        self._written_at = _resized(self._written_at, new)
+        self._row_ids.extend([None] * (new - old))
+        self._free.extend(range(new - 1, old - 1, -1))  # pop() hands out low rows first
+
+    def _forget(self, stream_id: str) -> None:
+        row = self._index.pop(stream_id)
+        self._row_ids[row] = None
+        self._versions[row] = 0
+        self._free.append(row)
+
+    def _expire_due(self, force: bool = False) -> None:
+        """Free the rows of streams idle for longer than ``ttl``; at most every ttl/4 unless forced."""
+        if self.ttl is None:
+            return
+        now = self._clock()
+        if not force and now < self._next_sweep:
+            return
+        self._next_sweep = now + self.ttl / 4
+        stale = np.flatnonzero((self._versions > 0) & (self._written_at < now - self.ttl))
+        for row in stale:
+            stream_id = self._row_ids[row]
+            if stream_id is not None:
+                self._forget(stream_id)
+
+
+def _resized(array: np.ndarray, rows: int) -> np.ndarray:  # type: ignore[type-arg]
+    grown = np.zeros((rows, *array.shape[1:]), array.dtype)
+    grown[: array.shape[0]] = array
+    return grown

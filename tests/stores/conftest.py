@@ -1,0 +1,81 @@
+"""Store fixtures: every conformance test runs on memory://, a private Redis, and a 3-node Redis Cluster."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rnnstream import Streams, StreamModel
+from rnnstream.graph import GraphBuilder
+from rnnstream.layers.base import TensorSpec
+from rnnstream.layers.dense import Dense
+from rnnstream.layers.recurrent import GRU, LSTM
+from tests.redis_server import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not installed; run `make test`, which installs it")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    if REDIS_SERVER is None or REDIS_CLI is None:
+        pytest.fail("redis-server and redis-cli are not installed; run `make test`, which installs them")
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_server").url)
+    return str(request.getfixturevalue("redis_cluster").url)
+
+
+def small_model(seed: int = 0) -> StreamModel:
+    """A two-output model (LSTM → Dense(2), and a GRU's state) built straight from canonical layers."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int) -> np.ndarray:
+        return rng.normal(0, 0.5, shape).astype(np.float32)
+
+    g = GraphBuilder()
+    x = g.add_input("x", TensorSpec((3,)))
+    (h,) = g.add_node("lstm", LSTM("lstm", Wx=w(3, 24), Wh=w(6, 24), b=w(24)), [x])
+    (y,) = g.add_node("dense", Dense("dense", W=w(6, 2), b=w(2), activation="tanh"), [h])
+    (z,) = g.add_node("gru", GRU("gru", Wx=w(6, 9), Wh=w(3, 9), bx=w(9), bh=w(9), reset_after=True,
+                                 return_sequences=False), [h])
+    return StreamModel(g.build([y, z], ["dense", "gru"]), name="small")
+
+
+@pytest.fixture(scope="session")
+def model() -> StreamModel:
+    return small_model()
+
+
+@pytest.fixture
+def make_streams(store_url: str, model: StreamModel) -> Iterator[Callable[..., Streams]]:
+    """Streams on the store under test, each in a namespace of its own; closed afterwards."""
+    made: list[Streams] = []
+
+    def make(**options: Any) -> Streams:
+        options.setdefault("namespace", f"test-{uuid.uuid4().hex[:12]}:")
+        streams = Streams(options.pop("model", model), store_url, **options)
+        made.append(streams)
+        return streams
+
+    yield make
+    for streams in made:
+        streams.close_store()
