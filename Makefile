@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench redis-server clean
 
 run: $(RUN_STAMP)
 	$(PY) -m rnnstream demo
@@ -17,8 +17,17 @@ lint: $(TEST_STAMP)
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m mypy
 
-bench: $(RUN_STAMP)
+bench: $(TEST_STAMP)
 	$(PY) -m rnnstream bench context
+	$(PY) -m rnnstream bench streams
+
+# The Redis tests start their own redis-server (and a 3-node cluster with redis-cli) on free ports.
+redis-server:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+		echo "installing redis-server and redis-cli from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server redis-tools; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +37,7 @@ $(RUN_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(PY)
+$(TEST_STAMP): pyproject.toml | $(PY) redis-server
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(RUN_STAMP)
 

@@ -3,6 +3,7 @@
     rnnstream demo                      stream the bundled seed model (what `make run` does)
     rnnstream summary MODEL             layers, state layout and parameters of a model file
     rnnstream bench context [MODEL]     time per step at context length 10, 1,000 and 10,000
+    rnnstream bench streams [MODEL]     stream-steps/s by concurrent streams and store; bytes per stream
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     context.add_argument("--batch", type=int, default=10, help="streams stepped together (default 10)")
     context.add_argument("--lengths", type=int, nargs="+", default=[10, 1_000, 10_000])
     context.add_argument("--repeats", type=int, default=200, help="timed steps per length (median)")
+    streams = benches.add_parser("streams", help="throughput of Streams by store and stream count")
+    streams.add_argument("model", nargs="?", help="a .keras or .h5 file (default: the bundled seed model)")
+    streams.add_argument("--counts", type=int, nargs="+", default=[1, 100, 1_000, 10_000])
+    streams.add_argument("--redis", default="redis://127.0.0.1:6379/0",
+                         help="Redis to measure (default %(default)s); 'none' skips it")
+    streams.add_argument("--idle", type=int, default=1_000_000,
+                         help="idle streams for the memory footprint (default %(default)s; 0 skips it)")
+    streams.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
     return parser
 
 
@@ -44,9 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "summary":
             print(load(args.model).summary())
             return 0
+        model = load(args.model or SEED_MODEL)
+        if args.bench == "streams":
+            from rnnstream.bench import streams as bench_streams
+
+            redis_url = None if args.redis == "none" else args.redis
+            print(f"{model.name}: Streams.step over every stream, one call per round")
+            print(bench_streams.run(model, tuple(args.counts), redis_url, args.idle, args.seconds))
+            return 0
         from rnnstream.bench.context import report, time_per_step_by_context
 
-        model = load(args.model or SEED_MODEL)
         print(f"{model.name}: batch {args.batch}, median of {args.repeats} steps at each context length")
         print(report(time_per_step_by_context(model, args.batch, tuple(args.lengths), args.repeats)))
         return 0

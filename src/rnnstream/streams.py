@@ -93,8 +93,9 @@ class Streams:
         ids = list(inputs)
         if not ids:
             return {}
-        if not all(isinstance(i, str) and i for i in ids):
-            raise InputError(f"stream ids are non-empty strings, got {[i for i in ids if not isinstance(i, str) or not i]}")
+        bad_ids = [i for i in ids if not isinstance(i, str) or not i]
+        if bad_ids:
+            raise InputError(f"stream ids are non-empty strings, got {bad_ids}")
         numbers = _check_numbers(ids, step_numbers or {})
         batch = self._stack(ids, inputs)
         with self._lock:
@@ -109,8 +110,8 @@ class Streams:
             pending_ids = [ids[k] for k in pending]
             records = self.store.load(pending_ids)
             apply = self._classify(pending_ids, records, numbers)  # (P,) bool: False = a retry
-            for j in np.flatnonzero(~apply):
-                results[pending_ids[j]] = self._unflatten(records.outputs[j])
+            for retry in np.flatnonzero(~apply):
+                results[pending_ids[retry]] = self._unflatten(records.outputs[retry])
             todo = np.flatnonzero(apply)
             if todo.size == 0:
                 break
@@ -119,11 +120,11 @@ class Streams:
             state = State.adopt(records.rows[todo], self.model.fingerprint)
             ys, new_state = self.model.step(xs[0] if len(xs) == 1 else xs, state, check_finite=check_finite)
             flat = self._flatten(ys)  # (n, O)
-            todo_ids = [pending_ids[j] for j in todo]
+            todo_ids = [pending_ids[int(j)] for j in todo]
             written = self.store.commit(todo_ids, records.versions[todo], new_state.rows, records.steps[todo] + 1, flat)
-            for j, stream_id in enumerate(todo_ids):
-                if written[j]:
-                    results[stream_id] = self._unflatten(flat[j])
+            for row, stream_id in enumerate(todo_ids):
+                if written[row]:
+                    results[stream_id] = self._unflatten(flat[row])
             pending = pending[todo[~written]]
             if pending.size == 0:
                 break
@@ -236,7 +237,8 @@ class Streams:
             records = self._load_one(stream_id)
         header = _SNAPSHOT.pack(SNAPSHOT_MAGIC, 1, int(records.steps[0]), self.store.output_size)
         state = State.adopt(records.rows[:1].copy(), self.model.fingerprint)
-        return header + records.outputs[0].astype("<f4").tobytes() + state.to_bytes()
+        output: bytes = records.outputs[0].astype("<f4").tobytes()
+        return header + output + state.to_bytes()
 
     def restore(self, stream_id: str, data: bytes, *, overwrite: bool = True) -> None:
         """Set ``stream_id`` from :meth:`snapshot` bytes (or a one-row ``State.to_bytes()``)."""

@@ -6,15 +6,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
-from rnnstream import Streams, StreamModel
-from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import TensorSpec
-from rnnstream.layers.dense import Dense
-from rnnstream.layers.recurrent import GRU, LSTM
+from rnnstream import StreamModel, Streams
 from tests.redis_server import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
+from tests.stores.small import small_model
 
 
 @pytest.fixture(scope="session")
@@ -42,22 +38,6 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "redis":
         return str(request.getfixturevalue("redis_server").url)
     return str(request.getfixturevalue("redis_cluster").url)
-
-
-def small_model(seed: int = 0) -> StreamModel:
-    """A two-output model (LSTM → Dense(2), and a GRU's state) built straight from canonical layers."""
-    rng = np.random.default_rng(seed)
-
-    def w(*shape: int) -> np.ndarray:
-        return rng.normal(0, 0.5, shape).astype(np.float32)
-
-    g = GraphBuilder()
-    x = g.add_input("x", TensorSpec((3,)))
-    (h,) = g.add_node("lstm", LSTM("lstm", Wx=w(3, 24), Wh=w(6, 24), b=w(24)), [x])
-    (y,) = g.add_node("dense", Dense("dense", W=w(6, 2), b=w(2), activation="tanh"), [h])
-    (z,) = g.add_node("gru", GRU("gru", Wx=w(6, 9), Wh=w(3, 9), bx=w(9), bh=w(9), reset_after=True,
-                                 return_sequences=False), [h])
-    return StreamModel(g.build([y, z], ["dense", "gru"]), name="small")
 
 
 @pytest.fixture(scope="session")

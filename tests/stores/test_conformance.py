@@ -15,18 +15,14 @@ from rnnstream import (
     StateError,
     StepOrderError,
     StreamLimitError,
-    Streams,
     StreamModel,
     StreamNotFoundError,
+    Streams,
 )
-from tests.stores.conftest import small_model
+from tests.stores.small import inputs, small_model
 
 MakeStreams = Callable[..., Streams]
 TOL = {"rtol": 1e-6, "atol": 1e-6}
-
-
-def inputs(seed: int, T: int, n: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0, 1, (n, T, 3)).astype(np.float32)
 
 
 def solo(model: StreamModel, xs: np.ndarray) -> list[np.ndarray]:

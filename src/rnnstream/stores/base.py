@@ -86,7 +86,7 @@ class Store(ABC):
     def count(self) -> int:
         """How many streams are held."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most stores hold no connection)
         """Release connections; the default has none."""
 
     def __repr__(self) -> str:

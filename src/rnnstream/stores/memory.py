@@ -1,8 +1,10 @@
 """``memory://``: an arena of state rows in this process, with a free list.
 
-All streams' rows live in one ``[capacity, S]`` float32 array; a dict maps each id to its row, and
-a batch is a gather and a scatter by row index. Freed rows are reused; the arena doubles when full.
-Idle streams expire ``ttl`` seconds after their last write.
+All streams' rows live in an arena of fixed-size chunks of ``[CHUNK_ROWS, S]`` float32; a dict maps
+each id to its row, and a batch is a gather and a scatter by row index. Freed rows are reused; a full
+arena gains a chunk (nothing is copied, and at most one chunk is ever unused). The small per-stream
+columns (steps, versions, write times, last outputs) are flat arrays that double. Idle streams expire
+``ttl`` seconds after their last write.
 
 >>> import numpy as np
 >>> store = MemoryStore(state_size=2, output_size=1)
@@ -22,9 +24,44 @@ from collections.abc import Sequence
 import numpy as np
 
 from rnnstream.stores.base import Records, Store
-from rnnstream.types import BoolArray, FloatArray, IntArray
+from rnnstream.types import Array, BoolArray, FloatArray, IntArray
 
 INITIAL_CAPACITY = 1024
+CHUNK_ROWS = 4096
+
+
+class ChunkedRows:
+    """A ``[capacity, width]`` float32 array kept as chunks of CHUNK_ROWS rows; grows without copying."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.chunks: list[FloatArray] = []
+
+    @property
+    def capacity(self) -> int:
+        return len(self.chunks) * CHUNK_ROWS
+
+    @property
+    def nbytes(self) -> int:
+        return sum(chunk.nbytes for chunk in self.chunks)
+
+    def grow_to(self, rows: int) -> None:
+        while self.capacity < rows:
+            self.chunks.append(np.zeros((CHUNK_ROWS, self.width), np.float32))
+
+    def gather(self, rows: IntArray) -> FloatArray:
+        out = np.empty((rows.size, self.width), np.float32)  # (N, width)
+        chunk_of, offset = np.divmod(rows, CHUNK_ROWS)
+        for chunk in np.unique(chunk_of):
+            mine = chunk_of == chunk
+            out[mine] = self.chunks[chunk][offset[mine]]
+        return out
+
+    def scatter(self, rows: IntArray, values: FloatArray) -> None:
+        chunk_of, offset = np.divmod(rows, CHUNK_ROWS)
+        for chunk in np.unique(chunk_of):
+            mine = chunk_of == chunk
+            self.chunks[chunk][offset[mine]] = values[mine]
 
 
 class MemoryStore(Store):
@@ -37,7 +74,7 @@ class MemoryStore(Store):
         self._index: dict[str, int] = {}
         self._row_ids: list[str | None] = []
         self._free: list[int] = []
-        self._rows = np.zeros((0, state_size), np.float32)  # (capacity, S)
+        self._rows = ChunkedRows(state_size)  # (capacity, S)
         self._outputs = np.zeros((0, output_size), np.float32)  # (capacity, O)
         self._steps = np.zeros(0, np.int64)
         self._versions = np.zeros(0, np.int64)
@@ -47,13 +84,14 @@ class MemoryStore(Store):
 
     @property
     def capacity(self) -> int:
-        return int(self._rows.shape[0])
+        """Streams the arrays hold room for (the state chunks may hold a little more)."""
+        return int(self._steps.shape[0])
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the arena's arrays (the per-stream dict entries come on top)."""
-        arrays = (self._rows, self._outputs, self._steps, self._versions, self._written_at)
-        return sum(a.nbytes for a in arrays)
+        columns = (self._outputs, self._steps, self._versions, self._written_at)
+        return self._rows.nbytes + sum(a.nbytes for a in columns)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -66,11 +104,11 @@ class MemoryStore(Store):
             if self.ttl is not None and present.any():
                 stale = present & (self._written_at[np.maximum(rows_of, 0)] < self._clock() - self.ttl)
                 for k in np.flatnonzero(stale):
-                    self._forget(ids[k])
+                    self._forget(ids[int(k)])
                 present &= ~stale
             records = Records.empty(len(ids), self.state_size, self.output_size)
             at = rows_of[present]
-            records.rows[present] = self._rows[at]
+            records.rows[present] = self._rows.gather(at)
             records.outputs[present] = self._outputs[at]
             records.steps[present] = self._steps[at]
             records.versions[present] = self._versions[at]
@@ -97,7 +135,7 @@ class MemoryStore(Store):
             targets = np.array([self._row_for(i) for i, good in zip(ids, ok, strict=True) if good], np.int64)
             if targets.size:
                 self._write(targets, rows[ok], steps[ok], outputs[ok])
-            return ok
+            return np.asarray(ok, dtype=bool)
 
     def put(self, stream_id: str, row: FloatArray, steps: int, output: FloatArray) -> None:
         with self._lock:
@@ -112,7 +150,7 @@ class MemoryStore(Store):
             return True
 
     def _write(self, targets: IntArray, rows: FloatArray, steps: IntArray, outputs: FloatArray) -> None:
-        self._rows[targets] = rows
+        self._rows.scatter(targets, rows)
         self._outputs[targets] = outputs
         self._steps[targets] = steps
         self._versions[targets] = np.arange(self._next_version, self._next_version + targets.size)
@@ -127,6 +165,7 @@ class MemoryStore(Store):
         if not self._free:
             self._grow()
         row = self._free.pop()
+        self._rows.grow_to(row + 1)  # state chunks come one at a time, as rows are handed out
         self._index[stream_id] = row
         self._row_ids[row] = stream_id
         return row
@@ -134,7 +173,6 @@ class MemoryStore(Store):
     def _grow(self) -> None:
         old = self.capacity
         new = max(INITIAL_CAPACITY, 2 * old)
-        self._rows = _resized(self._rows, new)
         self._outputs = _resized(self._outputs, new)
         self._steps = _resized(self._steps, new)
         self._versions = _resized(self._versions, new)
@@ -163,7 +201,7 @@ class MemoryStore(Store):
                 self._forget(stream_id)
 
 
-def _resized(array: np.ndarray, rows: int) -> np.ndarray:  # type: ignore[type-arg]
+def _resized(array: Array, rows: int) -> Array:
     grown = np.zeros((rows, *array.shape[1:]), array.dtype)
     grown[: array.shape[0]] = array
     return grown
