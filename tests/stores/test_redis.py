@@ -141,3 +141,13 @@ def test_missing_redis_package_says_what_to_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'rnnstream\[redis\]'"):
         Streams(small_model(), "redis://127.0.0.1:6379/0")
+
+
+def test_a_foreign_record_is_a_store_error(redis_server: RedisServer) -> None:
+    import redis
+
+    ns = namespace()
+    redis.Redis.from_url(redis_server.url).hset(ns + "bad", mapping={"v": "7", "n": "1", "s": b"xx", "y": b""})
+    streams = Streams(small_model(), redis_server.url, namespace=ns)
+    with pytest.raises(StoreError, match=r"'bad'.*not a state of this model"):
+        streams.step({"bad": np.zeros(3, np.float32)})

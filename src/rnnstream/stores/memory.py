@@ -69,7 +69,6 @@ class MemoryStore(Store):
 
     def __init__(self, state_size: int, output_size: int, ttl: float | None = None) -> None:
         super().__init__(state_size, output_size, ttl)
-        self._clock = time.monotonic
         self._lock = threading.Lock()
         self._index: dict[str, int] = {}
         self._row_ids: list[str | None] = []
@@ -102,7 +101,7 @@ class MemoryStore(Store):
             rows_of = np.array(found, dtype=np.int64)
             present = rows_of >= 0
             if self.ttl is not None and present.any():
-                stale = present & (self._written_at[np.maximum(rows_of, 0)] < self._clock() - self.ttl)
+                stale = present & (self._written_at[np.maximum(rows_of, 0)] < time.monotonic() - self.ttl)
                 for k in np.flatnonzero(stale):
                     self._forget(ids[int(k)])
                 present &= ~stale
@@ -155,7 +154,7 @@ class MemoryStore(Store):
         self._steps[targets] = steps
         self._versions[targets] = np.arange(self._next_version, self._next_version + targets.size)
         self._next_version += int(targets.size)
-        self._written_at[targets] = self._clock()
+        self._written_at[targets] = time.monotonic()
 
     def _row_for(self, stream_id: str) -> int:
         """The row of ``stream_id``, taking a free one (growing the arena) for a new stream."""
@@ -190,7 +189,7 @@ class MemoryStore(Store):
         """Free the rows of streams idle for longer than ``ttl``; at most every ttl/4 unless forced."""
         if self.ttl is None:
             return
-        now = self._clock()
+        now = time.monotonic()
         if not force and now < self._next_sweep:
             return
         self._next_sweep = now + self.ttl / 4

@@ -106,6 +106,12 @@ class RedisStore(Store):
         for k, (token, steps, state, output) in enumerate(replies):
             if token is None:
                 continue
+            sizes = (len(state or b""), len(output or b""))
+            if sizes != (4 * self.state_size, 4 * self.output_size):
+                raise StoreError(
+                    f"the record of stream {ids[k]!r} in {self.url} ({self._key(ids[k])}) is not a state of this "
+                    "model; delete the key or use another namespace"
+                )
             records.versions[k] = int(token)
             records.steps[k] = int(steps)
             records.rows[k] = np.frombuffer(state, "<f4")
