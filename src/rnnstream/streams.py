@@ -13,25 +13,18 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
-from rnnstream.errors import (
-    ConflictError,
-    InputError,
-    RnnstreamError,
-    StateError,
-    StepOrderError,
-    StreamLimitError,
-    StreamNotFoundError,
-)
+from rnnstream.errors import InputError, RnnstreamError, StateError, StreamLimitError, StreamNotFoundError
 from rnnstream.model import Inputs, Outputs, StreamModel
 from rnnstream.state import State
+from rnnstream.stepping import Codec, Result, StepRequest, advance
 from rnnstream.stores import Store, open_store
 from rnnstream.stores.base import Records
-from rnnstream.types import Array, FloatArray
+from rnnstream.types import FloatArray
 
 _SNAPSHOT = struct.Struct("<4sB3xQI")  # magic, version, steps applied, output floats
 SNAPSHOT_MAGIC = b"RNSP"
@@ -60,12 +53,11 @@ class Streams:
         self.model = model
         self.max_streams = max_streams
         self.conflict_retries = conflict_retries
-        self._shapes = [spec.shape for spec in model.output_specs]
-        self._sizes = [int(np.prod(shape)) for shape in self._shapes]
+        self._codec = Codec([spec.shape for spec in model.output_specs])
         self.store: Store = open_store(
             store,
             state_size=model.state_size,
-            output_size=sum(self._sizes),
+            output_size=sum(self._codec.sizes),
             ttl=ttl,
             namespace=namespace if namespace is not None else f"rnnstream:{model.fingerprint[:16]}:",
         )
@@ -91,72 +83,36 @@ class Streams:
         One engine call serves every stream; if the call fails, no stream advances.
         """
         ids = list(inputs)
-        if not ids:
-            return {}
+        numbers = _check_numbers(ids, step_numbers or {})
+        requests = [StepRequest(i, inputs[i], numbers.get(i)) for i in ids]
+        results = self._advance(requests, isolate=False, check_finite=check_finite)
+        return dict(zip(ids, results, strict=True))  # type: ignore[arg-type]  # no errors when not isolating
+
+    def step_each(self, requests: Sequence[StepRequest], *, check_finite: bool = False) -> list[Result]:
+        """Advance the streams of ``requests`` (distinct ids) in one engine call, each on its own:
+        a request that fails gets its error as its result, and the others still advance.
+
+        >>> import numpy as np, rnnstream
+        >>> streams = rnnstream.Streams(rnnstream.load(rnnstream.demo.SEED_MODEL))
+        >>> ok, bad = streams.step_each([StepRequest("a", np.zeros(4)), StepRequest("b", np.zeros(3))])
+        >>> ok.shape, type(bad).__name__
+        ((1,), 'InputError')
+        """
+        return self._advance(list(requests), isolate=True, check_finite=check_finite)
+
+    def _advance(self, requests: list[StepRequest], *, isolate: bool, check_finite: bool) -> list[Result]:
+        ids = [r.stream_id for r in requests]
         bad_ids = [i for i in ids if not isinstance(i, str) or not i]
         if bad_ids:
             raise InputError(f"stream ids are non-empty strings, got {bad_ids}")
-        numbers = _check_numbers(ids, step_numbers or {})
-        batch = self._stack(ids, inputs)
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if repeated:
+            raise InputError(f"one call steps each stream once; repeated ids: {repeated}")
+        if not requests:
+            return []
         with self._lock:
-            return self._step_locked(ids, batch, numbers, check_finite)
-
-    def _step_locked(
-        self, ids: list[str], batch: list[Array], numbers: dict[str, int], check_finite: bool
-    ) -> dict[str, Outputs]:
-        results: dict[str, Outputs] = {}
-        pending = np.arange(len(ids))
-        for _ in range(self.conflict_retries + 1):
-            pending_ids = [ids[k] for k in pending]
-            records = self.store.load(pending_ids)
-            apply = self._classify(pending_ids, records, numbers)  # (P,) bool: False = a retry
-            for retry in np.flatnonzero(~apply):
-                results[pending_ids[retry]] = self._unflatten(records.outputs[retry])
-            todo = np.flatnonzero(apply)
-            if todo.size == 0:
-                break
-            self._check_limit(int(np.sum(~records.exists[todo])))
-            xs = [x[pending[todo]] for x in batch]
-            state = State.adopt(records.rows[todo], self.model.fingerprint)
-            ys, new_state = self.model.step(xs[0] if len(xs) == 1 else xs, state, check_finite=check_finite)
-            flat = self._flatten(ys)  # (n, O)
-            todo_ids = [pending_ids[int(j)] for j in todo]
-            written = self.store.commit(todo_ids, records.versions[todo], new_state.rows, records.steps[todo] + 1, flat)
-            for row, stream_id in enumerate(todo_ids):
-                if written[row]:
-                    results[stream_id] = self._unflatten(flat[row])
-            pending = pending[todo[~written]]
-            if pending.size == 0:
-                break
-        else:
-            conflicted = [ids[k] for k in pending]
-            raise ConflictError(
-                f"streams {conflicted} were advanced by another process during each of "
-                f"{self.conflict_retries + 1} attempts; retry the call (with step numbers it is safe)",
-                stream_ids=conflicted,
-                applied=dict(results),
-            )
-        return {i: results[i] for i in ids}
-
-    def _classify(self, ids: list[str], records: Records, numbers: dict[str, int]) -> Any:
-        """True where the step applies, False where it is a retry of the last applied step."""
-        apply = np.ones(len(ids), dtype=bool)
-        for j, stream_id in enumerate(ids):
-            n = numbers.get(stream_id)
-            if n is None:
-                continue
-            applied = int(records.steps[j])
-            if n == applied and applied > 0:
-                apply[j] = False
-            elif n != applied + 1:
-                history = "it is new, or expired" if applied == 0 else f"it has applied {applied} steps"
-                raise StepOrderError(
-                    f"stream {stream_id!r} takes step number {applied + 1} next ({history}); got {n}",
-                    stream_id=stream_id,
-                    expected=applied + 1,
-                    received=n,
-                )
-        return apply
+            return advance(self.model, self.store, self._codec, requests, isolate=isolate, check_finite=check_finite,
+                           check_limit=self._check_limit, conflict_retries=self.conflict_retries)
 
     def _check_limit(self, new_streams: int) -> None:
         if self.max_streams is None or new_streams == 0:
@@ -167,41 +123,6 @@ class Streams:
                 f"starting {new_streams} new stream(s) would exceed max_streams={self.max_streams} "
                 f"({held} held); close idle streams, set a ttl, or raise max_streams"
             )
-
-    def _stack(self, ids: list[str], inputs: Mapping[str, Inputs]) -> list[Array]:
-        """One batch array per model input, from each stream's own input; names the stream at fault."""
-        specs = self.model.inputs
-        columns: list[list[Array]] = [[] for _ in specs]
-        for stream_id in ids:
-            x = inputs[stream_id]
-            if isinstance(x, Mapping):
-                parts = [x.get(spec.name) for spec in specs]
-            elif len(specs) > 1:
-                parts = list(x) if isinstance(x, list | tuple) else []
-            else:
-                parts = [x]
-            if len(parts) != len(specs) or any(p is None for p in parts):
-                raise InputError(f"stream {stream_id!r}: give one value per model input {[s.name for s in specs]}")
-            for k, (part, spec) in enumerate(zip(parts, specs, strict=True)):
-                array = np.asarray(part)
-                if array.shape != spec.spec.shape:
-                    raise InputError(
-                        f"stream {stream_id!r}: input {spec.name!r} has shape {array.shape}, "
-                        f"expected {spec.spec.shape} (one step, no batch axis)"
-                    )
-                columns[k].append(array)
-        return [np.stack(column) for column in columns]
-
-    def _flatten(self, ys: Outputs) -> FloatArray:
-        outputs = ys if isinstance(ys, list) else [ys]
-        return np.concatenate([np.asarray(y, np.float32).reshape(len(y), -1) for y in outputs], axis=1)
-
-    def _unflatten(self, flat: FloatArray) -> Outputs:
-        parts, start = [], 0
-        for shape, size in zip(self._shapes, self._sizes, strict=True):
-            parts.append(np.array(flat[start : start + size], np.float32).reshape(shape))
-            start += size
-        return parts[0] if len(parts) == 1 else parts
 
     # -- managing streams ----------------------------------------------------------------------------
 

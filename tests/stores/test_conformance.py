@@ -19,6 +19,7 @@ from rnnstream import (
     StreamNotFoundError,
     Streams,
 )
+from rnnstream.stepping import StepRequest
 from tests.stores.small import inputs, small_model
 
 MakeStreams = Callable[..., Streams]
@@ -239,3 +240,50 @@ def test_store_compare_and_set(make_streams: MakeStreams) -> None:
     now = store.load(["k"])
     assert now.rows[0, 0] == 1.0 and now.steps[0] == 1
     assert store.commit(["k"], now.versions, 3 * row, np.int64([2]), out).tolist() == [True]
+
+
+def test_step_each_isolates_each_requests_error(make_streams: MakeStreams, model: StreamModel) -> None:
+    """The server's path: one bad request fails alone; its batch-mates advance."""
+    streams = make_streams(max_streams=4)
+    x = inputs(15, 3)[0]
+    reference = solo(model, x)
+    streams.step({"old": x[0], "other": x[0]}, step_numbers={"old": 1})
+    nan = np.full(3, np.nan, np.float32)
+    results = streams.step_each(
+        [
+            StepRequest("old", x[1], step_number=2),
+            StepRequest("bad-shape", np.zeros(5, np.float32)),
+            StepRequest("bad-number", x[0], step_number=3),
+            StepRequest("bad-values", nan),
+            StepRequest("other", x[1], step_number=7),
+            StepRequest("new", x[0]),
+        ],
+        check_finite=True,
+    )
+    assert_output(results[0], reference, 1)
+    assert isinstance(results[1], InputError) and "bad-shape" in str(results[1])
+    assert isinstance(results[2], StepOrderError) and results[2].expected == 1
+    assert isinstance(results[3], InputError) and "non-finite" in str(results[3])
+    assert isinstance(results[4], StepOrderError) and results[4].expected == 2
+    assert_output(results[5], reference, 0)
+    assert sorted(streams.ids()) == ["new", "old", "other"] and streams.steps_applied("other") == 1
+    limited = streams.step_each([StepRequest("n1", x[0]), StepRequest("n2", x[0]), StepRequest("old", x[2])])
+    assert all(isinstance(r, StreamLimitError) for r in limited[:2])  # 3 held + 2 new > 4
+    assert_output(limited[2], reference, 2)
+
+
+def test_sequence_start_end_and_unknown_sequences(make_streams: MakeStreams, model: StreamModel) -> None:
+    streams = make_streams()
+    x = inputs(16, 3)[0]
+    reference = solo(model, x)
+    (unknown,) = streams.step_each([StepRequest("seq", x[0], must_exist=True)])
+    assert isinstance(unknown, StreamNotFoundError) and "seq" not in streams
+    for t in range(2):
+        streams.step_each([StepRequest("seq", x[t], start=t == 0, must_exist=True)])
+    (restarted,) = streams.step_each([StepRequest("seq", x[0], start=True, must_exist=True)])
+    assert_output(restarted, reference, 0)  # start means: from the initial state, whatever was there
+    (last,) = streams.step_each([StepRequest("seq", x[1], end=True, must_exist=True)])
+    assert_output(last, reference, 1)
+    assert "seq" not in streams
+    with pytest.raises(InputError, match="repeated ids"):
+        streams.step_each([StepRequest("a", x[0]), StepRequest("a", x[1])])
