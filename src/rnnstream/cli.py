@@ -1,6 +1,7 @@
 """The ``rnnstream`` command line.
 
-    rnnstream demo                      stream the bundled seed model (what `make run` does)
+    rnnstream serve [MODEL ...]         serve models over HTTP (Open Inference Protocol v2) and WebSocket
+    rnnstream demo                      stream the bundled seed model step by step in the terminal
     rnnstream summary MODEL             layers, state layout and parameters of a model file
     rnnstream bench context [MODEL]     time per step at context length 10, 1,000 and 10,000
     rnnstream bench streams [MODEL]     stream-steps/s by concurrent streams and store; bytes per stream
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +22,23 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="stream the bundled seed model step by step")
+    serve = commands.add_parser("serve", help="serve models over HTTP and WebSocket")
+    serve.add_argument("models", nargs="*", metavar="MODEL",
+                       help="a .keras/.h5 file, 'seed', 'builtin:identity', 'builtin:large', or NAME=any of them "
+                            "(default: seed)")
+    serve.add_argument("--store", default="memory://", help="memory:// or redis://host:port/db (default %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, default=256, help="streams per engine call (default %(default)s)")
+    serve.add_argument("--max-delay-ms", type=float, default=2.0,
+                       help="longest wait for a batch to fill (default %(default)s)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (needs a redis:// store)")
+    serve.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
+    serve.add_argument("--token", default=os.environ.get("RNNSTREAM_TOKEN"),
+                       help="require 'Authorization: Bearer TOKEN' (default: $RNNSTREAM_TOKEN)")
+    serve.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    serve.add_argument("--max-streams", type=int, default=None)
+    serve.add_argument("--ttl", type=float, default=None, help="seconds before an idle stream is forgotten")
     summary = commands.add_parser("summary", help="describe a model file")
     summary.add_argument("model", help="a .keras or .h5 file")
     bench = commands.add_parser("bench", help="benchmarks")
@@ -47,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rnnstream.demo.run import main as demo
 
             return demo()
+        if args.command == "serve":
+            from rnnstream.server.config import ServerConfig
+            from rnnstream.server.run import serve
+
+            config = ServerConfig(models=args.models, store=args.store, max_batch=args.max_batch,
+                                  max_delay_ms=args.max_delay_ms, timeout=args.timeout, token=args.token,
+                                  max_body_bytes=args.max_body_bytes, max_streams=args.max_streams, ttl=args.ttl)
+            return serve(config, args.host, args.port, args.workers)
         from rnnstream.demo import SEED_MODEL
         from rnnstream.importers import load
 

@@ -1,0 +1,280 @@
+"""The HTTP server: Open Inference Protocol v2 routes, WebSocket, metrics, auth and limits (Starlette).
+
+Every step goes through the model's Batcher; the engine never runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from rnnstream import __version__
+from rnnstream.errors import (
+    ConflictError,
+    InputError,
+    RnnstreamError,
+    StepOrderError,
+    StoreError,
+    StreamLimitError,
+    StreamNotFoundError,
+)
+from rnnstream.model import StreamModel
+from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError
+from rnnstream.server.config import ServerConfig, load_models
+from rnnstream.server.metrics import Metrics
+from rnnstream.server.oip import HEADER_LENGTH, ProtocolError, encode_infer, model_metadata, parse_infer
+from rnnstream.streams import Streams
+
+CONFIG_ENV = "RNNSTREAM_SERVE_CONFIG"
+PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")
+
+
+@dataclass
+class ServedModel:
+    name: str
+    model: StreamModel
+    streams: Streams
+    batcher: Batcher
+
+    def outputs_by_name(self, result: Any) -> dict[str, Any]:
+        values = result if isinstance(result, list) else [result]
+        return dict(zip(self.model.output_names, values, strict=True))
+
+
+class ServerState:
+    """The served models and the metrics, shared by every route."""
+
+    def __init__(self, config: ServerConfig, models: dict[str, StreamModel]) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.models: dict[str, ServedModel] = {}
+        for name, model in models.items():
+            streams = Streams(model, config.store, ttl=config.ttl, max_streams=config.max_streams)
+            batcher = Batcher(streams, name=name, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000,
+                              timeout=config.timeout, metrics=self.metrics)
+            self.models[name] = ServedModel(name, model, streams, batcher)
+            self.metrics.active_streams[name] = streams.__len__
+        self.ready = False
+
+    def find(self, name: str, version: str | None = None) -> ServedModel:
+        served = self.models.get(name)
+        if served is None or version not in (None, "1"):
+            known = ", ".join(sorted(self.models))
+            raise LookupError(f"no model {name!r}" + (f" version {version!r}" if version else "") + f"; serving {known}")
+        return served
+
+
+STATUS: list[tuple[type[Exception], int]] = [
+    (ProtocolError, 400),
+    (InputError, 400),
+    (StreamNotFoundError, 400),
+    (StepOrderError, 409),
+    (ConflictError, 409),
+    (StreamLimitError, 503),
+    (StoreError, 503),
+    (ShuttingDownError, 503),
+    (QueueTimeoutError, 504),
+]
+
+
+def status_for(error: Exception) -> int:
+    for kind, status in STATUS:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_body(error: Exception) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": str(error)}
+    if isinstance(error, StepOrderError):
+        body["expected_step"] = error.expected
+    if isinstance(error, ConflictError | QueueTimeoutError | StreamLimitError | StoreError | ShuttingDownError):
+        body["retryable"] = True
+    return body
+
+
+def error_response(error: Exception) -> JSONResponse:
+    return JSONResponse(error_body(error), status_code=status_for(error))
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) one larger than ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"the request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"the request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class BodyTooLargeError(RnnstreamError):
+    """The request body is larger than the server takes."""
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+
+async def server_metadata(request: Request) -> Response:
+    return JSONResponse({"name": "rnnstream", "version": __version__,
+                         "extensions": ["binary_tensor_data", "sequence", "model_repository", "websocket"]})
+
+
+async def live(request: Request) -> Response:
+    return JSONResponse({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    is_ready = _state(request).ready
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    return JSONResponse({"models": [{"name": n, "versions": ["1"], "ready": state.ready} for n in state.models]})
+
+
+async def repository_index(request: Request) -> Response:
+    return JSONResponse([{"name": n, "version": "1", "state": "READY"} for n in _state(request).models])
+
+
+async def model_info(request: Request) -> Response:
+    try:
+        served = _state(request).find(request.path_params["name"], request.path_params.get("version"))
+    except LookupError as error:
+        return JSONResponse({"error": str(error)}, status_code=404)
+    return JSONResponse(model_metadata(served.name, served.model))
+
+
+async def model_ready(request: Request) -> Response:
+    state = _state(request)
+    try:
+        state.find(request.path_params["name"], request.path_params.get("version"))
+    except LookupError as error:
+        return JSONResponse({"error": str(error)}, status_code=404)
+    return JSONResponse({"name": request.path_params["name"], "ready": state.ready},
+                        status_code=200 if state.ready else 503)
+
+
+async def infer(request: Request) -> Response:
+    state = _state(request)
+    name = request.path_params["name"]
+    try:
+        served = state.find(name, request.path_params.get("version"))
+    except LookupError as error:
+        return JSONResponse({"error": str(error)}, status_code=404)
+    try:
+        body = await read_body(request, state.config.max_body_bytes)
+        decoded = parse_infer(served.model, body, request.headers.get(HEADER_LENGTH))
+        result = await served.batcher.submit(decoded.step)
+        content, headers = encode_infer(name, decoded, served.outputs_by_name(result))
+    except BodyTooLargeError as error:
+        state.metrics.requests.inc(model=name, protocol="http", code="413")
+        return JSONResponse({"error": str(error)}, status_code=413)
+    except RnnstreamError as error:
+        code = status_for(error)
+        state.metrics.requests.inc(model=name, protocol="http", code=str(code))
+        state.metrics.errors.inc(model=name, error=type(error).__name__)
+        return error_response(error)
+    state.metrics.requests.inc(model=name, protocol="http", code="200")
+    media = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
+    return Response(content, media_type=media, headers=headers)
+
+
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+# -- the app -----------------------------------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BearerAuth:
+    """Refuse (401) any request but the health checks without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        given = headers.get("authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong bearer token"})
+            return
+        response = JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer ...)"}, 401)
+        await response(scope, receive, send)
+
+
+def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel] | None = None) -> Starlette:
+    """The ASGI app serving ``models`` (default: the ones ``config`` names) under ``config``."""
+    from rnnstream.server.ws import stream_socket
+
+    config = config or ServerConfig()
+    state = ServerState(config, models if models is not None else load_models(config.models))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for served in state.models.values():
+            served.batcher.start()
+        state.ready = True
+        yield
+        state.ready = False
+        for served in state.models.values():
+            await served.batcher.close()
+            served.streams.close_store()
+
+    model_routes = []
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        model_routes += [
+            Route(prefix, model_info),
+            Route(prefix + "/ready", model_ready),
+            Route(prefix + "/infer", infer, methods=["POST"]),
+        ]
+    app = Starlette(
+        routes=[
+            Route("/v2", server_metadata),
+            Route("/v2/health/live", live),
+            Route("/v2/health/ready", ready),
+            Route("/v2/models", list_models),
+            Route("/v2/repository/index", repository_index, methods=["POST"]),
+            *model_routes,
+            Route("/metrics", metrics),
+            WebSocketRoute("/v2/stream", stream_socket),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    app.add_middleware(BearerAuth, token=config.token)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The app of a worker process started by ``rnnstream serve --workers N`` (config in the environment)."""
+    return create_app(ServerConfig.from_json(os.environ[CONFIG_ENV]))

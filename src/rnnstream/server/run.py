@@ -1,0 +1,52 @@
+"""``rnnstream serve``: start uvicorn on the app, print the URL and a request to paste."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from rnnstream.errors import InputError, MissingDependencyError
+from rnnstream.model import StreamModel
+from rnnstream.server.config import ServerConfig, load_models
+
+
+def example_request(url: str, name: str, model: StreamModel) -> str:
+    """A curl command that starts a sequence with one step of zeros."""
+    inputs = [
+        {"name": s.name, "shape": [1, *s.spec.shape], "datatype": "INT64" if s.spec.dtype == "int64" else "FP32",
+         "data": [0] * int(np.prod(s.spec.shape))}
+        for s in model.inputs
+    ]
+    body = {"inputs": inputs, "parameters": {"sequence_id": "demo-1", "sequence_start": True}}
+    return f"curl -s {url}/v2/models/{name}/infer -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+
+
+def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError("the server needs its extra: pip install 'rnnstream[server]'") from None
+    if workers > 1 and config.store == "memory://":
+        raise InputError(
+            "--workers > 1 needs a shared store: each worker would hold its own memory:// streams. "
+            "Use --store redis://host:port/db"
+        )
+    models = load_models(config.models)
+    url = f"http://{host}:{port}"
+    print(f"rnnstream serving {', '.join(models)} at {url} (store {config.store}, "
+          f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")
+    first = next(iter(models))
+    print("Try:\n  " + example_request(url, first, models[first]), flush=True)
+    options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30}
+    if workers > 1:
+        from rnnstream.server.app import CONFIG_ENV
+
+        os.environ[CONFIG_ENV] = config.to_json()
+        uvicorn.run("rnnstream.server.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    else:
+        from rnnstream.server.app import create_app
+
+        uvicorn.run(create_app(config, models), **options)  # type: ignore[arg-type]
+    return 0

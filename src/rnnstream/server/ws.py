@@ -1,0 +1,230 @@
+"""``/v2/stream``: a WebSocket for long-lived streams. One socket carries any number of stream ids.
+
+Text frames are JSON. A request::
+
+    {"model": "seed", "id": "r1", "sequence_id": "sensor-1", "inputs": {"input": [0.1, 0.2, 0.3, 0.4]},
+     "sequence_start": true, "sequence_end": false, "sequence_step": 1}
+
+(``inputs`` may be a bare list for a one-input model), or ``{"requests": [...]}`` for several. Each
+request gets ``{"id", "sequence_id", "outputs": {"output": [...]}}`` or ``{"id", "sequence_id",
+"error", "code"}`` (several: ``{"responses": [...]}`` in order). Errors never close the socket.
+
+Binary frames are ``uint32 little-endian header length | JSON header | values``: the header is
+``{"model", "requests": [{"id", "sequence_id", ...}]}`` and the values are each request's inputs in
+model input order (float32, or int64 token ids). The reply has ``{"responses": [...]}`` and the
+successful requests' outputs as float32, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import Any
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from rnnstream.errors import RnnstreamError
+from rnnstream.server.app import ServedModel, ServerState, error_body, status_for
+from rnnstream.server.oip import ProtocolError
+from rnnstream.stepping import StepRequest
+from rnnstream.types import Array
+
+_LENGTH = struct.Struct("<I")
+
+
+def _step_request(served: ServedModel, entry: dict[str, Any], x: Any) -> StepRequest:
+    sequence_id = entry.get("sequence_id")
+    if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str) or sequence_id in (0, ""):
+        raise ProtocolError(f"sequence_id must be a non-zero integer or a non-empty string, got {sequence_id!r}")
+    number = entry.get("sequence_step")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
+        raise ProtocolError(f"sequence_step must be an integer from 1, got {number!r}")
+    start, end = entry.get("sequence_start", False), entry.get("sequence_end", False)
+    if not isinstance(start, bool) or not isinstance(end, bool):
+        raise ProtocolError("sequence_start and sequence_end must be true or false")
+    return StepRequest(str(sequence_id), x, number, start=start, end=end, must_exist=not start)
+
+
+def _json_inputs(served: ServedModel, entry: dict[str, Any]) -> Any:
+    inputs = entry.get("inputs")
+    specs = served.model.inputs
+    if isinstance(inputs, list) and len(specs) == 1:
+        inputs = {specs[0].name: inputs}
+    if not isinstance(inputs, dict) or sorted(inputs) != sorted(s.name for s in specs):
+        raise ProtocolError(f"'inputs' must give every model input {[s.name for s in specs]}")
+    arrays = {s.name: np.asarray(inputs[s.name], dtype=np.int64 if s.spec.dtype == "int64" else np.float32)
+              for s in specs}
+    return arrays[specs[0].name] if len(specs) == 1 else arrays
+
+
+class StreamSocket:
+    """One connection: requests are queued as they arrive (so each stream keeps its order) and
+    answered as their batches finish."""
+
+    def __init__(self, websocket: WebSocket, state: ServerState) -> None:
+        self.websocket, self.state = websocket, state
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _served(self, name: Any) -> ServedModel:
+        try:
+            return self.state.find(str(name))
+        except LookupError as error:
+            raise ProtocolError(str(error)) from None
+
+    async def run(self) -> None:
+        await self.websocket.accept()
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("bytes") is not None:
+                    self._spawn(self._binary(message["bytes"]))
+                elif message.get("text") is not None:
+                    self._spawn(self._text(message["text"]))
+        except WebSocketDisconnect:
+            pass
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, text: str | None = None, data: bytes | None = None) -> None:
+        async with self._send_lock:
+            try:
+                if data is not None:
+                    await self.websocket.send_bytes(data)
+                else:
+                    await self.websocket.send_text(text or "")
+            except (WebSocketDisconnect, RuntimeError):
+                pass  # the client left; its results have nowhere to go
+
+    def _submit(self, served: ServedModel, request: StepRequest) -> asyncio.Future[Any]:
+        """Queue now (this keeps per-stream order); the future resolves when the batch is done."""
+        return asyncio.ensure_future(served.batcher.submit(request))
+
+    def _count(self, model: str, error: Exception | None) -> None:
+        code = "200" if error is None else str(status_for(error))
+        self.state.metrics.requests.inc(model=model, protocol="websocket", code=code)
+        if error is not None:
+            self.state.metrics.errors.inc(model=model, error=type(error).__name__)
+
+    async def _text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+            if not isinstance(message, dict):
+                raise ProtocolError("a message is a JSON object")
+        except (json.JSONDecodeError, ProtocolError) as error:
+            await self._send(json.dumps({"error": f"not a valid request: {error}", "code": 400}))
+            return
+        entries = message.get("requests") if "requests" in message else [message]
+        if not isinstance(entries, list):
+            await self._send(json.dumps({"error": "'requests' must be a list", "code": 400}))
+            return
+        pending: list[tuple[dict[str, Any], str, asyncio.Future[Any] | Exception]] = []
+        for entry in entries:
+            model_name = str(entry.get("model", message.get("model", ""))) if isinstance(entry, dict) else ""
+            try:
+                if not isinstance(entry, dict):
+                    raise ProtocolError("each request is a JSON object")
+                served = self._served(model_name)
+                request = _step_request(served, entry, _json_inputs(served, entry))
+                pending.append((entry, model_name, self._submit(served, request)))
+            except RnnstreamError as error:
+                pending.append((entry if isinstance(entry, dict) else {}, model_name, error))
+        responses = []
+        for entry, model_name, outcome in pending:
+            reply: dict[str, Any] = {"id": entry.get("id"), "sequence_id": entry.get("sequence_id")}
+            error = outcome if isinstance(outcome, Exception) else None
+            if error is None:
+                try:
+                    result = await outcome  # type: ignore[misc]
+                    outputs = self._served(model_name).outputs_by_name(result)
+                    reply["outputs"] = {k: np.asarray(v).reshape(-1).tolist() for k, v in outputs.items()}
+                except RnnstreamError as failed:
+                    error = failed
+            if error is not None:
+                reply.update(error_body(error), code=status_for(error))
+            self._count(model_name, error)
+            responses.append(reply)
+        await self._send(json.dumps(responses[0] if "requests" not in message else {"responses": responses}))
+
+    async def _binary(self, data: bytes) -> None:
+        try:
+            header, values = _split_frame(data)
+            served = self._served(header.get("model"))
+            entries = header.get("requests")
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise ProtocolError("the header needs 'requests', a list of objects")
+            inputs = _binary_inputs(served, values, len(entries))
+            futures: list[asyncio.Future[Any] | Exception] = []
+            for entry, x in zip(entries, inputs, strict=True):
+                try:
+                    futures.append(self._submit(served, _step_request(served, entry, x)))
+                except RnnstreamError as error:
+                    futures.append(error)
+        except RnnstreamError as error:
+            await self._send(json.dumps({"error": str(error), "code": status_for(error)}))
+            return
+        responses, blobs = [], []
+        for entry, outcome in zip(entries, futures, strict=True):
+            reply: dict[str, Any] = {"id": entry.get("id"), "sequence_id": entry.get("sequence_id")}
+            error = outcome if isinstance(outcome, Exception) else None
+            if error is None:
+                try:
+                    result = await outcome  # type: ignore[misc]
+                    parts = result if isinstance(result, list) else [result]
+                    blobs.append(b"".join(np.asarray(p, "<f4").tobytes() for p in parts))
+                except RnnstreamError as failed:
+                    error = failed
+            if error is not None:
+                reply.update(error_body(error), code=status_for(error))
+            self._count(served.name, error)
+            responses.append(reply)
+        head = json.dumps({"responses": responses}).encode()
+        await self._send(data=_LENGTH.pack(len(head)) + head + b"".join(blobs))
+
+
+def _split_frame(data: bytes) -> tuple[dict[str, Any], bytes]:
+    if len(data) < _LENGTH.size:
+        raise ProtocolError("a binary frame starts with a 4-byte header length")
+    (length,) = _LENGTH.unpack_from(data)
+    if _LENGTH.size + length > len(data):
+        raise ProtocolError(f"the header length {length} runs past the frame ({len(data)} bytes)")
+    try:
+        header = json.loads(data[_LENGTH.size : _LENGTH.size + length])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"the binary frame's header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("the binary frame's header is a JSON object")
+    return header, data[_LENGTH.size + length :]
+
+
+def _binary_inputs(served: ServedModel, values: bytes, count: int) -> list[Any]:
+    """Split the values of a binary frame into each request's inputs."""
+    specs = served.model.inputs
+    dtypes = [np.dtype("<i8") if s.spec.dtype == "int64" else np.dtype("<f4") for s in specs]
+    sizes = [int(np.prod(s.spec.shape)) * d.itemsize for s, d in zip(specs, dtypes, strict=True)]
+    if len(values) != count * sum(sizes):
+        raise ProtocolError(
+            f"the frame carries {len(values)} bytes of values; {count} requests need {count * sum(sizes)} "
+            f"({sum(sizes)} each: inputs {[s.name for s in specs]})"
+        )
+    inputs, offset = [], 0
+    for _ in range(count):
+        arrays: dict[str, Array] = {}
+        for spec, dtype, size in zip(specs, dtypes, sizes, strict=True):
+            arrays[spec.name] = np.frombuffer(values[offset : offset + size], dtype).reshape(spec.spec.shape)
+            offset += size
+        inputs.append(arrays[specs[0].name] if len(specs) == 1 else arrays)
+    return inputs
+
+
+async def stream_socket(websocket: WebSocket) -> None:
+    await StreamSocket(websocket, websocket.app.state.server).run()
