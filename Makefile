@@ -1,13 +1,16 @@
-# rnnstream: `make run` sets up .venv and runs the demo; `make test` runs lint, types and the test suite.
+# rnnstream: `make run` sets up .venv and serves the demo model; `make test` runs lint, types and the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench redis-server clean
+.PHONY: run demo test lint bench redis-server clean
 
 run: $(RUN_STAMP)
+	$(PY) -m rnnstream serve
+
+demo: $(RUN_STAMP)
 	$(PY) -m rnnstream demo
 
 test: $(TEST_STAMP) lint
@@ -34,7 +37,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[server,redis]"
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY) redis-server

@@ -41,3 +41,8 @@ def test_bad_model_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path.write_text("nope")
     assert main(["summary", str(path)]) == 2
     assert "not a Keras model file" in capsys.readouterr().err
+
+
+def test_serve_refuses_workers_without_a_shared_store(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "needs a shared store" in capsys.readouterr().err

@@ -59,8 +59,8 @@ class ServerState:
         self.models: dict[str, ServedModel] = {}
         for name, model in models.items():
             streams = Streams(model, config.store, ttl=config.ttl, max_streams=config.max_streams)
-            batcher = Batcher(streams, name=name, max_batch=config.max_batch, max_delay=config.max_delay_ms / 1000,
-                              timeout=config.timeout, metrics=self.metrics)
+            batcher = Batcher(streams, name=name, max_batch=config.max_batch,
+                              max_delay=config.max_delay_ms / 1000, timeout=config.timeout, metrics=self.metrics)
             self.models[name] = ServedModel(name, model, streams, batcher)
             self.metrics.active_streams[name] = streams.__len__
         self.ready = False
@@ -69,7 +69,8 @@ class ServerState:
         served = self.models.get(name)
         if served is None or version not in (None, "1"):
             known = ", ".join(sorted(self.models))
-            raise LookupError(f"no model {name!r}" + (f" version {version!r}" if version else "") + f"; serving {known}")
+            which = f"{name!r}" + (f" version {version!r}" if version else "")
+            raise LookupError(f"no model {which}; serving {known}")
         return served
 
 

@@ -113,7 +113,7 @@ def _one_step(name: str, array: Array, spec: InputSpec) -> Array:
     """A ``[1, *features]`` (or ``[*features]``) tensor → one step of one sequence."""
     features = spec.spec.shape
     if array.shape == (1, *features):
-        return array[0]
+        return np.asarray(array[0])
     if array.shape == features:
         return array
     raise ProtocolError(
@@ -175,7 +175,10 @@ def parse_infer(model: StreamModel, body: bytes, header_length: str | None) -> I
     outputs = header.get("outputs")
     requested, binary_outputs = None, bool(parameters.get("binary_data_output", False))
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        named = isinstance(outputs, list) and all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        )
+        if not named:
             raise ProtocolError("'outputs' must be a list of objects with a 'name'")
         requested = [o["name"] for o in outputs]
         binary_outputs = binary_outputs or any((o.get("parameters") or {}).get("binary_data") for o in outputs)

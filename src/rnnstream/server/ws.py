@@ -140,20 +140,29 @@ class StreamSocket:
                 pending.append((entry if isinstance(entry, dict) else {}, model_name, error))
         responses = []
         for entry, model_name, outcome in pending:
-            reply: dict[str, Any] = {"id": entry.get("id"), "sequence_id": entry.get("sequence_id")}
-            error = outcome if isinstance(outcome, Exception) else None
-            if error is None:
-                try:
-                    result = await outcome  # type: ignore[misc]
-                    outputs = self._served(model_name).outputs_by_name(result)
-                    reply["outputs"] = {k: np.asarray(v).reshape(-1).tolist() for k, v in outputs.items()}
-                except RnnstreamError as failed:
-                    error = failed
-            if error is not None:
-                reply.update(error_body(error), code=status_for(error))
-            self._count(model_name, error)
+            reply, result = await self._outcome(entry, model_name, outcome)
+            if result is not None:
+                outputs = self._served(model_name).outputs_by_name(result)
+                reply["outputs"] = {k: np.asarray(v).reshape(-1).tolist() for k, v in outputs.items()}
             responses.append(reply)
         await self._send(json.dumps(responses[0] if "requests" not in message else {"responses": responses}))
+
+    async def _outcome(
+        self, entry: dict[str, Any], model_name: str, outcome: asyncio.Future[Any] | Exception
+    ) -> tuple[dict[str, Any], Any]:
+        """The reply head of one request and its result (None if it failed, the error in the reply)."""
+        reply: dict[str, Any] = {"id": entry.get("id"), "sequence_id": entry.get("sequence_id")}
+        failure: Exception | None = outcome if isinstance(outcome, Exception) else None
+        result = None
+        if isinstance(outcome, asyncio.Future):
+            try:
+                result = await outcome
+            except RnnstreamError as error:
+                failure = error
+        if failure is not None:
+            reply.update(error_body(failure), code=status_for(failure))
+        self._count(model_name, failure)
+        return reply, result
 
     async def _binary(self, data: bytes) -> None:
         try:
@@ -174,18 +183,10 @@ class StreamSocket:
             return
         responses, blobs = [], []
         for entry, outcome in zip(entries, futures, strict=True):
-            reply: dict[str, Any] = {"id": entry.get("id"), "sequence_id": entry.get("sequence_id")}
-            error = outcome if isinstance(outcome, Exception) else None
-            if error is None:
-                try:
-                    result = await outcome  # type: ignore[misc]
-                    parts = result if isinstance(result, list) else [result]
-                    blobs.append(b"".join(np.asarray(p, "<f4").tobytes() for p in parts))
-                except RnnstreamError as failed:
-                    error = failed
-            if error is not None:
-                reply.update(error_body(error), code=status_for(error))
-            self._count(served.name, error)
+            reply, result = await self._outcome(entry, served.name, outcome)
+            if result is not None:
+                parts = result if isinstance(result, list) else [result]
+                blobs.append(b"".join(np.asarray(p, "<f4").tobytes() for p in parts))
             responses.append(reply)
         head = json.dumps({"responses": responses}).encode()
         await self._send(data=_LENGTH.pack(len(head)) + head + b"".join(blobs))

@@ -1,0 +1,85 @@
+"""The micro-batcher: batches across streams, never two steps of one stream together, order kept,
+timeouts instead of hangs, and a clean drain on close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import numpy as np
+import pytest
+
+import rnnstream
+from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError, _Waiting, take_batch
+from rnnstream.stepping import StepRequest
+from tests.stores.small import inputs, small_model
+
+MODEL = small_model()
+
+
+def waiting(stream_id: str, loop: asyncio.AbstractEventLoop) -> _Waiting:
+    return _Waiting(StepRequest(stream_id, np.zeros(3, np.float32)), loop.create_future())
+
+
+def test_take_batch_keeps_order_and_distinct_streams() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        queue = deque(waiting(s, loop) for s in ["a", "b", "a", "c", "a", "d"])
+        first = take_batch(queue, max_batch=3)
+        assert [w.request.stream_id for w in first] == ["a", "b", "c"]
+        assert [w.request.stream_id for w in queue] == ["a", "a", "d"]  # both a's wait, in order
+        second = take_batch(queue, max_batch=3)
+        assert [w.request.stream_id for w in second] == ["a", "d"]
+        assert [w.request.stream_id for w in take_batch(queue, 3)] == ["a"] and not queue
+    finally:
+        loop.close()
+
+
+def test_concurrent_requests_share_engine_calls_and_keep_per_stream_order() -> None:
+    xs = inputs(0, 4, n=6)
+
+    async def drive() -> tuple[list[list[object]], Batcher]:
+        streams = rnnstream.Streams(MODEL)
+        batcher = Batcher(streams, name="small", max_batch=64, max_delay=0.01)
+        batcher.start()
+        calls = [[asyncio.ensure_future(batcher.submit(StepRequest(f"s{k}", xs[k, t]))) for t in range(4)]
+                 for k in range(6)]
+        results = [await asyncio.gather(*per_stream) for per_stream in calls]
+        await batcher.close()
+        return results, batcher
+
+    results, batcher = asyncio.run(drive())
+    ys, _ = MODEL.run(xs, MODEL.initial_state(6))
+    for k in range(6):
+        for t in range(4):
+            np.testing.assert_allclose(results[k][t][0], ys[0][k, t], rtol=1e-6, atol=1e-6)
+    rendered = batcher.metrics.render()
+    assert 'rnnstream_batch_size_count{model="small"} 4' in rendered  # 24 steps, 4 engine calls
+
+
+def test_a_request_that_waits_too_long_times_out_unapplied() -> None:
+    async def drive() -> rnnstream.Streams:
+        streams = rnnstream.Streams(MODEL)
+        batcher = Batcher(streams, name="small", max_batch=8, max_delay=0.2, timeout=0.05)
+        batcher.start()
+        with pytest.raises(QueueTimeoutError, match="was not applied"):
+            await batcher.submit(StepRequest("late", np.zeros(3, np.float32)))
+        await batcher.close()
+        with pytest.raises(ShuttingDownError):
+            await batcher.submit(StepRequest("after", np.zeros(3, np.float32)))
+        return streams
+
+    assert "late" not in asyncio.run(drive())
+
+
+def test_close_finishes_queued_requests() -> None:
+    async def drive() -> list[object]:
+        batcher = Batcher(rnnstream.Streams(MODEL), name="small", max_batch=2, max_delay=0.05)
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(StepRequest(f"q{k}", np.zeros(3, np.float32))))
+                   for k in range(5)]
+        await asyncio.sleep(0)
+        await batcher.close()
+        return await asyncio.gather(*pending)
+
+    assert len(asyncio.run(drive())) == 5
