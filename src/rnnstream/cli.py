@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     streams.add_argument("--idle", type=int, default=1_000_000,
                          help="idle streams for the memory footprint (default %(default)s; 0 skips it)")
     streams.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
+    serve_bench = benches.add_parser("serve", help="load a real server over loopback: HTTP and WebSocket")
+    serve_bench.add_argument("--streams", type=int, default=1000, help="concurrent streams (default %(default)s)")
+    serve_bench.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    serve_bench.add_argument("--models", nargs="+", default=["identity", "seed", "large"])
+    serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket"])
     return parser
 
 
@@ -79,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "summary":
             print(load(args.model).summary())
+            return 0
+        if args.bench == "serve":
+            from rnnstream.bench import serve as bench_serve
+
+            print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols)))
             return 0
         model = load(args.model or SEED_MODEL)
         if args.bench == "streams":

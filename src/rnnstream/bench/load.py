@@ -1,0 +1,140 @@
+"""A load generator for ``rnnstream bench serve``, run in its own process:
+``python -m rnnstream.bench.load URL MODEL {http,websocket} STREAMS SECONDS``; prints JSON.
+
+Closed loop: each stream sends its next step when the previous one has answered. Over HTTP, every
+stream has its own keep-alive connection. Over WebSocket, streams share sockets (100 per
+socket); each socket sends one binary frame with a step for each of its streams and waits for the
+reply. The first step of every stream (``sequence_start``) is not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+PER_SOCKET = 100
+
+
+def _summary(latencies: list[float], steps: int, seconds: float) -> dict[str, float]:
+    lat = np.array(latencies) * 1000
+    return {"steps": steps, "seconds": seconds, "steps_per_second": steps / seconds,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection (a load generator must not be slower than the server)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    async def post(self, path: str, body: bytes) -> bytes:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        content = await self.reader.readexactly(length)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {content[:300]!r}")
+        return content
+
+
+async def http_load(url: str, model: str, features: int, streams: int, seconds: float) -> dict[str, float]:
+    host, port = url.removeprefix("http://").split(":")
+    path = f"/v2/models/{model}/infer"
+    x = [0.1] * features
+    latencies: list[float] = []
+
+    def body(k: int, start: bool) -> bytes:
+        return json.dumps({"inputs": [{"name": "input", "shape": [1, features], "datatype": "FP32", "data": x}],
+                           "parameters": {"sequence_id": f"load-{k}", "sequence_start": start}}).encode()
+
+    async def connect() -> _Connection:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return _Connection(reader, writer, host)
+
+    connections = [await connect() for _ in range(streams)]
+    await asyncio.gather(*(c.post(path, body(k, True)) for k, c in enumerate(connections)))
+    end = time.perf_counter() + seconds
+
+    async def loop(k: int) -> None:
+        request = body(k, False)
+        while time.perf_counter() < end:
+            began = time.perf_counter()
+            await connections[k].post(path, request)
+            latencies.append(time.perf_counter() - began)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(k) for k in range(streams)))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.writer.close()
+    return _summary(latencies, len(latencies), elapsed)
+
+
+async def websocket_load(url: str, model: str, features: int, streams: int, seconds: float) -> dict[str, float]:
+    import websockets
+
+    latencies: list[float] = []
+    counted = [0]
+    values = np.full((PER_SOCKET, features), 0.1, np.float32)
+
+    async def socket_loop(first: int, count: int, end_holder: list[float]) -> None:
+        async with websockets.connect(url.replace("http", "ws", 1) + "/v2/stream", max_size=None) as socket:
+            async def frame(start: bool) -> None:
+                requests = [{"sequence_id": f"load-{first + i}", "sequence_start": start} for i in range(count)]
+                head = json.dumps({"model": model, "requests": requests}).encode()
+                await socket.send(struct.pack("<I", len(head)) + head + values[:count].tobytes())
+                reply = await socket.recv()
+                if not isinstance(reply, bytes):
+                    raise RuntimeError(f"the server answered text: {reply[:300]}")
+                (length,) = struct.unpack_from("<I", reply)
+                if any("error" in r for r in json.loads(reply[4 : 4 + length])["responses"]):
+                    raise RuntimeError(f"the server answered errors: {reply[4 : 4 + length][:300]!r}")
+
+            await frame(True)
+            while not end_holder:
+                await asyncio.sleep(0.001)
+            while time.perf_counter() < end_holder[0]:
+                began = time.perf_counter()
+                await frame(False)
+                latencies.extend([time.perf_counter() - began] * count)
+                counted[0] += count
+
+    end_holder: list[float] = []
+    tasks = [asyncio.ensure_future(socket_loop(first, min(PER_SOCKET, streams - first), end_holder))
+             for first in range(0, streams, PER_SOCKET)]
+    await asyncio.sleep(2.0)  # every socket connects and starts its streams
+    started = time.perf_counter()
+    end_holder.append(started + seconds)
+    await asyncio.gather(*tasks)
+    return _summary(latencies, counted[0], time.perf_counter() - started)
+
+
+def main(argv: list[str]) -> int:
+    url, model, protocol, streams, seconds = argv
+    features = int(json.loads(_get(url + f"/v2/models/{model}"))["inputs"][0]["shape"][1])
+    run = http_load if protocol == "http" else websocket_load
+    result: dict[str, Any] = asyncio.run(run(url, model, features, int(streams), float(seconds)))
+    print(json.dumps(result))
+    return 0
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(response.read().decode())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+"""``rnnstream bench serve``: a server process and a load-generator process on loopback.
+
+For each model (``identity``: the server's own ceiling; ``seed``; ``large``: 2 × LSTM(512) over 128
+features), protocol (HTTP, WebSocket) and batching (on: max batch 1,024 and 2 ms delay; off: one step
+per engine call), it starts ``rnnstream serve`` and drives 1,000 concurrent streams from
+``rnnstream.bench.load`` for a few seconds, then reports throughput and p50/p99 latency.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+MODELS = {"identity": "builtin:identity", "seed": "seed", "large": "builtin:large"}
+BATCHING = {"on": ["--max-batch", "1024", "--max-delay-ms", "2"], "off": ["--max-batch", "1", "--max-delay-ms", "0"]}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    model: str
+    protocol: str
+    batching: str
+    steps_per_second: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited before it was ready")
+        try:
+            with urllib.request.urlopen(url + "/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the server at {url} was not ready within {timeout} s")
+
+
+def measure(model: str, protocol: str, batching: str, streams: int, seconds: float) -> LoadResult:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rnnstream", "serve", f"{model}={MODELS[model]}", "--port", str(port),
+         *BATCHING[batching]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(url, server)
+        load = subprocess.run(
+            [sys.executable, "-m", "rnnstream.bench.load", url, model, protocol, str(streams), str(seconds)],
+            capture_output=True, text=True, timeout=seconds * 20 + 120,
+        )
+        if load.returncode != 0:
+            raise RuntimeError(f"the load generator failed: {load.stderr[-2000:]}")
+        result = json.loads(load.stdout)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return LoadResult(model, protocol, batching, result["steps_per_second"], result["p50_ms"], result["p99_ms"])
+
+
+def report(results: list[LoadResult]) -> str:
+    lines = [f"{'model':<9} {'protocol':<10} {'batching':<9} {'stream-steps/s':>15} {'p50 ms':>8} {'p99 ms':>8}"]
+    lines += [f"{r.model:<9} {r.protocol:<10} {r.batching:<9} {r.steps_per_second:>15,.0f} {r.p50_ms:>8.1f} "
+              f"{r.p99_ms:>8.1f}" for r in results]
+    by = {(r.model, r.protocol, r.batching): r.steps_per_second for r in results}
+    for protocol in ("http", "websocket"):
+        seed, identity = by.get(("seed", protocol, "on")), by.get(("identity", protocol, "on"))
+        on, off = by.get(("large", protocol, "on")), by.get(("large", protocol, "off"))
+        if seed and identity:
+            lines.append(f"{protocol}: seed / identity throughput = {seed / identity:.2f} (goal >= 0.80)")
+        if on and off:
+            lines.append(f"{protocol}: large model, batching on / off = {on / off:.1f}x (goal >= 5x)")
+    return "\n".join(lines)
+
+
+def run(streams: int = 1000, seconds: float = 5.0, models: tuple[str, ...] = tuple(MODELS),
+        protocols: tuple[str, ...] = ("http", "websocket")) -> str:
+    results = []
+    for model in models:
+        for protocol in protocols:
+            for batching in ("on", "off"):
+                results.append(measure(model, protocol, batching, streams, seconds))
+                print(report(results[-1:]).splitlines()[-1], flush=True)
+    return report(results)

@@ -1,0 +1,33 @@
+"""The serving benchmark's parts: the load generator against a real server, and the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from rnnstream.bench.serve import LoadResult, report
+from tests.server.conftest import ServerProcess
+
+
+def test_load_generator_drives_a_real_server() -> None:
+    server = ServerProcess("id=builtin:identity").start()
+    try:
+        for protocol in ("http", "websocket"):
+            command = [sys.executable, "-m", "rnnstream.bench.load", server.url, "id", protocol, "20", "0.5"]
+            run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stderr
+            result = json.loads(run.stdout)
+            assert result["steps"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
+    finally:
+        server.stop()
+
+
+def test_report_shows_the_goal_ratios() -> None:
+    text = report([
+        LoadResult("identity", "http", "on", 1000.0, 1.0, 2.0),
+        LoadResult("seed", "http", "on", 900.0, 1.0, 2.0),
+        LoadResult("large", "http", "on", 600.0, 1.0, 2.0),
+        LoadResult("large", "http", "off", 100.0, 1.0, 2.0),
+    ])
+    assert "seed / identity throughput = 0.90" in text and "batching on / off = 6.0x" in text
