@@ -154,17 +154,10 @@ def test_not_a_model(tmp_path: Path) -> None:
         rnnstream.load(path)
 
 
-def test_truncated_archive(good: dict[str, Path], tmp_path: Path) -> None:
-    data = good["keras"].read_bytes()
-    path = tmp_path / "cut.keras"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelFileError, match="truncated"):
-        rnnstream.load(path)
-
-
-def test_truncated_h5(good: dict[str, Path], tmp_path: Path) -> None:
-    data = good["h5"].read_bytes()
-    path = tmp_path / "cut.h5"
+@pytest.mark.parametrize("kind", ["keras", "h5"])
+def test_truncated_file(good: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    data = good[kind].read_bytes()
+    path = tmp_path / f"cut.{kind}"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFileError, match="truncated"):
         rnnstream.load(path)
