@@ -18,6 +18,7 @@ successful requests' outputs as float32, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 from typing import Any
@@ -76,7 +77,7 @@ class StreamSocket:
 
     async def run(self) -> None:
         await self.websocket.accept()
-        try:
+        with contextlib.suppress(WebSocketDisconnect):  # the client hung up: finish what it sent
             while True:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
@@ -85,8 +86,6 @@ class StreamSocket:
                     self._spawn(self._binary(message["bytes"]))
                 elif message.get("text") is not None:
                     self._spawn(self._text(message["text"]))
-        except WebSocketDisconnect:
-            pass
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -97,13 +96,11 @@ class StreamSocket:
 
     async def _send(self, text: str | None = None, data: bytes | None = None) -> None:
         async with self._send_lock:
-            try:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client left: nowhere to send
                 if data is not None:
                     await self.websocket.send_bytes(data)
                 else:
                     await self.websocket.send_text(text or "")
-            except (WebSocketDisconnect, RuntimeError):
-                pass  # the client left; its results have nowhere to go
 
     def _submit(self, served: ServedModel, request: StepRequest) -> asyncio.Future[Any]:
         """Queue now (this keeps per-stream order); the future resolves when the batch is done."""
