@@ -8,7 +8,7 @@ others go ahead), which the server's batcher uses.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,10 +51,10 @@ class Codec:
     """How one model's outputs travel through a store: flattened to one float32 row per stream."""
 
     shapes: list[tuple[int, ...]]
+    sizes: list[int] = field(init=False)
 
-    @property
-    def sizes(self) -> list[int]:
-        return [int(np.prod(shape)) for shape in self.shapes]
+    def __post_init__(self) -> None:
+        self.sizes = [int(np.prod(shape)) for shape in self.shapes]
 
     def flatten(self, ys: Outputs) -> FloatArray:
         outputs = ys if isinstance(ys, list) else [ys]

@@ -86,14 +86,18 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
-    async def submit(self, request: StepRequest) -> Outputs:
-        """Queue one step and wait for its outputs (or its error)."""
+    def enqueue(self, request: StepRequest) -> asyncio.Future[Outputs]:
+        """Queue one step now (so each stream keeps its order); the future resolves with its outputs."""
         if self._closing:
             raise ShuttingDownError("the server is shutting down; retry on another replica")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(request, future))
         self._arrival.set()
-        return await future
+        return future
+
+    async def submit(self, request: StepRequest) -> Outputs:
+        """Queue one step and wait for its outputs (or its error)."""
+        return await self.enqueue(request)
 
     async def close(self) -> None:
         """Stop taking requests, finish every queued and running one, then stop the loop."""

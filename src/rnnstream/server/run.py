@@ -39,7 +39,9 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
           f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")
     first = next(iter(models))
     print("Try:\n  " + example_request(url, first, models[first]), flush=True)
-    options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30}
+    # Float tensors barely compress: per-message deflate would only cost CPU.
+    options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30,
+               "ws_per_message_deflate": False}
     if workers > 1:
         from rnnstream.server.app import CONFIG_ENV
 

@@ -104,7 +104,7 @@ class StreamSocket:
 
     def _submit(self, served: ServedModel, request: StepRequest) -> asyncio.Future[Any]:
         """Queue now (this keeps per-stream order); the future resolves when the batch is done."""
-        return asyncio.ensure_future(served.batcher.submit(request))
+        return served.batcher.enqueue(request)
 
     def _count(self, model: str, error: Exception | None) -> None:
         code = "200" if error is None else str(status_for(error))
