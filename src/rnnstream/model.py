@@ -91,14 +91,14 @@ class StreamModel:
         for spec in self.inputs:
             rows.append((spec.name, "input", spec.spec.describe(), "", ""))
         seen: set[int] = set()
+        columns: dict[str, list[str]] = {}
+        for piece in self.state_layout:
+            columns.setdefault(piece.layer, []).append(f"{piece.part}[{piece.start}:{piece.stop}]")
         for node in self.graph.nodes:
             layer = node.layer
             params = 0 if id(layer) in seen else sum(p.size for p in layer.params().values())
             seen.add(id(layer))
-            parts = ", ".join(
-                f"{part}[{s.start}:{s.stop}]" for s in self.state_layout if s.layer == node.name
-                for part in [s.part]
-            )
+            parts = ", ".join(columns.get(node.name, []))
             out = " ".join(self.graph.specs[t].describe() for t in node.outputs)
             rows.append((node.name, layer.kind, out, parts, f"{params:,}" if params else ""))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
