@@ -36,11 +36,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(PY)
+KERNEL := setup.py src/rnnstream/backends/_fused.c src/rnnstream/backends/fused_kernel.h
+
+$(RUN_STAMP): pyproject.toml $(KERNEL) | $(PY)
 	$(PY) -m pip install --quiet -e ".[server,redis]"
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(PY) redis-server
+$(TEST_STAMP): pyproject.toml $(KERNEL) | $(PY) redis-server
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(RUN_STAMP)
 

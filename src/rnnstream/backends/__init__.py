@@ -1,0 +1,45 @@
+"""Backends execute a StreamModel's step: ``numpy`` (the oracle), ``fused`` (the compiled CPU kernel).
+
+``auto`` picks ``fused`` when its kernel is built, else ``numpy``; the environment variable
+``RNNSTREAM_BACKEND`` overrides what ``auto`` picks.
+
+>>> import rnnstream
+>>> rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy").backend.name
+'numpy'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from rnnstream.errors import InputError
+from rnnstream.graph import Graph
+from rnnstream.types import Array, FloatArray
+
+BACKENDS = ("auto", "numpy", "fused")
+
+
+class Backend(Protocol):
+    """What StreamModel needs of a backend."""
+
+    name: str
+    graph: Graph
+
+    def step(self, xs: list[Array], state: FloatArray) -> tuple[list[FloatArray], FloatArray]:
+        """Validated inputs ``[B, *features]`` and state ``[B, S]`` → outputs and a new state array."""
+        ...
+
+
+def make_backend(name: str, graph: Graph, *, threads: int | None = None) -> Backend:
+    """The backend called ``name`` (one of ``BACKENDS``) for ``graph``."""
+    from rnnstream.backends.fused import FusedBackend, available
+    from rnnstream.backends.numpy import NumpyBackend
+
+    if name == "auto":
+        name = os.environ.get("RNNSTREAM_BACKEND") or ("fused" if available() else "numpy")
+    if name == "numpy":
+        return NumpyBackend(graph)
+    if name == "fused":
+        return FusedBackend(graph, threads=threads)
+    raise InputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

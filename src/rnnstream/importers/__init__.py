@@ -13,26 +13,27 @@ from rnnstream.model import StreamModel
 from rnnstream.types import Array
 
 
-def load(path: str | os.PathLike[str]) -> StreamModel:
+def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | None = None) -> StreamModel:
     """Load a trained model file as a StreamModel; TensorFlow is not needed.
 
     Reads Keras 3 ``.keras`` archives and legacy ``.h5`` files (tf.keras 2 or Keras 3). No code from
-    the file is ever run. Layers that cannot stream are refused with the reason.
+    the file is ever run. Layers that cannot stream are refused with the reason. ``backend`` and
+    ``threads``: see :class:`~rnnstream.StreamModel`.
 
     >>> import rnnstream
     >>> rnnstream.load(rnnstream.demo.SEED_MODEL).state_size
     600
     """
     source = read_keras_file(Path(path))
-    return _from_source(source)
+    return _from_source(source, backend=backend, threads=threads)
 
 
-def _from_source(source: KerasSource) -> StreamModel:
+def _from_source(source: KerasSource, *, backend: str = "auto", threads: int | None = None) -> StreamModel:
     graph, name = build_graph(source)
-    return StreamModel(graph, name=name, source=source.description)
+    return StreamModel(graph, name=name, source=source.description, backend=backend, threads=threads)
 
 
-def from_keras(model: Any) -> StreamModel:
+def from_keras(model: Any, *, backend: str = "auto", threads: int | None = None) -> StreamModel:
     """Build a StreamModel from a live Keras model object (Keras 3 or tf.keras 2), e.g. in a notebook.
 
     The model's config and current weights are read; nothing is saved to disk.
@@ -59,7 +60,7 @@ def from_keras(model: Any) -> StreamModel:
         return list(layer.get_weights())
 
     source = KerasSource(config, weights, keras_major, f"live Keras {keras_major} model {type(model).__name__}")
-    return _from_source(source)
+    return _from_source(source, backend=backend, threads=threads)
 
 
 __all__ = ["from_keras", "load"]

@@ -80,7 +80,10 @@ class Recurrent(Layer):
 
     def step(self, inputs: list[FloatArray], mask: BoolArray | None, state: FloatArray) -> StepResult:
         (x,) = inputs
-        new_state = self.cell(x, state)  # (B, S)
+        return self.finish(self.cell(x, state), mask, state)
+
+    def finish(self, new_state: FloatArray, mask: BoolArray | None, state: FloatArray) -> StepResult:
+        """The step's result from the cell's unmasked new state ``(B, S)``: masking, outputs, flags."""
         if mask is None:
             out = new_state[:, : self.units]
         else:

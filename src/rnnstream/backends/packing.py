@@ -1,0 +1,122 @@
+"""Weights laid out for the fused kernel (``_fused.c``): panels of 4 slots of ``lanes`` columns.
+
+A panel holds, for every input row ``k`` of ``[x features, h features]``, 4 vectors of ``lanes``
+floats, so the kernel reads each panel front to back: ``packed[p, k, slot, lane]``.
+
+- LSTM: slot = gate (i, f, g, o), lane = unit ``p·lanes + lane``: one panel yields whole units.
+- GRU (reset after): slots z, r, n_x, n_h; ``n_x`` has zeros in the h rows and ``n_h`` in the x rows,
+  so the candidate's two halves stay apart (``n = tanh(n_x + r·n_h)``).
+- Dense / SimpleRNN: slot ``s`` holds units ``(4p + s)·lanes + lane``.
+
+>>> import numpy as np
+>>> packed = pack_act(np.arange(6, dtype=np.float32).reshape(2, 3), None, lanes=4)
+>>> packed.weights.shape, packed.panels, packed.units
+((32,), 1, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnstream.types import FloatArray
+
+EPI_ACT, EPI_LSTM, EPI_GRU = 0, 1, 2
+ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3}
+"""Activations the kernel computes itself; any other runs in NumPy after a linear kernel."""
+
+
+@dataclass(frozen=True)
+class Packed:
+    """One layer's weights in kernel order, and the sizes the kernel needs with them."""
+
+    epilogue: int
+    activation: int
+    weights: FloatArray  # (P·K·4·lanes,)
+    bias: FloatArray  # (P·4·lanes,)
+    panels: int
+    k_x: int
+    k_h: int
+    units: int
+
+
+def _panels(w: FloatArray, lanes: int) -> FloatArray:
+    """``w (K, 4, P·lanes)`` → flat ``(P, K, 4, lanes)``."""
+    K, slots, width = w.shape
+    w = w.reshape(K, slots, width // lanes, lanes).transpose(2, 0, 1, 3)
+    return np.ascontiguousarray(w, dtype=np.float32).reshape(-1)
+
+
+def _pad(w: FloatArray, width: int) -> FloatArray:
+    """Zero-pad the last axis to ``width``."""
+    return np.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, width - w.shape[-1])])
+
+
+def pack_lstm(Wx: FloatArray, Wh: FloatArray, b: FloatArray, *, lanes: int) -> Packed:
+    """``Wx (I, 4H)``, ``Wh (H, 4H)``, ``b (4H,)`` in gate order i, f, g, o."""
+    H = Wh.shape[0]
+    panels = -(-H // lanes)
+    W = np.concatenate([Wx, Wh]).reshape(-1, 4, H)  # (K, gate, unit)
+    bias = b.reshape(1, 4, H)
+    return Packed(
+        EPI_LSTM,
+        ACTIVATIONS["linear"],
+        _panels(_pad(W, panels * lanes), lanes),
+        _panels(_pad(bias, panels * lanes), lanes),
+        panels,
+        Wx.shape[0],
+        H,
+        H,
+    )
+
+
+def pack_gru(Wx: FloatArray, Wh: FloatArray, bx: FloatArray, bh: FloatArray, *, lanes: int) -> Packed:
+    """A reset-after GRU: ``Wx (I, 3H)``, ``Wh (H, 3H)``, biases ``(3H,)`` in gate order z, r, n."""
+    features, H = Wx.shape[0], Wh.shape[0]
+    panels = -(-H // lanes)
+    x_gates, h_gates = Wx.reshape(features, 3, H), Wh.reshape(H, 3, H)
+    zr = np.concatenate([x_gates[:, :2], h_gates[:, :2]])  # (K, 2, H): z and r sum both halves
+    n_x = np.concatenate([x_gates[:, 2], np.zeros((H, H), np.float32)])  # (K, H)
+    n_h = np.concatenate([np.zeros((features, H), np.float32), h_gates[:, 2]])  # (K, H)
+    W = np.concatenate([zr, n_x[:, None], n_h[:, None]], axis=1)  # (K, 4, H)
+    bx3, bh3 = bx.reshape(3, H), bh.reshape(3, H)
+    bias = np.stack([bx3[0] + bh3[0], bx3[1] + bh3[1], bx3[2], bh3[2]])[None]  # (1, 4, H)
+    return Packed(
+        EPI_GRU,
+        ACTIVATIONS["linear"],
+        _panels(_pad(W, panels * lanes), lanes),
+        _panels(_pad(bias, panels * lanes), lanes),
+        panels,
+        features,
+        H,
+        H,
+    )
+
+
+def pack_act(
+    W: FloatArray, b: FloatArray | None, *, lanes: int, Wh: FloatArray | None = None, activation: str = "linear"
+) -> Packed:
+    """Dense ``y = act(x W + b)``, or SimpleRNN ``h' = act(x W + h Wh + b)`` when ``Wh`` is given."""
+    K_x, units = W.shape
+    per_panel = 4 * lanes
+    panels = -(-units // per_panel)
+    full = W if Wh is None else np.concatenate([W, Wh])  # (K, units)
+    bias = np.zeros((1, units), np.float32) if b is None else b[None]
+    return Packed(
+        EPI_ACT,
+        ACTIVATIONS[activation],
+        _slots_to_panels(_pad(full, panels * per_panel), lanes),
+        _slots_to_panels(_pad(bias, panels * per_panel), lanes),
+        panels,
+        K_x,
+        0 if Wh is None else Wh.shape[0],
+        units,
+    )
+
+
+def _slots_to_panels(w: FloatArray, lanes: int) -> FloatArray:
+    """``w (K, P·4·lanes)``, units in order → flat ``(P, K, 4, lanes)``."""
+    K, width = w.shape
+    w = w.reshape(K, width // (4 * lanes), 4, lanes).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(w, dtype=np.float32).reshape(-1)

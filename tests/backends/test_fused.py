@@ -1,0 +1,211 @@
+"""The fused backend against the NumPy oracle: every zoo model, kernel edge sizes, threads, bad calls."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import rnnstream
+from rnnstream.backends import fused, packing
+from rnnstream.graph import GraphBuilder
+from rnnstream.layers.base import Layer, TensorSpec
+from rnnstream.layers.dense import Dense
+from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
+from tests.zoo import ZOO, ZooModel, feed, make_inputs, randomize
+
+pytestmark = pytest.mark.skipif(not fused.available(), reason="the fused kernel is not built")
+
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def assert_backends_agree(model: rnnstream.StreamModel, inputs: Any, batch: int, *, threads: int = 2) -> None:
+    """Step by step from the oracle's own states, the fused step's outputs and state rows equal the
+    oracle's. (Each step starts from the same state: rounding differences of 1e-7 are not left to grow
+    through a chaotic recurrence.)"""
+    oracle = rnnstream.StreamModel(model.graph, backend="numpy")
+    fast = rnnstream.StreamModel(model.graph, backend="fused", threads=threads)
+    sequences = inputs if isinstance(inputs, list | dict) else [inputs]
+    arrays = list(sequences.values()) if isinstance(sequences, dict) else sequences
+    state = oracle.initial_state(batch)
+    for t in range(arrays[0].shape[1]):
+        at_t = {k: v[:, t] for k, v in sequences.items()} if isinstance(sequences, dict) else [a[:, t] for a in arrays]
+        x = at_t if isinstance(inputs, list | dict) else at_t[0]
+        y_fast, s_fast = fast.step(x, state)
+        y_oracle, state = oracle.step(x, state)
+        for ours, theirs in zip(_listed(y_fast), _listed(y_oracle), strict=True):
+            np.testing.assert_allclose(ours, theirs, **TOLERANCE)
+        np.testing.assert_allclose(s_fast.rows, state.rows, **TOLERANCE)
+
+
+def _listed(ys: Any) -> list[np.ndarray]:
+    return ys if isinstance(ys, list) else [ys]
+
+
+@pytest.fixture(scope="module", params=ZOO, ids=lambda z: z.name)
+def zoo_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[ZooModel, Path]:
+    keras = pytest.importorskip("keras")
+    zoo: ZooModel = request.param
+    keras.utils.set_random_seed(3)
+    model = zoo.build(keras)
+    randomize(model, seed=len(zoo.name))
+    path = tmp_path_factory.mktemp(zoo.name) / "model.keras"
+    model.save(path)
+    return zoo, path
+
+
+@pytest.mark.parametrize("batch", [1, 37])
+def test_every_zoo_model_agrees_with_the_oracle(zoo_file: tuple[ZooModel, Path], batch: int) -> None:
+    zoo, path = zoo_file
+    zoo = dataclasses.replace(zoo, batch=batch)
+    model = rnnstream.load(path, backend="fused")
+    assert_backends_agree(model, feed(zoo, make_inputs(zoo, 20, seed=batch)), batch)
+
+
+def _single_layer_model(layer: Layer, features: int) -> rnnstream.StreamModel:
+    g = GraphBuilder()
+    x = g.add_input("x", TensorSpec((features,)))
+    (y, *_) = g.add_node(layer.name, layer, [x])
+    return rnnstream.StreamModel(g.build([y], ["y"]), backend="fused")
+
+
+def _weights(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.normal(0.0, 0.5, shape).astype(np.float32)
+
+
+# Sizes around the kernel's vector width (16 on AVX-512, 8 on AVX2) and its 4-vector panels.
+UNITS = [1, 7, 16, 17, 33, 64, 65, 130]
+
+
+def _layer(kind: str, units: int, features: int, rng: np.random.Generator, activation: str) -> Layer:
+    if kind == "lstm":
+        return LSTM(
+            "l", Wx=_weights(rng, features, 4 * units), Wh=_weights(rng, units, 4 * units), b=_weights(rng, 4 * units)
+        )
+    if kind == "gru":
+        return GRU(
+            "g",
+            Wx=_weights(rng, features, 3 * units),
+            Wh=_weights(rng, units, 3 * units),
+            bx=_weights(rng, 3 * units),
+            bh=_weights(rng, 3 * units),
+            reset_after=True,
+        )
+    if kind == "simple_rnn":
+        return SimpleRNN(
+            "s",
+            Wx=_weights(rng, features, units),
+            Wh=_weights(rng, units, units),
+            b=_weights(rng, units),
+            activation=activation,
+        )
+    return Dense("d", W=_weights(rng, features, units), b=_weights(rng, units), activation=activation)
+
+
+@pytest.mark.parametrize("units", UNITS)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "dense"])
+def test_kernel_sizes(kind: str, units: int, rng: np.random.Generator) -> None:
+    features = 1 + units % 5
+    model = _single_layer_model(_layer(kind, units, features, rng, "tanh"), features)
+    assert isinstance(model.backend, fused.FusedBackend) and model.backend.fused_nodes == [model.graph.nodes[0].name]
+    for batch in (1, 5, 37):
+        assert_backends_agree(model, rng.normal(0, 2, (batch, 6, features)).astype(np.float32), batch)
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh", "sigmoid", "relu", "softmax", "elu"])
+@pytest.mark.parametrize("kind", ["simple_rnn", "dense"])
+def test_activations(kind: str, activation: str, rng: np.random.Generator) -> None:
+    """The kernel's own activations, and ones it leaves to NumPy (softmax, elu)."""
+    model = _single_layer_model(_layer(kind, 23, 4, rng, activation), 4)
+    assert_backends_agree(model, rng.normal(0, 3, (9, 5, 4)).astype(np.float32), 9)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_counts_agree(threads: int, rng: np.random.Generator) -> None:
+    model = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100)
+    assert_backends_agree(model, rng.normal(0, 1, (64, 4, 100)).astype(np.float32), 64, threads=threads)
+
+
+def test_extreme_inputs_saturate_like_the_oracle(rng: np.random.Generator) -> None:
+    model = _single_layer_model(_layer("lstm", 20, 3, rng, "tanh"), 3)
+    x = np.float32([[[1e4, -1e4, 0.0]], [[-1e30, 1e30, 3e-8]], [[88.5, -87.5, 1e-40]]])  # (3, 1, 3)
+    assert_backends_agree(model, x, 3)
+
+
+def test_layers_it_does_not_fuse_run_in_numpy() -> None:
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused")
+    assert model.backend.fused_nodes == ["lstm1", "lstm2", "output"]  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    hard = LSTM(
+        "hard",
+        Wx=_weights(rng, 2, 12),
+        Wh=_weights(rng, 3, 12),
+        b=_weights(rng, 12),
+        recurrent_activation="hard_sigmoid",
+    )
+    before = GRU(
+        "before", Wx=_weights(rng, 2, 9), Wh=_weights(rng, 3, 9), bx=_weights(rng, 9), bh=None, reset_after=False
+    )
+    for layer in (hard, before):
+        model = _single_layer_model(layer, 2)
+        assert model.backend.fused_nodes == []  # type: ignore[attr-defined]
+        assert_backends_agree(model, rng.normal(0, 1, (4, 3, 2)).astype(np.float32), 4)
+
+
+def test_outputs_never_alias_the_state() -> None:
+    """A recurrent output is written into the new state row; the caller must get its own copy."""
+    model = _single_layer_model(_layer("lstm", 8, 2, np.random.default_rng(1), "tanh"), 2)
+    y, state = model.step(np.ones((2, 2), np.float32), model.initial_state(2))
+    kept = state.rows.copy()
+    y += 100.0
+    np.testing.assert_array_equal(state.rows, kept)
+
+
+def test_the_kernel_refuses_arrays_that_do_not_fit() -> None:
+    """The C entry point checks every buffer, so a wrong call is a ValueError, never a bad write."""
+    from rnnstream.backends import _fused  # type: ignore[attr-defined]
+
+    rng = np.random.default_rng(2)
+    lanes = _fused.isa()[1]
+    W, b = _weights(rng, 3, 5), _weights(rng, 5)
+    packed = packing.pack_act(W, b, lanes=lanes)
+    x, out = np.ones((4, 3), np.float32), np.empty((4, 5), np.float32)
+
+    def call(x: Any = x, out: Any = out, weights: Any = packed.weights, units: int = 5) -> None:
+        _fused.step(0, 0, weights, packed.bias, packed.panels, 3, 0, units, x, None, None, out, None, 1)
+
+    call()
+    np.testing.assert_allclose(out, x @ W + b, **TOLERANCE)
+    for bad in [
+        {"x": np.ones((4, 3), np.float64)},
+        {"x": np.ones((4, 2), np.float32)},
+        {"x": np.ones((4, 6), np.float32)[:, ::2]},
+        {"out": np.empty((3, 5), np.float32)},
+        {"out": np.empty((4, 5), np.float32)[::-1].copy().view(np.int32)},
+        {"weights": packed.weights[:-1]},
+        {"units": 5000},
+    ]:
+        with pytest.raises(ValueError):
+            call(**bad)
+    readonly = np.empty((4, 5), np.float32)
+    readonly.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        call(out=readonly)
+
+
+def test_unknown_backend_is_a_clear_error() -> None:
+    with pytest.raises(rnnstream.InputError, match=r"unknown backend 'gpu'.*numpy"):
+        rnnstream.load(rnnstream.demo.SEED_MODEL, backend="gpu")
+
+
+def test_set_backend_keeps_states_valid() -> None:
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy")
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    _, state = model.step(x, model.initial_state(2))
+    y_numpy, _ = model.step(x, state)
+    y_fused, _ = model.set_backend("fused", threads=1).step(x, state)
+    assert model.backend.name == "fused"
+    np.testing.assert_allclose(y_fused, y_numpy, **TOLERANCE)
