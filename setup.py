@@ -4,12 +4,14 @@ The extension is optional: without a C compiler the install still succeeds and r
 NumPy backend. OpenMP is used when the compiler has it (gcc does).
 """
 
+import numpy
 from setuptools import Extension, setup
 
 kernel = Extension(
     "rnnstream.backends._fused",
     sources=["src/rnnstream/backends/_fused.c"],
     depends=["src/rnnstream/backends/fused_kernel.h"],
+    include_dirs=[numpy.get_include()],
     extra_compile_args=["-O3", "-fopenmp", "-Wall"],
     extra_link_args=["-fopenmp"],
     optional=True,

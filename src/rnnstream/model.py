@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -124,6 +125,16 @@ class StreamModel:
         )
         return "\n".join(lines)
 
+    def export_onnx(self, path: str | os.PathLike[str]) -> None:
+        """Write this model's step as ONNX: inputs + ``state [B, S]`` → outputs + ``new_state [B, S]``.
+
+        Run it in ONNX Runtime or Triton with the same state rows rnnstream uses (see
+        :mod:`rnnstream.onnx_export` for what is exported). Needs the ``onnx`` package.
+        """
+        from rnnstream.onnx_export import export_onnx
+
+        export_onnx(self, path)
+
     # -- state -------------------------------------------------------------------------------------
 
     def initial_state(self, batch_size: int = 1) -> State:
@@ -191,7 +202,7 @@ class StreamModel:
     def _pack(self, ys: list[FloatArray], owned: list[Array]) -> Outputs:
         # An output may be an input passed through identity layers, or (fused backend) a view of the new
         # state's rows: never hand back the caller's array or a window into the state.
-        ys = [y.copy() if any(np.may_share_memory(y, a) for a in owned) else y for y in ys]
+        ys = [y.copy() if y.base is not None and any(np.may_share_memory(y, a) for a in owned) else y for y in ys]
         return ys[0] if len(ys) == 1 else ys
 
     def _prepare(
@@ -227,25 +238,26 @@ class StreamModel:
 
 
 def _validate(value: Any, spec: InputSpec, batch: int, check_finite: bool, time_axis: bool) -> Array:
-    arr = np.asarray(value)
-    lead = ("B", "T") if time_axis else ("B",)
-    dims = [*lead, *(str(d) for d in spec.spec.shape)]
-    expected = f"({dims[0]},)" if len(dims) == 1 else "(" + ", ".join(dims) + ")"
-    what = f"input {spec.name!r}"
-    if arr.ndim != len(lead) + len(spec.spec.shape) or arr.shape[len(lead) :] != spec.spec.shape:
-        raise InputError(f"{what} has shape {arr.shape}, expected {expected}")
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    lead = 2 if time_axis else 1
+    if arr.ndim != lead + len(spec.spec.shape) or arr.shape[lead:] != spec.spec.shape:
+        dims = ["B", "T"][:lead] + [str(d) for d in spec.spec.shape]
+        expected = f"({dims[0]},)" if len(dims) == 1 else "(" + ", ".join(dims) + ")"
+        raise InputError(f"input {spec.name!r} has shape {arr.shape}, expected {expected}")
     if arr.shape[0] != batch:
-        raise InputError(f"{what} has batch size {arr.shape[0]}, but the state holds {batch} streams")
+        raise InputError(f"input {spec.name!r} has batch size {arr.shape[0]}, but the state holds {batch} streams")
     if spec.spec.dtype == "int64":
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"{what} takes integer token ids, got dtype {arr.dtype}")
+        if arr.dtype.kind not in "iu":
+            raise InputError(f"input {spec.name!r} takes integer token ids, got dtype {arr.dtype}")
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind not in "fiu":
-        raise InputError(f"{what} takes real numbers (float32), got dtype {arr.dtype}")
+        raise InputError(f"input {spec.name!r} takes real numbers (float32), got dtype {arr.dtype}")
     arr = arr.astype(np.float32, copy=False)
     if check_finite and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
-        raise InputError(f"{what} has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+        raise InputError(
+            f"input {spec.name!r} has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
+        )
     return arr
 
 

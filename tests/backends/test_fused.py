@@ -165,17 +165,17 @@ def test_outputs_never_alias_the_state() -> None:
 
 
 def test_the_kernel_refuses_arrays_that_do_not_fit() -> None:
-    """The C entry point checks every buffer, so a wrong call is a ValueError, never a bad write."""
+    """The C entry points check every array, so a wrong call is a ValueError, never a bad read or write."""
     from rnnstream.backends import _fused  # type: ignore[attr-defined]
 
     rng = np.random.default_rng(2)
-    lanes = _fused.isa()[1]
     W, b = _weights(rng, 3, 5), _weights(rng, 5)
-    packed = packing.pack_act(W, b, lanes=lanes)
-    x, out = np.ones((4, 3), np.float32), np.empty((4, 5), np.float32)
+    p = packing.pack_act(W, b, lanes=_fused.isa()[1])
+    plan = _fused.make_plan(p.epilogue, p.activation, p.weights, p.bias, p.panels, 3, 0, 5, 0, -1)
+    x, state, out = np.ones((4, 3), np.float32), np.zeros((4, 0), np.float32), np.empty((4, 5), np.float32)
 
-    def call(x: Any = x, out: Any = out, weights: Any = packed.weights, units: int = 5) -> None:
-        _fused.step(0, 0, weights, packed.bias, packed.panels, 3, 0, units, x, None, None, out, None, 1)
+    def call(x: Any = x, state: Any = state, out: Any = out) -> None:
+        _fused.step(plan, x, state, np.empty_like(state), out, 2)
 
     call()
     np.testing.assert_allclose(out, x @ W + b, **TOLERANCE)
@@ -183,17 +183,25 @@ def test_the_kernel_refuses_arrays_that_do_not_fit() -> None:
         {"x": np.ones((4, 3), np.float64)},
         {"x": np.ones((4, 2), np.float32)},
         {"x": np.ones((4, 6), np.float32)[:, ::2]},
+        {"x": None},
+        {"state": np.zeros((3, 0), np.float32)},
         {"out": np.empty((3, 5), np.float32)},
-        {"out": np.empty((4, 5), np.float32)[::-1].copy().view(np.int32)},
-        {"weights": packed.weights[:-1]},
-        {"units": 5000},
+        {"out": np.empty((4, 5), np.int32)},
+        {"out": np.empty((4, 5), np.float32)[:, ::-1]},
     ]:
         with pytest.raises(ValueError):
             call(**bad)
     readonly = np.empty((4, 5), np.float32)
     readonly.flags.writeable = False
-    with pytest.raises((ValueError, BufferError)):
+    with pytest.raises(ValueError, match="writable"):
         call(out=readonly)
+    for weights, bias, units in [(p.weights[:-1], p.bias, 5), (p.weights, p.bias[1:], 5), (p.weights, p.bias, 500)]:
+        with pytest.raises(ValueError):
+            _fused.make_plan(p.epilogue, p.activation, weights, bias, p.panels, 3, 0, units, 0, -1)
+    with pytest.raises(ValueError):  # an LSTM plan whose state columns lie beyond the state row
+        lstm = packing.pack_lstm(_weights(rng, 3, 8), _weights(rng, 2, 8), _weights(rng, 8), lanes=_fused.isa()[1])
+        lstm_plan = _fused.make_plan(lstm.epilogue, 0, lstm.weights, lstm.bias, lstm.panels, 3, 2, 2, 10, -1)
+        _fused.step(lstm_plan, x, np.zeros((4, 12), np.float32), np.zeros((4, 12), np.float32), None, 1)
 
 
 def test_unknown_backend_is_a_clear_error() -> None:

@@ -1,13 +1,16 @@
 /* rnnstream.backends._fused: one fused "matrix product + layer epilogue" step for Dense, SimpleRNN,
  * LSTM and GRU layers, compiled for AVX-512, AVX2 and plain x86-64 (or any CPU), chosen at import.
  *
- * Python calls step(...) once per layer per engine step; the GIL is released while it computes and
- * the work is shared by OpenMP threads. Weights are packed in Python (fused.py), which knows the
- * layout this file expects: panels of 4 vectors of LANES columns, rows [x features, h features].
+ * Python makes one plan per node (make_plan: packed weights, sizes, state columns) and calls
+ * step(plan, ...) once per node per engine step; the GIL is released while it computes and the work
+ * is shared by OpenMP threads. Weights are packed in Python (packing.py), which knows the layout this
+ * file expects: panels of 4 vectors of LANES columns, rows [x features, h features].
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -74,119 +77,173 @@ static void choose_isa(void) {
 #endif
 }
 
-/* A 2-D float32 array with contiguous rows: its data pointer and row stride in floats. */
-static int take_matrix(PyObject *obj, Py_buffer *view, int writable, const char *what, Py_ssize_t rows,
-                       Py_ssize_t cols, const float **data, Py_ssize_t *stride) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    if (view->ndim != 2 || view->itemsize != 4 || strcmp(view->format, "f") != 0 ||
-        view->strides[1] != 4 || view->strides[0] % 4 != 0 || view->shape[0] != rows ||
-        view->shape[1] != cols) {
-        PyErr_Format(PyExc_ValueError, "%s must be a (%zd, %zd) float32 array with contiguous rows", what, rows,
-                     cols);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    *data = (const float *)view->buf;
-    *stride = view->strides[0] / 4;
-    return 0;
+/* ---- plans: one fused node, its packed weights and where it reads and writes -------------------- */
+
+typedef struct {
+    int epilogue, activation, panels, k_x, k_h, units;
+    Py_ssize_t start; /* recurrent: its state columns start here (h, then c for an LSTM) */
+    Py_ssize_t x_col; /* >= 0: x is new_state[:, x_col : x_col + k_x]; -1: x is passed */
+    long row_flops;   /* FLOPs per batch row, to decide whether a second thread pays */
+    PyArrayObject *weights, *bias;
+} Plan;
+
+#define PARALLEL_MIN_FLOPS 300000L   /* below this, waking another thread costs more than it saves */
+#define RELEASE_GIL_MIN_FLOPS 100000L /* below this, other Python threads would wait longer for the GIL */
+
+static void plan_free(PyObject *capsule) {
+    Plan *plan = (Plan *)PyCapsule_GetPointer(capsule, "rnnstream.fused.plan");
+    if (plan == NULL) return;
+    Py_XDECREF(plan->weights);
+    Py_XDECREF(plan->bias);
+    PyMem_Free(plan);
 }
 
-static int take_vector(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t size, const float **data) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    if (view->itemsize != 4 || strcmp(view->format, "f") != 0 || view->len != size * 4) {
-        PyErr_Format(PyExc_ValueError, "%s must hold %zd contiguous float32 values", what, size);
-        PyBuffer_Release(view);
+static int is_floats(PyObject *obj, int ndim) {
+    return PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32 &&
+           PyArray_NDIM((PyArrayObject *)obj) == ndim;
+}
+
+PyDoc_STRVAR(make_plan_doc,
+             "make_plan(epilogue, activation, weights, bias, panels, k_x, k_h, units, start, x_col) -> plan\n\n"
+             "Check packed weights once and keep them with the node's sizes and state columns.");
+
+static PyObject *make_plan(PyObject *self, PyObject *args) {
+    (void)self;
+    Plan p;
+    memset(&p, 0, sizeof p);
+    PyObject *weights, *bias;
+    if (!PyArg_ParseTuple(args, "iiOOiiiinn", &p.epilogue, &p.activation, &weights, &bias, &p.panels, &p.k_x,
+                          &p.k_h, &p.units, &p.start, &p.x_col))
+        return NULL;
+    const int lanes = chosen.lanes, per_panel = p.epilogue == EPI_ACT ? 4 * lanes : lanes;
+    const Py_ssize_t K = (Py_ssize_t)p.k_x + p.k_h;
+    if (p.epilogue < EPI_ACT || p.epilogue > EPI_GRU || p.activation < ACT_LINEAR || p.activation > ACT_RELU ||
+        p.panels < 0 || p.k_x < 0 || p.k_h < 0 || p.units < 0 || p.start < 0 || p.x_col < -1 ||
+        (Py_ssize_t)p.panels * per_panel < p.units || (p.epilogue != EPI_ACT && p.k_h != p.units)) {
+        PyErr_SetString(PyExc_ValueError, "make_plan(): epilogue, activation and sizes do not fit together");
+        return NULL;
+    }
+    if (!is_floats(weights, 1) || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)weights) ||
+        PyArray_SIZE((PyArrayObject *)weights) != (Py_ssize_t)p.panels * K * 4 * lanes) {
+        PyErr_Format(PyExc_ValueError, "weights must be %zd contiguous float32 values",
+                     (Py_ssize_t)p.panels * K * 4 * lanes);
+        return NULL;
+    }
+    if (!is_floats(bias, 1) || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)bias) ||
+        PyArray_SIZE((PyArrayObject *)bias) != (Py_ssize_t)p.panels * 4 * lanes) {
+        PyErr_Format(PyExc_ValueError, "bias must be %zd contiguous float32 values", (Py_ssize_t)p.panels * 4 * lanes);
+        return NULL;
+    }
+    p.row_flops = 2L * p.panels * (long)K * 4 * lanes;
+    Plan *plan = PyMem_Malloc(sizeof *plan);
+    if (plan == NULL) return PyErr_NoMemory();
+    *plan = p;
+    Py_INCREF(weights);
+    Py_INCREF(bias);
+    plan->weights = (PyArrayObject *)weights;
+    plan->bias = (PyArrayObject *)bias;
+    PyObject *capsule = PyCapsule_New(plan, "rnnstream.fused.plan", plan_free);
+    if (capsule == NULL) {
+        Py_DECREF(weights);
+        Py_DECREF(bias);
+        PyMem_Free(plan);
+    }
+    return capsule;
+}
+
+/* A (rows, >= cols) float32 array with contiguous rows: its data and row stride in floats. */
+static int matrix(PyObject *obj, const char *what, npy_intp rows, npy_intp cols, int exact, int writable,
+                  float **data, Py_ssize_t *stride) {
+    PyArrayObject *a = (PyArrayObject *)obj;
+    /* A stride along an axis of length 0 or 1 is never used, and NumPy may leave it at any value. */
+    if (!is_floats(obj, 2) || PyArray_DIM(a, 0) != rows || PyArray_DIM(a, 1) < cols ||
+        (exact && PyArray_DIM(a, 1) != cols) || (PyArray_DIM(a, 1) > 1 && PyArray_STRIDE(a, 1) != 4) ||
+        (PyArray_DIM(a, 0) > 1 && (PyArray_STRIDE(a, 0) % 4 != 0 || PyArray_STRIDE(a, 0) < 0))) {
+        PyErr_Format(PyExc_ValueError, "%s must be a (%zd, %s%zd) float32 array with contiguous rows", what,
+                     (Py_ssize_t)rows, exact ? "" : ">= ", (Py_ssize_t)cols);
         return -1;
     }
-    *data = (const float *)view->buf;
+    if (writable && !PyArray_ISWRITEABLE(a)) {
+        PyErr_Format(PyExc_ValueError, "%s must be writable", what);
+        return -1;
+    }
+    *data = (float *)PyArray_DATA(a);
+    *stride = PyArray_DIM(a, 0) > 1 ? PyArray_STRIDE(a, 0) / 4 : 0;
     return 0;
 }
 
 PyDoc_STRVAR(step_doc,
-             "step(epilogue, activation, weights, bias, panels, k_x, k_h, units, x, h, c, out, out_c, threads)\n\n"
-             "out[b] = epilogue(bias + [x[b], h[b]] @ W) for every row b; see fused.py for the layouts.");
+             "step(plan, x, state, new_state, out, threads)\n\n"
+             "One fused node for every row of state (B, S). x: (B, k_x) or None to read new_state's columns;\n"
+             "a recurrent node writes its new h (and c) into new_state, a Dense node into out (B, units).");
 
 static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "step() takes 14 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "step() takes 6 arguments");
         return NULL;
     }
+    Plan *plan = (Plan *)PyCapsule_GetPointer(args[0], "rnnstream.fused.plan");
+    if (plan == NULL) return NULL;
+    long threads = PyLong_AsLong(args[5]);
+    if (threads == -1 && PyErr_Occurred()) return NULL;
+    if (!is_floats(args[2], 2)) {
+        PyErr_SetString(PyExc_ValueError, "state must be a (B, S) float32 array");
+        return NULL;
+    }
+    const npy_intp batch = PyArray_DIM((PyArrayObject *)args[2], 0);
+    const int recurrent = plan->k_h > 0, lstm = plan->epilogue == EPI_LSTM;
+    const Py_ssize_t state_cols = plan->start + (recurrent ? (lstm ? 2 : 1) * (Py_ssize_t)plan->units : 0);
+    float *state, *new_state, *x, *out;
+    Py_ssize_t state_stride, new_stride;
+    if (matrix(args[2], "state", batch, state_cols, 0, 0, &state, &state_stride) < 0 ||
+        matrix(args[3], "new_state", batch, state_cols, 0, 1, &new_state, &new_stride) < 0)
+        return NULL;
     Job job;
     memset(&job, 0, sizeof job);
-    long ints[8];
-    const int int_args[8] = {0, 1, 4, 5, 6, 7, 13, -1};
-    for (int i = 0; int_args[i] >= 0; i++) {
-        ints[i] = PyLong_AsLong(args[int_args[i]]);
-        if (ints[i] == -1 && PyErr_Occurred()) return NULL;
+    if (plan->x_col >= 0) {
+        if (PyArray_DIM((PyArrayObject *)args[3], 1) < plan->x_col + plan->k_x) {
+            PyErr_SetString(PyExc_ValueError, "new_state has fewer columns than the plan reads x from");
+            return NULL;
+        }
+        job.x = new_state + plan->x_col;
+        job.x_stride = new_stride;
+    } else {
+        if (matrix(args[1], "x", batch, plan->k_x, 1, 0, &x, &job.x_stride) < 0) return NULL;
+        job.x = x;
     }
-    job.epilogue = (int)ints[0];
-    job.activation = (int)ints[1];
-    job.panels = (int)ints[2];
-    job.k_x = (int)ints[3];
-    job.k_h = (int)ints[4];
-    job.units = (int)ints[5];
-    job.threads = ints[6] < 1 ? 1 : (int)ints[6];
-    if (job.epilogue < EPI_ACT || job.epilogue > EPI_GRU || job.activation < ACT_LINEAR ||
-        job.activation > ACT_RELU || job.panels < 0 || job.k_x < 0 || job.k_h < 0 || job.units < 0) {
-        PyErr_SetString(PyExc_ValueError, "step(): bad epilogue, activation or size");
-        return NULL;
-    }
-    const int per_panel = job.epilogue == EPI_ACT ? 4 * chosen.lanes : chosen.lanes;
-    if ((Py_ssize_t)job.panels * per_panel < job.units ||
-        (job.epilogue != EPI_ACT && job.k_h != job.units)) {
-        PyErr_SetString(PyExc_ValueError, "step(): panels, units and k_h do not match the epilogue");
-        return NULL;
-    }
-    const int recurrent = job.k_h > 0, lstm = job.epilogue == EPI_LSTM;
-    Py_buffer views[7];
-    int taken = 0, ok = 0;
-    Py_ssize_t batch = -1;
-    {
-        Py_buffer probe;
-        if (PyObject_GetBuffer(args[8], &probe, PyBUF_STRIDES) < 0) return NULL;
-        batch = probe.ndim == 2 ? probe.shape[0] : -1;
-        PyBuffer_Release(&probe);
-    }
-    job.batch = (int)batch;
-    const float *ignored;
-    const Py_ssize_t K = (Py_ssize_t)job.k_x + job.k_h;
-    if (take_vector(args[2], &views[taken], "weights", (Py_ssize_t)job.panels * K * 4 * chosen.lanes,
-                    &job.weights) < 0)
-        goto done;
-    taken++;
-    if (take_vector(args[3], &views[taken], "bias", (Py_ssize_t)job.panels * 4 * chosen.lanes, &job.bias) < 0)
-        goto done;
-    taken++;
-    if (take_matrix(args[8], &views[taken], 0, "x", batch, job.k_x, &job.x, &job.x_stride) < 0) goto done;
-    taken++;
-    job.h = job.x;
     if (recurrent) {
-        if (take_matrix(args[9], &views[taken], 0, "h", batch, job.k_h, &job.h, &job.h_stride) < 0) goto done;
-        taken++;
+        job.h = state + plan->start;
+        job.h_stride = state_stride;
+        job.out = new_state + plan->start;
+        job.out_stride = new_stride;
+        if (lstm) {
+            job.c = state + plan->start + plan->units;
+            job.c_stride = state_stride;
+            job.out_c = new_state + plan->start + plan->units;
+            job.out_c_stride = new_stride;
+        }
+    } else {
+        if (matrix(args[4], "out", batch, plan->units, 1, 1, &out, &job.out_stride) < 0) return NULL;
+        job.h = job.x;
+        job.out = out;
     }
-    if (lstm) {
-        if (take_matrix(args[10], &views[taken], 0, "c", batch, job.units, &job.c, &job.c_stride) < 0) goto done;
-        taken++;
-    }
-    if (take_matrix(args[11], &views[taken], 1, "out", batch, job.units, &ignored, &job.out_stride) < 0) goto done;
-    job.out = (float *)views[taken].buf;
-    taken++;
-    if (lstm) {
-        if (take_matrix(args[12], &views[taken], 1, "out_c", batch, job.units, &ignored, &job.out_c_stride) < 0)
-            goto done;
-        job.out_c = (float *)views[taken].buf;
-        taken++;
-    }
-    if (batch > 0) {
+    job.epilogue = plan->epilogue;
+    job.activation = plan->activation;
+    job.batch = (int)batch;
+    job.panels = plan->panels;
+    job.k_x = plan->k_x;
+    job.k_h = plan->k_h;
+    job.units = plan->units;
+    job.weights = (const float *)PyArray_DATA(plan->weights);
+    job.bias = (const float *)PyArray_DATA(plan->bias);
+    job.threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
+    if (batch * plan->row_flops >= RELEASE_GIL_MIN_FLOPS) {
         Py_BEGIN_ALLOW_THREADS chosen.run(&job);
         Py_END_ALLOW_THREADS
+    } else if (batch > 0) {
+        chosen.run(&job);
     }
-    ok = 1;
-done:
-    for (int i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
-    if (!ok) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -207,15 +264,19 @@ static PyObject *cpu_count(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef methods[] = {
+    {"make_plan", make_plan, METH_VARARGS, make_plan_doc},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
     {"isa", isa, METH_NOARGS, "(name, lanes) of the instruction set this CPU runs the kernel with."},
     {"cpu_count", cpu_count, METH_NOARGS, "Processors OpenMP may use (1 without OpenMP)."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", "Fused recurrent step kernels.", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fused", "Fused recurrent step kernels.", -1, methods, NULL, NULL, NULL, NULL,
+};
 
 PyMODINIT_FUNC PyInit__fused(void) {
+    import_array();
     choose_isa();
     return PyModule_Create(&module);
 }

@@ -19,7 +19,9 @@ Other layers (and activations the kernel does not know) run their NumPy step, as
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,8 @@ from rnnstream.backends import packing
 from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import MissingDependencyError
 from rnnstream.graph import Graph, Node
-from rnnstream.layers.base import StepResult
-from rnnstream.layers.dense import Dense
+from rnnstream.layers.base import StatelessLayer, StepResult
+from rnnstream.layers.dense import Dense, Embedding
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.types import Array, BoolArray, FloatArray
 
@@ -36,9 +38,6 @@ try:
     from rnnstream.backends import _fused as _kernel  # type: ignore[attr-defined]
 except ImportError:  # built without a C compiler: the NumPy backend serves instead
     _kernel = None
-
-PARALLEL_MIN_FLOPS = 300_000
-"""Below this many FLOPs a node runs on one thread: waking the other costs more than it saves."""
 
 
 def available() -> bool:
@@ -63,7 +62,11 @@ def _require() -> ModuleType:
 
 class FusedBackend(NumpyBackend):
     """Steps Dense, SimpleRNN, LSTM and reset-after GRU nodes with the fused kernel; ``threads``
-    defaults to every core (``RNNSTREAM_THREADS`` overrides)."""
+    defaults to every core (``RNNSTREAM_THREADS`` overrides).
+
+    A graph in which no mask can arise (the usual case) runs a precompiled list of node calls; one
+    with masks walks the graph like the oracle, node by node.
+    """
 
     name = "fused"
 
@@ -75,19 +78,30 @@ class FusedBackend(NumpyBackend):
         env_threads = os.environ.get("RNNSTREAM_THREADS")
         default = int(env_threads) if env_threads else int(kernel.cpu_count())
         self.threads = max(1, threads if threads is not None else default)
-        # node index → (packed weights, layer, FLOPs per batch row)
-        self._packed: dict[int, tuple[packing.Packed, Recurrent | Dense, int]] = {}
-        for index, node in enumerate(graph.nodes):
+        mask_free = _mask_free(graph)
+        # Without masks a fused recurrent node's output is its new h, so the next node reads those
+        # columns of the new state in place: tensor id → first column.
+        self._in_state: dict[int, int] = {}
+        self._plans: dict[int, tuple[object, Recurrent | Dense]] = {}
+        for node in graph.nodes:
             packed = self._pack(node)
-            if packed is not None:
-                assert isinstance(node.layer, Recurrent | Dense)
-                self._packed[index] = (packed, node.layer, 2 * packed.weights.size)
-        self._index = {id(node): index for index, node in enumerate(graph.nodes)}
+            if packed is None:
+                continue
+            assert isinstance(node.layer, Recurrent | Dense)
+            x_col = self._in_state.get(node.inputs[0], -1)
+            plan = kernel.make_plan(
+                packed.epilogue, packed.activation, packed.weights, packed.bias, packed.panels,
+                packed.k_x, packed.k_h, packed.units, node.start, x_col,
+            )  # fmt: skip
+            self._plans[id(node)] = (plan, node.layer)
+            if mask_free and isinstance(node.layer, Recurrent):
+                self._in_state[node.outputs[0]] = node.start
+        self._program = _compile(self) if mask_free else None
 
     @property
     def fused_nodes(self) -> list[str]:
         """Names of the nodes the kernel steps (the rest run in NumPy)."""
-        return [self.graph.nodes[i].name for i in sorted(self._packed)]
+        return [node.name for node in self.graph.nodes if id(node) in self._plans]
 
     def _pack(self, node: Node) -> packing.Packed | None:
         layer, lanes = node.layer, self.lanes
@@ -106,57 +120,103 @@ class FusedBackend(NumpyBackend):
             return packing.pack_act(layer.W, layer.b, activation=activation, lanes=lanes)
         return None
 
+    def step(self, xs: list[Array], state: FloatArray) -> tuple[list[FloatArray], FloatArray]:
+        if self._program is None:
+            return super().step(xs, state)
+        values: list[Any] = [None] * len(self.graph.specs)
+        for spec, x in zip(self.graph.inputs, xs, strict=True):
+            values[spec.tensor] = x
+        new_state = np.empty_like(state)
+        for op in self._program:
+            op(values, state, new_state)
+        return [values[t] for t in self.graph.outputs], new_state
+
     def step_node(
         self, node: Node, inputs: list[Array], mask: BoolArray | None, state: FloatArray, new_state: FloatArray
     ) -> StepResult:
-        found = self._packed.get(self._index[id(node)])
+        """The general path (graphs with masks): one node, masks applied after the kernel."""
+        found = self._plans.get(id(node))
         if found is None:
             return node.layer.step(inputs, mask, state[:, node.start : node.stop])
-        packed, layer, row_flops = found
-        x = _rows(inputs[0])
-        batch = x.shape[0]
-        threads = self.threads if batch * row_flops >= PARALLEL_MIN_FLOPS else 1
+        plan, layer = found
         if isinstance(layer, Dense):
-            y = np.empty((batch, packed.units), np.float32)
-            self._call(packed, x, None, None, y, None, threads)
-            if packing.ACTIVATIONS.get(layer.activation_name) is None:
-                y = layer.act(y)
+            y = self._dense(plan, layer, _rows(inputs[0]), state, new_state)
             return StepResult([y], layer.output_mask(inputs, mask), state[:, node.start : node.start])
-        old = state[:, node.start : node.stop]
-        rows = new_state[:, node.start : node.stop]
-        H = packed.units
-        if isinstance(layer, LSTM):
-            self._call(packed, x, old[:, :H], old[:, H:], rows[:, :H], rows[:, H:], threads)
-        else:
-            self._call(packed, x, old, None, rows, None, threads)
-        return layer.finish(rows, mask, old)
+        x = None if node.inputs[0] in self._in_state else _rows(inputs[0])
+        self._kernel.step(plan, x, state, new_state, None, self.threads)
+        return layer.finish(new_state[:, node.start : node.stop], mask, state[:, node.start : node.stop])
 
-    def _call(
-        self,
-        packed: packing.Packed,
-        x: FloatArray,
-        h: FloatArray | None,
-        c: FloatArray | None,
-        out: FloatArray,
-        out_c: FloatArray | None,
-        threads: int,
-    ) -> None:
-        self._kernel.step(
-            packed.epilogue,
-            packed.activation,
-            packed.weights,
-            packed.bias,
-            packed.panels,
-            packed.k_x,
-            packed.k_h,
-            packed.units,
-            x,
-            h,
-            c,
-            out,
-            out_c,
-            threads,
-        )
+    def _dense(self, plan: object, layer: Dense, x: FloatArray | None, state: FloatArray, new_state: FloatArray) -> Any:
+        y = np.empty((state.shape[0], layer.W.shape[1]), np.float32)
+        self._kernel.step(plan, x, state, new_state, y, self.threads)
+        return y if packing.ACTIVATIONS.get(layer.activation_name) is not None else layer.act(y)
+
+
+Op = Callable[[list[Any], FloatArray, FloatArray], None]
+
+
+def _compile(backend: FusedBackend) -> list[Op]:
+    """One closure per node, with every index and slice bound in advance (graphs without masks)."""
+    program: list[Op] = []
+    for node in backend.graph.nodes:
+        found = backend._plans.get(id(node))
+        if found is None:
+            program.append(_numpy_op(node))
+        elif isinstance(found[1], Dense):
+            program.append(_dense_op(backend, node, found[0], found[1]))
+        else:
+            program.append(_recurrent_op(backend, node, found[0], found[1]))
+    return program
+
+
+def _numpy_op(node: Node) -> Op:
+    def op(values: list[Any], state: FloatArray, new_state: FloatArray) -> None:
+        result = node.layer.step([values[t] for t in node.inputs], None, state[:, node.start : node.stop])
+        if node.stop > node.start:
+            new_state[:, node.start : node.stop] = result.state
+        for tensor, value in zip(node.outputs, result.outputs, strict=True):
+            values[tensor] = value
+
+    return op
+
+
+def _dense_op(backend: FusedBackend, node: Node, plan: object, dense: Dense) -> Op:
+    x_id, y_id = node.inputs[0], node.outputs[0]
+    reads_state = x_id in backend._in_state
+
+    def op(values: list[Any], state: FloatArray, new_state: FloatArray) -> None:
+        values[y_id] = backend._dense(plan, dense, None if reads_state else _rows(values[x_id]), state, new_state)
+
+    return op
+
+
+def _recurrent_op(backend: FusedBackend, node: Node, plan: object, layer: Recurrent) -> Op:
+    kernel, threads, x_id, units = backend._kernel, backend.threads, node.inputs[0], layer.units
+    reads_state = x_id in backend._in_state
+    # Output k is the layer's output (h) for k = 0, then its state parts (h, c) with return_state.
+    firsts = [node.start, *(node.start + units * k for k in range(len(node.outputs) - 1))]
+    columns = [(tensor, first, first + units) for tensor, first in zip(node.outputs, firsts, strict=True)]
+
+    def op(values: list[Any], state: FloatArray, new_state: FloatArray) -> None:
+        kernel.step(plan, None if reads_state else _rows(values[x_id]), state, new_state, None, threads)
+        for tensor, lo, hi in columns:
+            values[tensor] = new_state[:, lo:hi]
+
+    return op
+
+
+def _mask_free(graph: Graph) -> bool:
+    """True when no step of this graph can carry a mask: no Masking, no ``Embedding(mask_zero=True)``,
+    no mask-producing op, no mask passed explicitly."""
+    for node in graph.nodes:
+        layer = node.layer
+        if node.mask >= 0 or getattr(layer, "mask_zero", False):
+            return False
+        if isinstance(layer, StatelessLayer) and not isinstance(layer, Embedding):
+            makes_masks = type(layer).output_mask is not StatelessLayer.output_mask
+            if makes_masks:
+                return False
+    return True
 
 
 def _rows(a: Array) -> FloatArray:

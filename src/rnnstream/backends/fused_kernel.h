@@ -96,6 +96,37 @@ static inline __attribute__((always_inline)) void NAME(store_part)(float *p, VF 
     }
 }
 
+/* acc[m][s] += sum over k < n of rows[m][k] · w[k][s], for mb rows (a constant after inlining). */
+static inline __attribute__((always_inline)) void NAME(accumulate)(VF acc[][4], const float *const rows[], int n,
+                                                                   const float *w, const int mb) {
+    int k = 0;
+    if (mb == 1) {
+        /* One row has 4 accumulators: each FMA would wait for the last one (latency 4). A second set for
+         * odd k keeps 8 in flight. */
+        VF odd[4] = {{0}, {0}, {0}, {0}};
+        for (; k + 1 < n; k += 2, w += 8 * LANES) {
+            const float a = rows[0][k], b = rows[0][k + 1];
+            for (int s = 0; s < 4; s++) {
+                acc[0][s] += a * NAME(load)(w + s * LANES);
+                odd[s] += b * NAME(load)(w + (4 + s) * LANES);
+            }
+        }
+        for (int s = 0; s < 4; s++) acc[0][s] += odd[s];
+    }
+    for (; k < n; k++, w += 4 * LANES) {
+        VF w0 = NAME(load)(w), w1 = NAME(load)(w + LANES), w2 = NAME(load)(w + 2 * LANES),
+           w3 = NAME(load)(w + 3 * LANES);
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) {
+            float a = rows[m][k];
+            acc[m][0] += a * w0;
+            acc[m][1] += a * w1;
+            acc[m][2] += a * w2;
+            acc[m][3] += a * w3;
+        }
+    }
+}
+
 /* One tile: batch rows r0..r0+mb-1 of panel p. Inlined with a constant mb, so the accumulators
  * live in registers. */
 static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int p, int r0, const int mb) {
@@ -113,30 +144,8 @@ static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int
         xrow[m] = job->x + (size_t)(r0 + m) * job->x_stride;
         hrow[m] = job->h + (size_t)(r0 + m) * job->h_stride;
     }
-    for (int k = 0; k < K1; k++, w += 4 * LANES) {
-        VF w0 = NAME(load)(w), w1 = NAME(load)(w + LANES), w2 = NAME(load)(w + 2 * LANES),
-           w3 = NAME(load)(w + 3 * LANES);
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) {
-            float a = xrow[m][k];
-            acc[m][0] += a * w0;
-            acc[m][1] += a * w1;
-            acc[m][2] += a * w2;
-            acc[m][3] += a * w3;
-        }
-    }
-    for (int k = 0; k < K2; k++, w += 4 * LANES) {
-        VF w0 = NAME(load)(w), w1 = NAME(load)(w + LANES), w2 = NAME(load)(w + 2 * LANES),
-           w3 = NAME(load)(w + 3 * LANES);
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) {
-            float a = hrow[m][k];
-            acc[m][0] += a * w0;
-            acc[m][1] += a * w1;
-            acc[m][2] += a * w2;
-            acc[m][3] += a * w3;
-        }
-    }
+    NAME(accumulate)(acc, xrow, K1, w, mb);
+    NAME(accumulate)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb);
 
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++) {
@@ -190,12 +199,18 @@ static void NAME(run)(const Job *job) {
     };
     const int row_blocks = (job->batch + MB - 1) / MB;
     const long tiles_total = (long)job->panels * row_blocks;
+    if (job->threads <= 1) { /* no OpenMP team at all: it costs a microsecond even with one thread */
+        for (long t = 0; t < tiles_total; t++) {
+            const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
+            tiles[job->batch - r0 < MB ? job->batch - r0 : MB](job, p, r0);
+        }
+        return;
+    }
     /* Panel-major order: with a static schedule each thread keeps its own panels' weights in its cache. */
-#pragma omp parallel for schedule(static) num_threads(job->threads) if (job->threads > 1)
+#pragma omp parallel for schedule(static) num_threads(job->threads)
     for (long t = 0; t < tiles_total; t++) {
         const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
-        const int mb = job->batch - r0 < MB ? job->batch - r0 : MB;
-        tiles[mb](job, p, r0);
+        tiles[job->batch - r0 < MB ? job->batch - r0 : MB](job, p, r0);
     }
 }
 

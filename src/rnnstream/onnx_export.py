@@ -1,0 +1,188 @@
+"""Export a StreamModel's step as an ONNX model with the state row as an explicit input and output.
+
+The exported graph takes the model's inputs at one step ``[B, *features]`` and ``state [B, S]``
+(the same row layout as :class:`~rnnstream.State`) and returns the outputs at that step and
+``new_state [B, S]``: the step model the second seed builds by hand, ready for ONNX Runtime or
+Triton. Recurrent layers become ONNX ``LSTM`` / ``GRU`` / ``RNN`` operators over one time step.
+
+Exported today: LSTM, GRU (both reset modes), SimpleRNN, Dense and Activation layers with the
+activations ``linear``, ``sigmoid``, ``tanh``, ``relu`` (and ``softmax`` on Dense/Activation), in
+graphs without masks. Anything else is refused by name.
+
+>>> import rnnstream, tempfile, os
+>>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
+>>> path = os.path.join(tempfile.mkdtemp(), "seed_step.onnx")
+>>> m.export_onnx(path)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rnnstream.errors import MissingDependencyError, UnsupportedLayerError
+from rnnstream.layers.dense import Activation, Dense
+from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
+from rnnstream.types import FloatArray
+
+if TYPE_CHECKING:
+    from rnnstream.model import StreamModel
+
+OPSET = 17
+ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+STATE_INPUT, STATE_OUTPUT = "state", "new_state"
+
+
+def export_onnx(model: StreamModel, path: str | os.PathLike[str]) -> None:
+    """Write ``model``'s step to ``path`` (see the module docstring); needs the ``onnx`` package."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise MissingDependencyError("export_onnx needs the onnx package: pip install 'rnnstream[onnx]'") from e
+    onnx.save(build_step_graph(model), os.fspath(path))
+
+
+def build_step_graph(model: StreamModel) -> Any:
+    """The step as an ``onnx.ModelProto`` (checked by ``onnx.checker``)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    w = _Writer()
+    names: dict[int, str] = {}
+    inputs = []
+    for spec in graph.inputs:
+        dtype = TensorProto.INT64 if spec.spec.dtype == "int64" else TensorProto.FLOAT
+        inputs.append(helper.make_tensor_value_info(spec.name, dtype, ["B", *spec.spec.shape]))
+        names[spec.tensor] = spec.name
+        if spec.spec.dtype != "float32":
+            raise UnsupportedLayerError(f"export_onnx: input {spec.name!r} takes token ids; not exported yet")
+    inputs.append(helper.make_tensor_value_info(STATE_INPUT, TensorProto.FLOAT, ["B", graph.state_size]))
+    pieces: list[str] = []
+    for node in graph.nodes:
+        if node.mask >= 0:
+            raise UnsupportedLayerError(f"export_onnx: node {node.name!r} is given a mask; masks are not exported")
+        x = names[node.inputs[0]]
+        layer = node.layer
+        if isinstance(layer, Recurrent):
+            outs = _recurrent(w, layer, x, node.start)
+            pieces += outs[1:] if isinstance(layer, LSTM) else outs[1:2]
+            for tensor, name in zip(node.outputs, outs, strict=False):
+                names[tensor] = name
+        elif isinstance(layer, Dense) and len(graph.specs[node.inputs[0]].shape) == 1:
+            z = w.op("MatMul", [x, w.const(layer.W)])
+            if layer.b is not None:
+                z = w.op("Add", [z, w.const(layer.b)])
+            names[node.outputs[0]] = _activation(w, layer.activation_name, z, layer.name)
+        elif isinstance(layer, Activation):
+            names[node.outputs[0]] = _activation(w, layer.activation_name, x, layer.name)
+        else:
+            raise UnsupportedLayerError(
+                f"export_onnx: layer {layer.name!r} ({layer.kind}) is not exported yet; exported are LSTM, GRU, "
+                "SimpleRNN, Dense and Activation"
+            )
+    new_state = w.op("Concat", pieces, axis=1) if pieces else w.op("Identity", [STATE_INPUT])
+    w.nodes.append(helper.make_node("Identity", [new_state], [STATE_OUTPUT]))
+    outputs = []
+    for name, tensor, out_spec in zip(graph.output_names, graph.outputs, model.output_specs, strict=True):
+        w.nodes.append(helper.make_node("Identity", [names[tensor]], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", *out_spec.shape]))
+    outputs.append(helper.make_tensor_value_info(STATE_OUTPUT, TensorProto.FLOAT, ["B", graph.state_size]))
+    onnx_graph = helper.make_graph(w.nodes, f"{model.name}_step", inputs, outputs, w.initializers)
+    proto = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rnnstream")
+    proto.doc_string = f"rnnstream step model of {model.name!r}; state layout fingerprint {model.fingerprint}"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+class _Writer:
+    """Collects nodes and initializers, naming every intermediate tensor."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def const(self, value: FloatArray | np.ndarray[Any, Any], hint: str = "const") -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, kind: str, inputs: list[str], n_out: int = 1, **attrs: Any) -> Any:
+        from onnx import helper
+
+        outs = [self.name(kind.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(kind, inputs, outs, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+
+def _activation(w: _Writer, name: str, x: str, layer: str) -> str:
+    if name == "linear":
+        return x
+    if name == "softmax":
+        return str(w.op("Softmax", [x], axis=-1))
+    if name not in ONNX_ACTIVATIONS:
+        raise UnsupportedLayerError(f"export_onnx: layer {layer!r}: activation {name!r} is not exported yet")
+    return str(w.op(ONNX_ACTIVATIONS[name], [x]))
+
+
+def _state_columns(w: _Writer, start: int, size: int) -> str:
+    """``state[:, start:start+size]`` as ``(1, B, size)``: the initial_h / initial_c of an ONNX RNN op."""
+    cols = w.op("Slice", [STATE_INPUT, w.const(_ints(start)), w.const(_ints(start + size)),
+                          w.const(_ints(1))])  # fmt: skip
+    return str(w.op("Unsqueeze", [cols, w.const(_ints(0))]))
+
+
+def _recurrent(w: _Writer, layer: Recurrent, x: str, start: int) -> list[str]:
+    """One step of ``layer``: returns [output, h, (c)] as (B, H) tensors."""
+    H = layer.units
+    acts = [layer.recurrent_activation_name, layer.activation_name]
+    if any(a not in ONNX_ACTIVATIONS for a in acts):
+        raise UnsupportedLayerError(f"export_onnx: layer {layer.name!r}: activations {acts} are not exported yet")
+    f, g = (ONNX_ACTIVATIONS[a] for a in acts)
+    seq = w.op("Unsqueeze", [x, w.const(_ints(0))])  # (1, B, I)
+    h0 = _state_columns(w, start, H)
+
+    def squeeze(t: str) -> str:
+        return str(w.op("Squeeze", [t, w.const(_ints(0))]))
+
+    if isinstance(layer, LSTM):
+        order = _gates([0, 3, 1, 2], H)  # Keras i f g o → ONNX i o f c
+        W, R = layer.Wx[:, order].T[None], layer.Wh[:, order].T[None]
+        B = np.concatenate([layer.b[order], np.zeros(4 * H, np.float32)])[None]
+        c0 = _state_columns(w, start + H, H)
+        _, h, c = w.op("LSTM", [seq, w.const(W), w.const(R), w.const(B), "", h0, c0], n_out=3, hidden_size=H,
+                       activations=[f, g, g])  # fmt: skip
+        h, c = squeeze(h), squeeze(c)
+        return [h, h, c]
+    if isinstance(layer, GRU):
+        W, R = layer.Wx.T[None], layer.Wh.T[None]  # gate order z r n is ONNX's z r h
+        bh = layer.bh if layer.bh is not None else np.zeros(3 * H, np.float32)
+        B = np.concatenate([layer.bx, bh])[None]
+        _, h = w.op("GRU", [seq, w.const(W), w.const(R), w.const(B), "", h0], n_out=2, hidden_size=H,
+                    activations=[f, g], linear_before_reset=int(layer.reset_after))  # fmt: skip
+        h = squeeze(h)
+        return [h, h]
+    assert isinstance(layer, SimpleRNN)
+    B = np.concatenate([layer.b, np.zeros(H, np.float32)])[None]
+    _, h = w.op("RNN", [seq, w.const(layer.Wx.T[None]), w.const(layer.Wh.T[None]), w.const(B), "", h0], n_out=2,
+                hidden_size=H, activations=[g])  # fmt: skip
+    h = squeeze(h)
+    return [h, h]
+
+
+def _ints(*values: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.array(values, dtype=np.int64)
+
+
+def _gates(order: list[int], H: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Column indices that put gate blocks of width H in ``order``."""
+    return np.concatenate([np.arange(k * H, (k + 1) * H) for k in order])
