@@ -63,6 +63,23 @@ def test_onnx_runtime_steps_like_rnnstream(name: str, batch: int, tmp_path: Path
         np.testing.assert_allclose(rows, state.rows, rtol=1e-5, atol=1e-5)
 
 
+def test_state_parts_layout(tmp_path: Path) -> None:
+    model = _models()["lstm_dense"]
+    model.export_onnx(tmp_path / "parts.onnx", state="parts")
+    session = ort.InferenceSession(str(tmp_path / "parts.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x", "l.h", "l.c"]
+    assert [o.name for o in session.get_outputs()] == ["y", "l.h.new", "l.c.new"]
+    rng = np.random.default_rng(3)
+    state = model.initial_state(2)
+    h = c = np.zeros((1, 2, 7), np.float32)
+    for _ in range(5):
+        x = rng.normal(0, 1, (2, 3)).astype(np.float32)
+        y_onnx, h, c = session.run(None, {"x": x, "l.h": h, "l.c": c})
+        y, state = model.step(x, state)
+        np.testing.assert_allclose(y_onnx, y, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.concatenate([h[0], c[0]], axis=1), state.rows, rtol=1e-5, atol=1e-5)
+
+
 def test_layers_it_cannot_export_are_named(tmp_path: Path) -> None:
     from rnnstream.layers.norm import LayerNorm
 

@@ -5,6 +5,7 @@
     rnnstream summary MODEL             layers, state layout and parameters of a model file
     rnnstream bench context [MODEL]     time per step at context length 10, 1,000 and 10,000
     rnnstream bench streams [MODEL]     stream-steps/s by concurrent streams and store; bytes per stream
+    rnnstream bench engine              time per step vs ONNX Runtime, PyTorch and Keras by batch size
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rnnstream.errors import RnnstreamError
 
@@ -61,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     serve_bench.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     serve_bench.add_argument("--models", nargs="+", default=["identity", "seed", "large"])
     serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket"])
+    engine = benches.add_parser("engine", help="time per step vs ONNX Runtime, PyTorch and Keras")
+    engine.add_argument("--models", nargs="+", default=["seed", "large"], help="seed and/or built-in models")
+    engine.add_argument("--batches", type=int, nargs="+", default=[1, 10, 256, 1024, 4096])
+    engine.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every engine")
+    engine.add_argument("--rounds", type=int, default=7, help="timing rounds (median)")
+    engine.add_argument("--backend", default="auto", help="rnnstream backend (default %(default)s)")
+    engine.add_argument("--no-keras", action="store_true", help="skip Keras (slow: ~50 ms per predict)")
+    engine.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
+    engine.add_argument("--png", type=Path, default=None, help="write a chart here")
     return parser
 
 
@@ -84,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "summary":
             print(load(args.model).summary())
+            return 0
+        if args.bench == "engine":
+            from rnnstream.bench import engine as bench_engine
+
+            print(bench_engine.run(tuple(args.models), tuple(args.batches), args.threads, args.rounds,
+                                   backend=args.backend, keras=not args.no_keras, json_path=args.json,
+                                   png_path=args.png))
             return 0
         if args.bench == "serve":
             from rnnstream.bench import serve as bench_serve

@@ -125,15 +125,16 @@ class StreamModel:
         )
         return "\n".join(lines)
 
-    def export_onnx(self, path: str | os.PathLike[str]) -> None:
+    def export_onnx(self, path: str | os.PathLike[str], *, state: str = "row") -> None:
         """Write this model's step as ONNX: inputs + ``state [B, S]`` → outputs + ``new_state [B, S]``.
 
         Run it in ONNX Runtime or Triton with the same state rows rnnstream uses (see
-        :mod:`rnnstream.onnx_export` for what is exported). Needs the ``onnx`` package.
+        :mod:`rnnstream.onnx_export` for what is exported, and ``state="parts"`` for one tensor per
+        state part). Needs the ``onnx`` package.
         """
         from rnnstream.onnx_export import export_onnx
 
-        export_onnx(self, path)
+        export_onnx(self, path, state=state)
 
     # -- state -------------------------------------------------------------------------------------
 

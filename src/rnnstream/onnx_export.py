@@ -35,17 +35,23 @@ ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
 STATE_INPUT, STATE_OUTPUT = "state", "new_state"
 
 
-def export_onnx(model: StreamModel, path: str | os.PathLike[str]) -> None:
-    """Write ``model``'s step to ``path`` (see the module docstring); needs the ``onnx`` package."""
+def export_onnx(model: StreamModel, path: str | os.PathLike[str], *, state: str = "row") -> None:
+    """Write ``model``'s step to ``path`` (see the module docstring); needs the ``onnx`` package.
+
+    ``state="row"``: one ``state [B, S]`` input and ``new_state [B, S]`` output, the layout of
+    :class:`~rnnstream.State`. ``state="parts"``: one input per state part, ``"{layer}.{part}"``
+    of shape ``[1, B, units]`` (what ONNX ``LSTM``/``GRU``/``RNN`` take as ``initial_h``/``initial_c``),
+    and outputs ``"{layer}.{part}.new"``: fewer operators, for engines that keep the parts apart.
+    """
     try:
         import onnx
     except ImportError as e:
         raise MissingDependencyError("export_onnx needs the onnx package: pip install 'rnnstream[onnx]'") from e
-    onnx.save(build_step_graph(model), os.fspath(path))
+    onnx.save(build_step_graph(model, state=state), os.fspath(path))
 
 
-def build_step_graph(model: StreamModel) -> Any:
-    """The step as an ``onnx.ModelProto`` (checked by ``onnx.checker``)."""
+def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
+    """The step as an ``onnx.ModelProto`` (checked by ``onnx.checker``); ``state`` as in export_onnx."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -59,17 +65,32 @@ def build_step_graph(model: StreamModel) -> Any:
         names[spec.tensor] = spec.name
         if spec.spec.dtype != "float32":
             raise UnsupportedLayerError(f"export_onnx: input {spec.name!r} takes token ids; not exported yet")
-    inputs.append(helper.make_tensor_value_info(STATE_INPUT, TensorProto.FLOAT, ["B", graph.state_size]))
-    pieces: list[str] = []
+    if state not in ("row", "parts"):
+        raise UnsupportedLayerError(f"export_onnx: state must be 'row' or 'parts', not {state!r}")
+    parts = {(p.layer, p.part): p for p in graph.state_layout}
+    if state == "row":
+        inputs.append(helper.make_tensor_value_info(STATE_INPUT, TensorProto.FLOAT, ["B", graph.state_size]))
+    else:
+        for p in graph.state_layout:
+            inputs.append(
+                helper.make_tensor_value_info(f"{p.layer}.{p.part}", TensorProto.FLOAT, [1, "B", p.stop - p.start])
+            )
+    pieces: list[str] = []  # new state parts, (1, B, size) each, in column order
+    squeezed: dict[str, str] = {}  # a new state part → the same as (B, size)
     for node in graph.nodes:
         if node.mask >= 0:
             raise UnsupportedLayerError(f"export_onnx: node {node.name!r} is given a mask; masks are not exported")
         x = names[node.inputs[0]]
         layer = node.layer
         if isinstance(layer, Recurrent):
-            outs = _recurrent(w, layer, x, node.start)
-            pieces += outs[1:] if isinstance(layer, LSTM) else outs[1:2]
-            for tensor, name in zip(node.outputs, outs, strict=False):
+            if state == "row":
+                initial = [_state_columns(w, parts[node.name, part].start, size) for part, size in layer.state_parts]
+            else:
+                initial = [f"{node.name}.{part}" for part, _ in layer.state_parts]
+            new_parts = _recurrent(w, layer, x, initial)
+            pieces += new_parts
+            flat = [squeezed.setdefault(t, _squeeze(w, t)) for t in new_parts]  # (B, units): output, then states
+            for tensor, name in zip(node.outputs, [flat[0], *flat], strict=False):
                 names[tensor] = name
         elif isinstance(layer, Dense) and len(graph.specs[node.inputs[0]].shape) == 1:
             z = w.op("MatMul", [x, w.const(layer.W)])
@@ -83,13 +104,22 @@ def build_step_graph(model: StreamModel) -> Any:
                 f"export_onnx: layer {layer.name!r} ({layer.kind}) is not exported yet; exported are LSTM, GRU, "
                 "SimpleRNN, Dense and Activation"
             )
-    new_state = w.op("Concat", pieces, axis=1) if pieces else w.op("Identity", [STATE_INPUT])
-    w.nodes.append(helper.make_node("Identity", [new_state], [STATE_OUTPUT]))
     outputs = []
+    if state == "row":
+        flat = [squeezed[t] for t in pieces]
+        new_state = w.op("Concat", flat, axis=1) if flat else w.op("Identity", [STATE_INPUT])
+        w.nodes.append(helper.make_node("Identity", [new_state], [STATE_OUTPUT]))
+    else:
+        for p, piece in zip(graph.state_layout, pieces, strict=True):
+            w.nodes.append(helper.make_node("Identity", [piece], [f"{p.layer}.{p.part}.new"]))
+            outputs.append(
+                helper.make_tensor_value_info(f"{p.layer}.{p.part}.new", TensorProto.FLOAT, [1, "B", p.stop - p.start])
+            )
     for name, tensor, out_spec in zip(graph.output_names, graph.outputs, model.output_specs, strict=True):
         w.nodes.append(helper.make_node("Identity", [names[tensor]], [name]))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", *out_spec.shape]))
-    outputs.append(helper.make_tensor_value_info(STATE_OUTPUT, TensorProto.FLOAT, ["B", graph.state_size]))
+    if state == "row":
+        outputs.append(helper.make_tensor_value_info(STATE_OUTPUT, TensorProto.FLOAT, ["B", graph.state_size]))
     onnx_graph = helper.make_graph(w.nodes, f"{model.name}_step", inputs, outputs, w.initializers)
     proto = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rnnstream")
     proto.doc_string = f"rnnstream step model of {model.name!r}; state layout fingerprint {model.fingerprint}"
@@ -141,42 +171,38 @@ def _state_columns(w: _Writer, start: int, size: int) -> str:
     return str(w.op("Unsqueeze", [cols, w.const(_ints(0))]))
 
 
-def _recurrent(w: _Writer, layer: Recurrent, x: str, start: int) -> list[str]:
-    """One step of ``layer``: returns [output, h, (c)] as (B, H) tensors."""
+def _squeeze(w: _Writer, t: str) -> str:
+    """``(1, B, units)`` → ``(B, units)``."""
+    return str(w.op("Squeeze", [t, w.const(_ints(0))]))
+
+
+def _recurrent(w: _Writer, layer: Recurrent, x: str, initial: list[str]) -> list[str]:
+    """One step of ``layer`` from its initial state parts ``(1, B, units)``: the new parts, same shape."""
     H = layer.units
     acts = [layer.recurrent_activation_name, layer.activation_name]
     if any(a not in ONNX_ACTIVATIONS for a in acts):
         raise UnsupportedLayerError(f"export_onnx: layer {layer.name!r}: activations {acts} are not exported yet")
     f, g = (ONNX_ACTIVATIONS[a] for a in acts)
     seq = w.op("Unsqueeze", [x, w.const(_ints(0))])  # (1, B, I)
-    h0 = _state_columns(w, start, H)
-
-    def squeeze(t: str) -> str:
-        return str(w.op("Squeeze", [t, w.const(_ints(0))]))
-
     if isinstance(layer, LSTM):
         order = _gates([0, 3, 1, 2], H)  # Keras i f g o → ONNX i o f c
         W, R = layer.Wx[:, order].T[None], layer.Wh[:, order].T[None]
         B = np.concatenate([layer.b[order], np.zeros(4 * H, np.float32)])[None]
-        c0 = _state_columns(w, start + H, H)
-        _, h, c = w.op("LSTM", [seq, w.const(W), w.const(R), w.const(B), "", h0, c0], n_out=3, hidden_size=H,
+        _, h, c = w.op("LSTM", [seq, w.const(W), w.const(R), w.const(B), "", *initial], n_out=3, hidden_size=H,
                        activations=[f, g, g])  # fmt: skip
-        h, c = squeeze(h), squeeze(c)
-        return [h, h, c]
+        return [h, c]
     if isinstance(layer, GRU):
         W, R = layer.Wx.T[None], layer.Wh.T[None]  # gate order z r n is ONNX's z r h
         bh = layer.bh if layer.bh is not None else np.zeros(3 * H, np.float32)
         B = np.concatenate([layer.bx, bh])[None]
-        _, h = w.op("GRU", [seq, w.const(W), w.const(R), w.const(B), "", h0], n_out=2, hidden_size=H,
+        _, h = w.op("GRU", [seq, w.const(W), w.const(R), w.const(B), "", *initial], n_out=2, hidden_size=H,
                     activations=[f, g], linear_before_reset=int(layer.reset_after))  # fmt: skip
-        h = squeeze(h)
-        return [h, h]
+        return [h]
     assert isinstance(layer, SimpleRNN)
     B = np.concatenate([layer.b, np.zeros(H, np.float32)])[None]
-    _, h = w.op("RNN", [seq, w.const(layer.Wx.T[None]), w.const(layer.Wh.T[None]), w.const(B), "", h0], n_out=2,
-                hidden_size=H, activations=[g])  # fmt: skip
-    h = squeeze(h)
-    return [h, h]
+    _, h = w.op("RNN", [seq, w.const(layer.Wx.T[None]), w.const(layer.Wh.T[None]), w.const(B), "", *initial],
+                n_out=2, hidden_size=H, activations=[g])  # fmt: skip
+    return [h]
 
 
 def _ints(*values: int) -> np.ndarray[Any, np.dtype[np.int64]]:

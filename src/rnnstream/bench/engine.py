@@ -1,0 +1,238 @@
+"""``rnnstream bench engine``: time per step against ONNX Runtime, PyTorch and Keras, same weights.
+
+For each model (the seed model, LSTM(100) → LSTM(200) → Dense(1); and the large one, 2 × LSTM(512)
+over 128 features) and each batch size, every engine steps from a zero state. Timing rounds visit
+the engines in turn (a shared machine's drift falls on all alike); the figure is the median over
+rounds of the mean time per step in a round. Before timing, every engine's outputs over a few steps
+are checked against rnnstream's (≤ 1e-5).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnstream.bench import peers
+from rnnstream.bench.timing import format_seconds
+from rnnstream.errors import MissingDependencyError
+from rnnstream.model import StreamModel
+
+DEFAULT_BATCHES = (1, 10, 256, 1024, 4096)
+ROUND_SECONDS = 0.04
+AGREEMENT_STEPS = 5
+
+
+@dataclass
+class Row:
+    model: str
+    batch: int
+    seconds: dict[str, float] = field(default_factory=dict)  # engine → median seconds per step
+    max_difference: dict[str, float] = field(default_factory=dict)  # engine → vs rnnstream
+
+    def ratio(self, engine: str, reference: str) -> float:
+        return self.seconds[engine] / self.seconds[reference]
+
+
+ENGINES = ("rnnstream", "onnxruntime", "pytorch", "keras-predict", "keras-call")
+
+
+def _load(model_name: str, backend: str, threads: int) -> StreamModel:
+    from rnnstream.demo import SEED_MODEL
+    from rnnstream.demo.builtin import build
+    from rnnstream.importers import load
+
+    model = load(SEED_MODEL) if model_name == "seed" else build(model_name)
+    return model.set_backend(backend, threads=threads)
+
+
+def _peer(engine: str, model: StreamModel, threads: int) -> peers.Peer:
+    if engine == "rnnstream":
+        return peers.rnnstream_peer(model)
+    if engine == "onnxruntime":
+        return peers.onnxruntime_peer(model, threads)
+    if engine == "pytorch":
+        return peers.pytorch_peer(model, threads)
+    predict, call = peers.keras_peers(model)
+    return predict if engine == "keras-predict" else call
+
+
+def _worker(connection: Connection, engine: str, model_name: str, backend: str, threads: int) -> None:
+    """One engine in its own process: its thread pools never spin on the cores another engine is using."""
+    try:
+        peer = _peer(engine, _load(model_name, backend, threads), threads)
+        connection.send(("ready", peer.name))
+    except Exception as e:
+        connection.send(("missing", f"{engine}: {e}"))
+        return
+    step: peers.StepFn = peer.make(1)
+    while True:
+        command, argument = connection.recv()
+        if command == "stop":
+            return
+        if command == "prepare":  # a fresh zero state for this batch; outputs of the agreement steps
+            batch, xs = argument
+            check = peer.make(batch)
+            outputs = [np.asarray(check(x)).reshape(batch, -1) for x in xs]
+            step = peer.make(batch)
+            connection.send(outputs)
+        elif command == "time":
+            x, calls = argument
+            if calls == 0:  # calibrate: about ROUND_SECONDS of steps per round
+                start = time.perf_counter()
+                step(x)
+                step(x)
+                once = max((time.perf_counter() - start) / 2, 1e-7)
+                connection.send(max(1, min(2000, int(ROUND_SECONDS / once))))
+                continue
+            start = time.perf_counter()
+            for _ in range(calls):
+                step(x)
+            connection.send((time.perf_counter() - start) / calls)
+
+
+def measure(
+    model_name: str, batches: tuple[int, ...], engines: tuple[str, ...], threads: int, rounds: int, backend: str,
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[list[Row], list[str]]:  # fmt: skip
+    """Rows for ``model_name`` at each batch size, and a note for each engine that could not run."""
+    context = multiprocessing.get_context("spawn")
+    workers: dict[str, tuple[Connection, Any]] = {}
+    missing: list[str] = []
+    for engine in engines:
+        progress(f"{model_name}: starting {engine}")
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, args=(child, engine, model_name, backend, threads), daemon=True)
+        process.start()
+        status, detail = parent.recv()
+        if status == "ready":
+            workers[detail] = (parent, process)
+        else:
+            missing.append(detail)
+            process.join()
+    rng = np.random.default_rng(0)
+    features = _load(model_name, "numpy", 1).inputs[0].spec.shape
+    rows = []
+    try:
+        for batch in batches:
+            row = Row(model_name, batch)
+            xs = [rng.normal(0, 1, (batch, *features)).astype(np.float32) for _ in range(AGREEMENT_STEPS)]
+            reference: list[Any] = []
+            for name, (connection, _) in workers.items():
+                progress(f"{model_name} batch {batch}: checking {name}")
+                connection.send(("prepare", (batch, xs)))
+                outputs = connection.recv()
+                reference = reference or outputs
+                row.max_difference[name] = max(
+                    float(np.max(np.abs(a - b))) for a, b in zip(outputs, reference, strict=True)
+                )
+            calls = {}
+            for name, (connection, _) in workers.items():
+                connection.send(("time", (xs[0], 0)))
+                calls[name] = connection.recv()
+            samples: dict[str, list[float]] = {name: [] for name in workers}
+            for r in range(rounds):
+                for name, (connection, _) in workers.items():
+                    progress(f"{model_name} batch {batch}: round {r + 1}/{rounds} {name}")
+                    connection.send(("time", (xs[0], calls[name])))
+                    samples[name].append(connection.recv())
+            row.seconds = {name: statistics.median(s) for name, s in samples.items()}
+            rows.append(row)
+    finally:
+        for connection, process in workers.values():
+            connection.send(("stop", None))
+            process.join(timeout=10)
+    return rows, missing
+
+
+def report(rows: list[Row]) -> str:
+    """A table per model: time per step for each engine, and each engine's time ÷ rnnstream's."""
+    lines = []
+    for label in dict.fromkeys(r.model for r in rows):
+        mine = [r for r in rows if r.model == label]
+        engines = list(mine[0].seconds)
+        ours = engines[0]
+        lines.append(f"\n{label}: time per step (× = engine's time ÷ {ours}'s; higher means rnnstream is faster)")
+        lines.append(f"{'batch':>6}  " + "  ".join(f"{e:>22}" for e in engines))
+        for r in mine:
+            cells = [f"{format_seconds(r.seconds[e]):>10}" + (f" ({r.ratio(e, ours):8.2f}×)" if e != ours else " " * 12)
+                     for e in engines]  # fmt: skip
+            lines.append(f"{r.batch:>6}  " + "  ".join(f"{c:>22}" for c in cells))
+        worst = max(max(r.max_difference.values()) for r in mine)
+        lines.append(f"largest output difference from rnnstream over {AGREEMENT_STEPS} steps: {worst:.2e}")
+    return "\n".join(lines)
+
+
+def save_json(rows: list[Row], path: Path, meta: dict[str, Any]) -> None:
+    path.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+
+
+def save_chart(rows: list[Row], path: Path) -> None:
+    """Time per step against batch size, one panel per model, log-log."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise MissingDependencyError("the chart needs matplotlib: pip install matplotlib") from e
+    labels = list(dict.fromkeys(r.model for r in rows))
+    fig, axes = plt.subplots(1, len(labels), figsize=(6 * len(labels), 4.5), squeeze=False)
+    for ax, label in zip(axes[0], labels, strict=True):
+        mine = [r for r in rows if r.model == label]
+        for engine in mine[0].seconds:
+            ax.plot([r.batch for r in mine], [r.seconds[engine] * 1e6 for r in mine], marker="o", label=engine)
+        ax.set(xscale="log", yscale="log", xlabel="batch (streams per step)", ylabel="µs per step", title=label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(
+    model_names: tuple[str, ...], batches: tuple[int, ...], threads: int, rounds: int, *, backend: str = "auto",
+    keras: bool = True, json_path: Path | None = None, png_path: Path | None = None,
+) -> str:  # fmt: skip
+    """The whole benchmark, printed as it goes; returns the report."""
+    import platform
+    import sys
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    engines = ENGINES if keras else ENGINES[:3]
+
+    def progress(text: str) -> None:
+        print(f"\r  {text:<72}", end="", file=sys.stderr, flush=True)
+
+    for name in model_names:
+        measured, missing = measure(name, batches, engines, threads, rounds, backend, progress)
+        rows += measured
+        notes += [m for m in missing if m not in notes]
+        print("\r" + " " * 76 + "\r", end="", file=sys.stderr)
+    meta = {
+        "threads": threads,
+        "rounds": rounds,
+        "backend": backend,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": __import__("os").cpu_count(),
+    }
+    text = report(rows)
+    if notes:
+        text += "\n\nnot measured: " + "; ".join(notes)
+    if json_path:
+        save_json(rows, json_path, meta)
+        text += f"\nJSON: {json_path}"
+    if png_path:
+        save_chart(rows, png_path)
+        text += f"\nchart: {png_path}"
+    return text

@@ -1,0 +1,166 @@
+"""The engines rnnstream is measured against, each built from the same weights and stepped the same way.
+
+Every peer is a :class:`Peer`: ``make(batch)`` returns a zero-state step function ``x → y`` that
+keeps its own state, so a benchmark can time steps and check outputs alike.
+
+- ``onnxruntime``: the model's step exported with :meth:`StreamModel.export_onnx` (ONNX ``LSTM``
+  operators over one step, each state part in and out), run by an ONNX Runtime session.
+- ``pytorch``: ``nn.LSTMCell`` / ``nn.Linear`` per layer with the same weights, in ``torch.no_grad``.
+- ``keras-predict``: a ``stateful=True`` Keras model, ``model.predict`` once per step (what the seed
+  blog does), and ``keras-call``: the same model called directly, ``model(x)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnstream.errors import MissingDependencyError, UnsupportedLayerError
+from rnnstream.layers.dense import Dense
+from rnnstream.layers.recurrent import LSTM
+from rnnstream.model import StreamModel
+from rnnstream.types import FloatArray
+
+StepFn = Callable[[FloatArray], Any]
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    make: Callable[[int], StepFn]
+
+
+def rnnstream_peer(model: StreamModel) -> Peer:
+    def make(batch: int) -> StepFn:
+        state = model.initial_state(batch)
+
+        def step(x: FloatArray) -> Any:
+            nonlocal state
+            y, state = model.step(x, state)
+            return y
+
+        return step
+
+    return Peer(f"rnnstream-{model.backend.name}", make)
+
+
+def onnxruntime_peer(model: StreamModel, threads: int) -> Peer:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise MissingDependencyError("pip install onnxruntime onnx") from e
+    from rnnstream.onnx_export import build_step_graph
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # State parts as separate (1, B, units) tensors: the fewest operators, ONNX Runtime's best case.
+    session = ort.InferenceSession(
+        build_step_graph(model, state="parts").SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    input_name = model.inputs[0].name
+    parts = [(f"{p.layer}.{p.part}", p.stop - p.start) for p in model.state_layout]
+
+    def make(batch: int) -> StepFn:
+        state = {name: np.zeros((1, batch, size), np.float32) for name, size in parts}
+
+        def step(x: FloatArray) -> Any:
+            y, *new = session.run(None, {input_name: x, **state})
+            state.update(zip((name for name, _ in parts), new, strict=True))
+            return y
+
+        return step
+
+    return Peer("onnxruntime", make)
+
+
+def _lstm_dense_chain(model: StreamModel) -> list[LSTM | Dense]:
+    layers = [node.layer for node in model.graph.nodes]
+    if len(model.inputs) != 1 or not all(isinstance(layer, LSTM | Dense) for layer in layers):
+        raise UnsupportedLayerError("the PyTorch and Keras peers are built for chains of LSTM and Dense layers")
+    return layers  # type: ignore[return-value]
+
+
+def pytorch_peer(model: StreamModel, threads: int) -> Peer:
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingDependencyError("pip install torch==2.13.0 (the CPU build)") from e
+    torch.set_num_threads(threads)
+    modules: list[Any] = []
+    for layer in _lstm_dense_chain(model):
+        if isinstance(layer, LSTM):  # PyTorch's gate order i, f, g, o is Keras'
+            cell = torch.nn.LSTMCell(layer.Wx.shape[0], layer.units)
+            cell.weight_ih.data = torch.from_numpy(np.ascontiguousarray(layer.Wx.T))
+            cell.weight_hh.data = torch.from_numpy(np.ascontiguousarray(layer.Wh.T))
+            cell.bias_ih.data = torch.from_numpy(layer.b.copy())
+            cell.bias_hh.data = torch.zeros(4 * layer.units)
+            modules.append(cell)
+        else:
+            linear = torch.nn.Linear(layer.W.shape[0], layer.W.shape[1], bias=layer.b is not None)
+            linear.weight.data = torch.from_numpy(np.ascontiguousarray(layer.W.T))
+            if layer.b is not None:
+                linear.bias.data = torch.from_numpy(layer.b.copy())
+            activation = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda t: t}[layer.activation_name]
+            modules.append((linear, activation))
+
+    def make(batch: int) -> StepFn:
+        states = [
+            (torch.zeros(batch, m.hidden_size), torch.zeros(batch, m.hidden_size))
+            for m in modules
+            if isinstance(m, torch.nn.LSTMCell)
+        ]
+
+        @torch.no_grad()
+        def step(x: FloatArray) -> Any:
+            t, k = torch.from_numpy(x), 0
+            for m in modules:
+                if isinstance(m, torch.nn.LSTMCell):
+                    states[k] = m(t, states[k])
+                    t, k = states[k][0], k + 1
+                else:
+                    t = m[1](m[0](t))
+            return t.numpy()
+
+        return step
+
+    return Peer("pytorch", make)
+
+
+def keras_stateful(model: StreamModel, batch: int) -> Any:
+    """A Keras 3 model with ``stateful=True`` LSTMs holding ``model``'s weights, for batch ``batch``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import keras
+    except ImportError as e:
+        raise MissingDependencyError("pip install tensorflow-cpu keras") from e
+    layers = _lstm_dense_chain(model)
+    features = model.inputs[0].spec.shape[0]
+    inp = keras.layers.Input((1, features), batch_size=batch)
+    x, weights = inp, []
+    for layer in layers:
+        if isinstance(layer, LSTM):
+            x = keras.layers.LSTM(layer.units, return_sequences=layer.return_sequences, stateful=True)(x)
+            weights += [layer.Wx, layer.Wh, layer.b]
+        else:
+            x = keras.layers.Dense(layer.W.shape[1], activation=layer.activation_name, use_bias=layer.b is not None)(x)
+            weights += [layer.W] + ([] if layer.b is None else [layer.b])
+    keras_model = keras.Model(inp, x)
+    keras_model.set_weights(weights)
+    return keras_model
+
+
+def keras_peers(model: StreamModel) -> list[Peer]:
+    def predict(batch: int) -> StepFn:
+        keras_model = keras_stateful(model, batch)
+        return lambda x: keras_model.predict(x[:, None], verbose=0, batch_size=batch)
+
+    def call(batch: int) -> StepFn:
+        keras_model = keras_stateful(model, batch)
+        return lambda x: np.asarray(keras_model(x[:, None]))
+
+    return [Peer("keras-predict", predict), Peer("keras-call", call)]
