@@ -105,21 +105,19 @@ def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
                 "SimpleRNN, Dense and Activation"
             )
     outputs = []
-    if state == "row":
-        flat = [squeezed[t] for t in pieces]
-        new_state = w.op("Concat", flat, axis=1) if flat else w.op("Identity", [STATE_INPUT])
-        w.nodes.append(helper.make_node("Identity", [new_state], [STATE_OUTPUT]))
-    else:
-        for p, piece in zip(graph.state_layout, pieces, strict=True):
-            w.nodes.append(helper.make_node("Identity", [piece], [f"{p.layer}.{p.part}.new"]))
-            outputs.append(
-                helper.make_tensor_value_info(f"{p.layer}.{p.part}.new", TensorProto.FLOAT, [1, "B", p.stop - p.start])
-            )
     for name, tensor, out_spec in zip(graph.output_names, graph.outputs, model.output_specs, strict=True):
         w.nodes.append(helper.make_node("Identity", [names[tensor]], [name]))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", *out_spec.shape]))
     if state == "row":
+        flat = [squeezed[t] for t in pieces]
+        new_state = w.op("Concat", flat, axis=1) if flat else w.op("Identity", [STATE_INPUT])
+        w.nodes.append(helper.make_node("Identity", [new_state], [STATE_OUTPUT]))
         outputs.append(helper.make_tensor_value_info(STATE_OUTPUT, TensorProto.FLOAT, ["B", graph.state_size]))
+    else:
+        for p, piece in zip(graph.state_layout, pieces, strict=True):
+            name = f"{p.layer}.{p.part}.new"
+            w.nodes.append(helper.make_node("Identity", [piece], [name]))
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, "B", p.stop - p.start]))
     onnx_graph = helper.make_graph(w.nodes, f"{model.name}_step", inputs, outputs, w.initializers)
     proto = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rnnstream")
     proto.doc_string = f"rnnstream step model of {model.name!r}; state layout fingerprint {model.fingerprint}"
