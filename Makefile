@@ -20,9 +20,20 @@ lint: $(TEST_STAMP)
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m mypy
 
-bench: $(TEST_STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+# Benchmarks (not part of `make test`): the seed blog's experiment, the engine against ONNX Runtime,
+# PyTorch and Keras, context length, streams and stores. Figures and charts go to bench-results/.
+bench: $(BENCH_STAMP)
+	mkdir -p bench-results
+	$(PY) -m rnnstream bench seed --png bench-results/bench_seed.png
+	$(PY) -m rnnstream bench engine --json bench-results/engine.json --png bench-results/bench_engine.png
 	$(PY) -m rnnstream bench context
 	$(PY) -m rnnstream bench streams
+
+$(BENCH_STAMP): $(TEST_STAMP)
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $@
 
 # The Redis tests start their own redis-server (and a 3-node cluster with redis-cli) on free ports.
 redis-server:

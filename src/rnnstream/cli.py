@@ -6,6 +6,7 @@
     rnnstream bench context [MODEL]     time per step at context length 10, 1,000 and 10,000
     rnnstream bench streams [MODEL]     stream-steps/s by concurrent streams and store; bytes per stream
     rnnstream bench engine              time per step vs ONNX Runtime, PyTorch and Keras by batch size
+    rnnstream bench seed                the seed blog's experiment: every Keras approach vs rnnstream
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     serve_bench.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     serve_bench.add_argument("--models", nargs="+", default=["identity", "seed", "large"])
     serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket"])
+    seed = benches.add_parser("seed", help="the seed blog's experiment, every approach timed")
+    seed.add_argument("--length", type=int, default=200, help="steps (default %(default)s)")
+    seed.add_argument("--window", type=int, default=20, help="context of the windowed approach")
+    seed.add_argument("--png", type=Path, default=Path("bench-seed.png"), help="plots (default %(default)s)")
     engine = benches.add_parser("engine", help="time per step vs ONNX Runtime, PyTorch and Keras")
     engine.add_argument("--models", nargs="+", default=["seed", "large"], help="seed and/or built-in models")
     engine.add_argument("--batches", type=int, nargs="+", default=[1, 10, 256, 1024, 4096])
@@ -96,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "summary":
             print(load(args.model).summary())
             return 0
+        if args.bench == "seed":
+            from rnnstream.bench import seed as bench_seed
+
+            text, agreed = bench_seed.run(args.length, args.window, args.png)
+            print(text)
+            return 0 if agreed else 1
         if args.bench == "engine":
             from rnnstream.bench import engine as bench_engine
 

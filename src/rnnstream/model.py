@@ -203,7 +203,7 @@ class StreamModel:
     def _pack(self, ys: list[FloatArray], owned: list[Array]) -> Outputs:
         # An output may be an input passed through identity layers, or (fused backend) a view of the new
         # state's rows: never hand back the caller's array or a window into the state.
-        ys = [y.copy() if y.base is not None and any(np.may_share_memory(y, a) for a in owned) else y for y in ys]
+        ys = [y.copy() if _aliases(y, owned) else y for y in ys]
         return ys[0] if len(ys) == 1 else ys
 
     def _prepare(
@@ -260,6 +260,13 @@ def _validate(value: Any, spec: InputSpec, batch: int, check_finite: bool, time_
             f"input {spec.name!r} has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
         )
     return arr
+
+
+def _aliases(y: Array, owned: list[Array]) -> bool:
+    """Whether ``y`` is, or is a view into, one of ``owned`` (cheap: arrays owning their data are skipped)."""
+    if any(y is a for a in owned):
+        return True
+    return y.base is not None and any(np.may_share_memory(y, a) for a in owned)
 
 
 def _unique_layers(graph: Graph) -> list[Layer]:

@@ -23,12 +23,15 @@ import numpy as np
 
 from rnnstream.bench import peers
 from rnnstream.bench.timing import format_seconds
-from rnnstream.errors import MissingDependencyError
+from rnnstream.errors import InputError, MissingDependencyError
 from rnnstream.model import StreamModel
 
 DEFAULT_BATCHES = (1, 10, 256, 1024, 4096)
 ROUND_SECONDS = 0.04
 AGREEMENT_STEPS = 5
+SETTLE_SECONDS = 0.1
+"""Pause after each engine's round: thread pools that spin-wait when idle (ONNX Runtime's, OpenMP's)
+go to sleep before the next engine is timed."""
 
 
 @dataclass
@@ -61,6 +64,8 @@ def _peer(engine: str, model: StreamModel, threads: int) -> peers.Peer:
         return peers.onnxruntime_peer(model, threads)
     if engine == "pytorch":
         return peers.pytorch_peer(model, threads)
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
     predict, call = peers.keras_peers(model)
     return predict if engine == "keras-predict" else call
 
@@ -144,6 +149,7 @@ def measure(
                     progress(f"{model_name} batch {batch}: round {r + 1}/{rounds} {name}")
                     connection.send(("time", (xs[0], calls[name])))
                     samples[name].append(connection.recv())
+                    time.sleep(SETTLE_SECONDS)
             row.seconds = {name: statistics.median(s) for name, s in samples.items()}
             rows.append(row)
     finally:
