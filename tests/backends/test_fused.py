@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +220,25 @@ def test_set_backend_keeps_states_valid() -> None:
     y_fused, _ = model.set_backend("fused", threads=1).step(x, state)
     assert model.backend.name == "fused"
     np.testing.assert_allclose(y_fused, y_numpy, **TOLERANCE)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+def test_narrower_instruction_sets_agree(isa: str) -> None:
+    """The AVX2 and portable builds of the kernel, forced on this CPU, agree with the oracle too."""
+    code = (
+        "import numpy as np, rnnstream\n"
+        "from rnnstream.backends import fused\n"
+        f"assert fused.instruction_set() == {isa!r}, fused.instruction_set()\n"
+        "from tests.backends.test_fused import UNITS, _layer, _single_layer_model, assert_backends_agree\n"
+        "rng = np.random.default_rng(4)\n"
+        "for kind in ('lstm', 'gru', 'simple_rnn', 'dense'):\n"
+        "    for units in UNITS:\n"
+        "        model = _single_layer_model(_layer(kind, units, 3, rng, 'tanh'), 3)\n"
+        "        for batch in (1, 7, 37):\n"
+        "            assert_backends_agree(model, rng.normal(0, 2, (batch, 3, 3)).astype(np.float32), batch)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": isa}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -8,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdlib.h>
 #include <string.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
@@ -65,15 +66,22 @@ typedef struct {
 
 static Isa chosen = {"portable", 4, run_portable};
 
+/* The widest instruction set this CPU has; RNNSTREAM_KERNEL_ISA=avx2|portable asks for a narrower one
+ * (the tests use it to check every compiled variant on one machine). */
 static void choose_isa(void) {
+    const char *wanted = getenv("RNNSTREAM_KERNEL_ISA");
+    int allow_avx512 = wanted == NULL || strcmp(wanted, "avx512") == 0;
+    int allow_avx2 = allow_avx512 || strcmp(wanted, "avx2") == 0;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+    if (allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512vl")) {
         chosen = (Isa){"avx512", 16, run_avx512};
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    } else if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         chosen = (Isa){"avx2", 8, run_avx2};
     }
+#else
+    (void)allow_avx2;
 #endif
 }
 
@@ -87,8 +95,9 @@ typedef struct {
     PyArrayObject *weights, *bias;
 } Plan;
 
-#define PARALLEL_MIN_FLOPS 300000L   /* below this, waking another thread costs more than it saves */
-#define RELEASE_GIL_MIN_FLOPS 100000L /* below this, other Python threads would wait longer for the GIL */
+#define PARALLEL_MIN_FLOPS 2000000L  /* ~20 µs of one core: below it, waiting for a second thread that the OS
+                                      * has not scheduled yet costs more than sharing the work saves */
+#define RELEASE_GIL_MIN_FLOPS 100000L /* below this, releasing and retaking the GIL costs more than it frees */
 
 static void plan_free(PyObject *capsule) {
     Plan *plan = (Plan *)PyCapsule_GetPointer(capsule, "rnnstream.fused.plan");

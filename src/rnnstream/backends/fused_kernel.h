@@ -206,8 +206,11 @@ static void NAME(run)(const Job *job) {
         }
         return;
     }
-    /* Panel-major order: with a static schedule each thread keeps its own panels' weights in its cache. */
-#pragma omp parallel for schedule(static) num_threads(job->threads)
+    /* Panel-major order in chunks of a sixteenth of a thread's share: each thread mostly keeps the
+     * same panels' weights in its cache, and when the OS preempts one thread (a shared 2-core machine)
+     * the others take over its remaining chunks instead of waiting for it. */
+    const long chunk = tiles_total / (16L * job->threads) > 1 ? tiles_total / (16L * job->threads) : 1;
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(job->threads)
     for (long t = 0; t < tiles_total; t++) {
         const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
         tiles[job->batch - r0 < MB ? job->batch - r0 : MB](job, p, r0);

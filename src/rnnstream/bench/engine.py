@@ -220,7 +220,17 @@ def run(
         print(f"\r  {text:<72}", end="", file=sys.stderr, flush=True)
 
     for name in model_names:
-        measured, missing = measure(name, batches, engines, threads, rounds, backend, progress)
+        # Keras comes second, in processes of its own: TensorFlow's idle thread pools would otherwise
+        # share the cores with the engines being timed. Its rows join the first phase's by batch.
+        measured, missing = measure(name, batches, engines[:3], threads, rounds, backend, progress)
+        if len(engines) > 3:
+            with_keras, keras_missing = measure(name, batches, ("rnnstream", *engines[3:]), threads, rounds, backend,
+                                                progress)  # fmt: skip
+            for row, extra in zip(measured, with_keras, strict=True):
+                keras_names = [n for n in extra.seconds if n.startswith("keras")]
+                row.seconds.update({n: extra.seconds[n] for n in keras_names})
+                row.max_difference.update({n: extra.max_difference[n] for n in keras_names})
+            missing += keras_missing
         rows += measured
         notes += [m for m in missing if m not in notes]
         print("\r" + " " * 76 + "\r", end="", file=sys.stderr)

@@ -115,16 +115,16 @@ def pytorch_peer(model: StreamModel, threads: int) -> Peer:
             if isinstance(m, torch.nn.LSTMCell)
         ]
 
-        @torch.no_grad()
         def step(x: FloatArray) -> Any:
-            t, k = torch.from_numpy(x), 0
-            for m in modules:
-                if isinstance(m, torch.nn.LSTMCell):
-                    states[k] = m(t, states[k])
-                    t, k = states[k][0], k + 1
-                else:
-                    t = m[1](m[0](t))
-            return t.numpy()
+            with torch.no_grad():
+                t, k = torch.from_numpy(x), 0
+                for m in modules:
+                    if isinstance(m, torch.nn.LSTMCell):
+                        states[k] = m(t, states[k])
+                        t, k = states[k][0], k + 1
+                    else:
+                        t = m[1](m[0](t))
+                return t.numpy()
 
         return step
 

@@ -216,6 +216,9 @@ def run(length: int = LENGTH, window: int = WINDOW, png: Path | None = None) -> 
     agreed = f"all exact approaches agree within {TOLERANCE}"
     text += "\n" + (f"DISAGREE with classic: {disagree}" if disagree else agreed)
     if png:
-        save_png(results, png)
-        text += f"\nPNG: {png}"
+        try:
+            save_png(results, png)
+            text += f"\nPNG: {png}"
+        except MissingDependencyError as e:
+            text += f"\nno PNG: {e}"
     return text, not disagree
