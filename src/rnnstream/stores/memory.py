@@ -50,8 +50,11 @@ class ChunkedRows:
             self.chunks.append(np.zeros((CHUNK_ROWS, self.width), np.float32))
 
     def gather(self, rows: IntArray) -> FloatArray:
-        out = np.empty((rows.size, self.width), np.float32)  # (N, width)
         chunk_of, offset = np.divmod(rows, CHUNK_ROWS)
+        single = self._single_chunk(chunk_of)
+        if single is not None:  # the usual case: one fancy-indexed copy
+            return self.chunks[single].take(offset, axis=0)
+        out = np.empty((rows.size, self.width), np.float32)  # (N, width)
         for chunk in np.unique(chunk_of):
             mine = chunk_of == chunk
             out[mine] = self.chunks[chunk][offset[mine]]
@@ -59,9 +62,22 @@ class ChunkedRows:
 
     def scatter(self, rows: IntArray, values: FloatArray) -> None:
         chunk_of, offset = np.divmod(rows, CHUNK_ROWS)
+        single = self._single_chunk(chunk_of)
+        if single is not None:
+            self.chunks[single][offset] = values
+            return
         for chunk in np.unique(chunk_of):
             mine = chunk_of == chunk
             self.chunks[chunk][offset[mine]] = values[mine]
+
+
+    @staticmethod
+    def _single_chunk(chunk_of: IntArray) -> int | None:
+        """The chunk every row lies in, if they all lie in one."""
+        if chunk_of.size == 0:
+            return None
+        first = int(chunk_of[0])
+        return first if bool(np.all(chunk_of == first)) else None
 
 
 class MemoryStore(Store):
