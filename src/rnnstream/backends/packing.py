@@ -56,25 +56,13 @@ def _pad(w: FloatArray, width: int) -> FloatArray:
 def pack_lstm(Wx: FloatArray, Wh: FloatArray, b: FloatArray, *, lanes: int) -> Packed:
     """``Wx (I, 4H)``, ``Wh (H, 4H)``, ``b (4H,)`` in gate order i, f, g, o."""
     H = Wh.shape[0]
-    panels = -(-H // lanes)
     W = np.concatenate([Wx, Wh]).reshape(-1, 4, H)  # (K, gate, unit)
-    bias = b.reshape(1, 4, H)
-    return Packed(
-        EPI_LSTM,
-        ACTIVATIONS["linear"],
-        _panels(_pad(W, panels * lanes), lanes),
-        _panels(_pad(bias, panels * lanes), lanes),
-        panels,
-        Wx.shape[0],
-        H,
-        H,
-    )
+    return _gated(EPI_LSTM, W, b.reshape(1, 4, H), Wx.shape[0], lanes)
 
 
 def pack_gru(Wx: FloatArray, Wh: FloatArray, bx: FloatArray, bh: FloatArray, *, lanes: int) -> Packed:
     """A reset-after GRU: ``Wx (I, 3H)``, ``Wh (H, 3H)``, biases ``(3H,)`` in gate order z, r, n."""
     features, H = Wx.shape[0], Wh.shape[0]
-    panels = -(-H // lanes)
     x_gates, h_gates = Wx.reshape(features, 3, H), Wh.reshape(H, 3, H)
     zr = np.concatenate([x_gates[:, :2], h_gates[:, :2]])  # (K, 2, H): z and r sum both halves
     n_x = np.concatenate([x_gates[:, 2], np.zeros((H, H), np.float32)])  # (K, H)
@@ -82,16 +70,18 @@ def pack_gru(Wx: FloatArray, Wh: FloatArray, bx: FloatArray, bh: FloatArray, *, 
     W = np.concatenate([zr, n_x[:, None], n_h[:, None]], axis=1)  # (K, 4, H)
     bx3, bh3 = bx.reshape(3, H), bh.reshape(3, H)
     bias = np.stack([bx3[0] + bh3[0], bx3[1] + bh3[1], bx3[2], bh3[2]])[None]  # (1, 4, H)
+    return _gated(EPI_GRU, W, bias, features, lanes)
+
+
+def _gated(epilogue: int, W: FloatArray, bias: FloatArray, features: int, lanes: int) -> Packed:
+    """A gated cell whose 4 slots each hold ``lanes`` units: ``W (K, 4, H)``, ``bias (1, 4, H)``."""
+    H = W.shape[2]
+    panels = -(-H // lanes)
+    width = panels * lanes
     return Packed(
-        EPI_GRU,
-        ACTIVATIONS["linear"],
-        _panels(_pad(W, panels * lanes), lanes),
-        _panels(_pad(bias, panels * lanes), lanes),
-        panels,
-        features,
-        H,
-        H,
-    )
+        epilogue, ACTIVATIONS["linear"], _panels(_pad(W, width), lanes), _panels(_pad(bias, width), lanes),
+        panels, features, H, H,
+    )  # fmt: skip
 
 
 def pack_act(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -240,7 +241,7 @@ def run(
         "backend": backend,
         "machine": platform.machine(),
         "processor": platform.processor(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
     }
     text = report(rows)
     if notes:
