@@ -30,6 +30,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m rnnstream bench engine --json bench-results/engine.json --png bench-results/bench_engine.png
 	$(PY) -m rnnstream bench context
 	$(PY) -m rnnstream bench streams
+	$(PY) -m rnnstream bench generate
 
 $(BENCH_STAMP): $(TEST_STAMP)
 	$(PY) -m pip install --quiet -e ".[test,bench]"

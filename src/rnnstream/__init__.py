@@ -22,7 +22,18 @@ from rnnstream.errors import (
     StreamNotFoundError,
     UnsupportedLayerError,
 )
-from rnnstream.importers import from_keras, load
+from rnnstream.generation import (
+    Forecast,
+    Generation,
+    Sampling,
+    TokenEvent,
+    Vocabulary,
+    agenerate,
+    forecast,
+    forecast_stream,
+    generate,
+)
+from rnnstream.importers import from_keras, from_torch, load
 from rnnstream.model import StreamModel
 from rnnstream.state import State
 from rnnstream.streams import Streams
@@ -31,10 +42,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConflictError",
+    "Forecast",
+    "Generation",
     "InputError",
     "MissingDependencyError",
     "ModelFileError",
     "RnnstreamError",
+    "Sampling",
     "State",
     "StateError",
     "StepOrderError",
@@ -43,9 +57,16 @@ __all__ = [
     "StreamModel",
     "StreamNotFoundError",
     "Streams",
+    "TokenEvent",
     "UnsupportedLayerError",
+    "Vocabulary",
     "__version__",
+    "agenerate",
     "demo",
+    "forecast",
+    "forecast_stream",
     "from_keras",
+    "from_torch",
+    "generate",
     "load",
 ]

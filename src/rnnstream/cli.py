@@ -3,10 +3,13 @@
     rnnstream serve [MODEL ...]         serve models over HTTP (Open Inference Protocol v2) and WebSocket
     rnnstream demo                      stream the bundled seed model step by step in the terminal
     rnnstream summary MODEL             layers, state layout and parameters of a model file
+    rnnstream generate [MODEL]          generate text token by token (default: the bundled Shakespeare model)
+    rnnstream forecast [MODEL]          roll a forecast forward (default: the bundled CO2 forecaster)
     rnnstream bench context [MODEL]     time per step at context length 10, 1,000 and 10,000
     rnnstream bench streams [MODEL]     stream-steps/s by concurrent streams and store; bytes per stream
     rnnstream bench engine              time per step vs ONNX Runtime, PyTorch and Keras by batch size
     rnnstream bench seed                the seed blog's experiment: every Keras approach vs rnnstream
+    rnnstream bench generate            tokens/s and per-token latency at 1 and 1,000 streams (text model)
 """
 
 from __future__ import annotations
@@ -42,8 +45,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     serve.add_argument("--max-streams", type=int, default=None)
     serve.add_argument("--ttl", type=float, default=None, help="seconds before an idle stream is forgotten")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="engine threads per model (default: every core)")
     summary = commands.add_parser("summary", help="describe a model file")
     summary.add_argument("model", help="a .keras or .h5 file")
+    generate = commands.add_parser("generate", help="generate text, printing each token as it is sampled")
+    generate.add_argument("model", nargs="?", help="a token model file (default: the bundled Shakespeare model)")
+    generate.add_argument("--vocab", help="JSON {\"tokens\": [...]} of your model (without it: token ids)")
+    generate.add_argument("--prompt", help="text to start from (default 'ROMEO.\\n'); ids without --vocab")
+    generate.add_argument("--steps", type=int, default=400, help="tokens to generate (default %(default)s)")
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default %(default)s)")
+    generate.add_argument("--top-k", type=int, default=None)
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--seed", type=int, default=None, help="makes the output reproducible")
+    generate.add_argument("--stop", action="append", default=[], help="a token that ends generation (repeatable)")
+    forecast = commands.add_parser("forecast", help="forecast by feeding predictions back; table and PNG")
+    forecast.add_argument("model", nargs="?", help="a model file whose output is its next input "
+                          "(default: the bundled CO2 forecaster and series)")
+    forecast.add_argument("--horizon", type=int, default=104, help="steps ahead (default %(default)s)")
+    forecast.add_argument("--history", type=Path, help="CSV of your model's inputs, one row per step")
+    forecast.add_argument("--start", help="bundled series: forecast from this date (default: after its end)")
+    forecast.add_argument("--noise", help="σ of the noise fed back on scenario paths, or 'residual'")
+    forecast.add_argument("--paths", type=int, default=None, help="scenario paths with --noise (default 100)")
+    forecast.add_argument("--seed", type=int, default=None)
+    forecast.add_argument("--png", type=Path, default=None, help="plot the forecast here")
+    forecast.add_argument("--every", type=int, default=None, help="print every Nth row (default: about 26 rows)")
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True)
     context = benches.add_parser("context", help="time per step against context length")
@@ -64,16 +90,24 @@ def _parser() -> argparse.ArgumentParser:
     serve_bench.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     serve_bench.add_argument("--models", nargs="+", default=["identity", "seed", "large"])
     serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket"])
+    serve_bench.add_argument("--rate", type=float, default=10.0,
+                             help="steps/s per stream in the open-loop latency run (default %(default)s; 0 skips it)")
     seed = benches.add_parser("seed", help="the seed blog's experiment, every approach timed")
     seed.add_argument("--length", type=int, default=200, help="steps (default %(default)s)")
     seed.add_argument("--window", type=int, default=20, help="context of the windowed approach")
     seed.add_argument("--png", type=Path, default=Path("bench-seed.png"), help="plots (default %(default)s)")
+    generation = benches.add_parser("generate", help="tokens/s and per-token latency with the text model")
+    generation.add_argument("--streams", type=int, nargs="+", default=[1, 1000])
+    generation.add_argument("--tokens", type=int, default=200, help="tokens per stream (default %(default)s)")
+    generation.add_argument("--backend", default="auto", help="rnnstream backend (default %(default)s)")
     engine = benches.add_parser("engine", help="time per step vs ONNX Runtime, PyTorch and Keras")
     engine.add_argument("--models", nargs="+", default=["seed", "large"], help="seed and/or built-in models")
     engine.add_argument("--batches", type=int, nargs="+", default=[1, 10, 256, 1024, 4096])
     engine.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every engine")
     engine.add_argument("--rounds", type=int, default=7, help="timing rounds (median)")
     engine.add_argument("--backend", default="auto", help="rnnstream backend (default %(default)s)")
+    engine.add_argument("--device", default=None, help="a torch device (cpu, cuda): backend 'torch' runs there, "
+                        "and rnnstream's DeviceBatch on it is timed too")
     engine.add_argument("--no-keras", action="store_true", help="skip Keras (slow: ~50 ms per predict)")
     engine.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
     engine.add_argument("--png", type=Path, default=None, help="write a chart here")
@@ -93,8 +127,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = ServerConfig(models=args.models, store=args.store, max_batch=args.max_batch,
                                   max_delay_ms=args.max_delay_ms, timeout=args.timeout, token=args.token,
-                                  max_body_bytes=args.max_body_bytes, max_streams=args.max_streams, ttl=args.ttl)
+                                  max_body_bytes=args.max_body_bytes, max_streams=args.max_streams, ttl=args.ttl,
+                                  threads=args.threads)
             return serve(config, args.host, args.port, args.workers)
+        if args.command == "generate":
+            from rnnstream.generation.commands import generate_command
+
+            return generate_command(args.model, vocab_path=args.vocab, prompt=args.prompt, steps=args.steps,
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    seed=args.seed, stop=args.stop)
+        if args.command == "forecast":
+            from rnnstream.generation.commands import forecast_command
+
+            return forecast_command(args.model, horizon=args.horizon, history_path=args.history, start=args.start,
+                                    noise=args.noise, paths=args.paths, seed=args.seed, png=args.png,
+                                    every=args.every)
         from rnnstream.demo import SEED_MODEL
         from rnnstream.importers import load
 
@@ -112,12 +159,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(bench_engine.run(tuple(args.models), tuple(args.batches), args.threads, args.rounds,
                                    backend=args.backend, keras=not args.no_keras, json_path=args.json,
-                                   png_path=args.png))
+                                   png_path=args.png, device=args.device))
             return 0
         if args.bench == "serve":
             from rnnstream.bench import serve as bench_serve
 
-            print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols)))
+            print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols), args.rate))
+            return 0
+        if args.bench == "generate":
+            from rnnstream.bench import generate as bench_generate
+            from rnnstream.demo import TEXT_MODEL, text_vocabulary
+
+            prompt = text_vocabulary().encode(bench_generate.PROMPT)
+            print(bench_generate.run(load(TEXT_MODEL, backend=args.backend), prompt, tuple(args.streams), args.tokens))
             return 0
         model = load(args.model or SEED_MODEL)
         if args.bench == "streams":

@@ -44,20 +44,22 @@ class StreamModel:
     """
 
     def __init__(
-        self, graph: Graph, *, name: str = "model", source: str = "", backend: str = "auto", threads: int | None = None
-    ) -> None:
+        self, graph: Graph, *, name: str = "model", source: str = "", backend: str = "auto", threads: int | None = None,
+        device: str | None = None,
+    ) -> None:  # fmt: skip
         self.graph = graph
         self.name = name
         self.source = source
-        self.backend: Backend = make_backend(backend, graph, threads=threads)
+        self.backend: Backend = make_backend(backend, graph, threads=threads, device=device)
         self.fingerprint = _fingerprint(graph)
 
-    def set_backend(self, backend: str, *, threads: int | None = None) -> StreamModel:
-        """Switch what executes the step (``"auto"``, ``"numpy"``, ``"fused"``); returns the model.
+    def set_backend(self, backend: str, *, threads: int | None = None, device: str | None = None) -> StreamModel:
+        """Switch what executes the step (``"auto"``, ``"numpy"``, ``"fused"``, ``"torch"``); returns the model.
 
-        ``threads`` caps the fused kernel's threads (default: every core). States stay valid.
+        ``threads`` caps the fused kernel's threads (default: every core); ``device`` is the torch
+        backend's (``"cpu"``, ``"cuda"``; default ``cuda`` when torch sees a GPU). States stay valid.
         """
-        self.backend = make_backend(backend, self.graph, threads=threads)
+        self.backend = make_backend(backend, self.graph, threads=threads, device=device)
         return self
 
     # -- description -------------------------------------------------------------------------------

@@ -5,9 +5,11 @@ The exported graph takes the model's inputs at one step ``[B, *features]`` and `
 ``new_state [B, S]``: the step model the second seed builds by hand, ready for ONNX Runtime or
 Triton. Recurrent layers become ONNX ``LSTM`` / ``GRU`` / ``RNN`` operators over one time step.
 
-Exported today: LSTM, GRU (both reset modes), SimpleRNN, Dense and Activation layers with the
-activations ``linear``, ``sigmoid``, ``tanh``, ``relu`` (and ``softmax`` on Dense/Activation), in
-graphs without masks. Anything else is refused by name.
+Exported today: LSTM, GRU (both reset modes), SimpleRNN, Dense, Activation and LastStep layers with
+the activations ``linear``, ``sigmoid``, ``tanh``, ``relu``, ``softsign`` (and ``softmax`` on Dense/Activation), in
+graphs without masks. The recurrent variants of ONNX models (``clip``, peepholes, ``input_forget``,
+a separate cell activation, activations with parameters) are written as ONNX attributes; an LSTM
+projection (PyTorch ``proj_size``) has no ONNX form. Anything else is refused by name.
 
 >>> import rnnstream, tempfile, os
 >>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
@@ -23,15 +25,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnnstream.errors import MissingDependencyError, UnsupportedLayerError
+from rnnstream.layers import elementwise
 from rnnstream.layers.dense import Activation, Dense
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
+from rnnstream.layers.sequence import LastStep
 from rnnstream.types import FloatArray
 
 if TYPE_CHECKING:
     from rnnstream.model import StreamModel
 
 OPSET = 17
-ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softsign": "Softsign"}
 STATE_INPUT, STATE_OUTPUT = "state", "new_state"
 
 
@@ -99,10 +103,12 @@ def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
             names[node.outputs[0]] = _activation(w, layer.activation_name, z, layer.name)
         elif isinstance(layer, Activation):
             names[node.outputs[0]] = _activation(w, layer.activation_name, x, layer.name)
+        elif isinstance(layer, LastStep):  # at one step, the last step is this step
+            names[node.outputs[0]] = x
         else:
             raise UnsupportedLayerError(
                 f"export_onnx: layer {layer.name!r} ({layer.kind}) is not exported yet; exported are LSTM, GRU, "
-                "SimpleRNN, Dense and Activation"
+                "SimpleRNN, Dense, Activation and LastStep"
             )
     outputs = []
     for name, tensor, out_spec in zip(graph.output_names, graph.outputs, model.output_specs, strict=True):
@@ -175,32 +181,75 @@ def _squeeze(w: _Writer, t: str) -> str:
 
 
 def _recurrent(w: _Writer, layer: Recurrent, x: str, initial: list[str]) -> list[str]:
-    """One step of ``layer`` from its initial state parts ``(1, B, units)``: the new parts, same shape."""
+    """One step of ``layer`` from its initial state parts ``(1, B, units)``: the new parts, same shape.
+
+    ONNX's operators carry rnnstream's variants as they are (``clip``, peepholes, ``input_forget``, a
+    separate cell activation, activations with parameters); only an LSTM projection has no ONNX form.
+    """
     H = layer.units
-    acts = [layer.recurrent_activation_name, layer.activation_name]
-    if any(a not in ONNX_ACTIVATIONS for a in acts):
-        raise UnsupportedLayerError(f"export_onnx: layer {layer.name!r}: activations {acts} are not exported yet")
-    f, g = (ONNX_ACTIVATIONS[a] for a in acts)
+    if isinstance(layer, LSTM) and layer.projection is not None:
+        raise UnsupportedLayerError(
+            f"export_onnx: layer {layer.name!r} is an LSTM with a projection (PyTorch proj_size), which the "
+            "ONNX LSTM operator has no input for; it is not exported"
+        )
+    f, g = layer.recurrent_activation_name, layer.activation_name
+    attrs: dict[str, Any] = {"hidden_size": H}
+    if layer.clip is not None:
+        attrs["clip"] = float(layer.clip)
     seq = w.op("Unsqueeze", [x, w.const(_ints(0))])  # (1, B, I)
     if isinstance(layer, LSTM):
         order = _gates([0, 3, 1, 2], H)  # Keras i f g o → ONNX i o f c
         W, R = layer.Wx[:, order].T[None], layer.Wh[:, order].T[None]
         B = np.concatenate([layer.b[order], np.zeros(4 * H, np.float32)])[None]
-        _, h, c = w.op("LSTM", [seq, w.const(W), w.const(R), w.const(B), "", *initial], n_out=3, hidden_size=H,
-                       activations=[f, g, g])  # fmt: skip
+        peepholes = [] if layer.peepholes is None else [w.const(layer.peepholes[[0, 2, 1]].reshape(1, 3 * H))]
+        h_act = layer.cell_activation_name or g
+        _rnn_activations(attrs, layer.name, [f, g, h_act])
+        if layer.input_forget:
+            attrs["input_forget"] = 1
+        _, h, c = w.op("LSTM", [seq, w.const(W), w.const(R), w.const(B), "", *initial, *peepholes], n_out=3,
+                       **attrs)  # fmt: skip
         return [h, c]
     if isinstance(layer, GRU):
         W, R = layer.Wx.T[None], layer.Wh.T[None]  # gate order z r n is ONNX's z r h
         bh = layer.bh if layer.bh is not None else np.zeros(3 * H, np.float32)
         B = np.concatenate([layer.bx, bh])[None]
-        _, h = w.op("GRU", [seq, w.const(W), w.const(R), w.const(B), "", *initial], n_out=2, hidden_size=H,
-                    activations=[f, g], linear_before_reset=int(layer.reset_after))  # fmt: skip
+        _rnn_activations(attrs, layer.name, [f, g])
+        _, h = w.op("GRU", [seq, w.const(W), w.const(R), w.const(B), "", *initial], n_out=2,
+                    linear_before_reset=int(layer.reset_after), **attrs)  # fmt: skip
         return [h]
     assert isinstance(layer, SimpleRNN)
     B = np.concatenate([layer.b, np.zeros(H, np.float32)])[None]
+    _rnn_activations(attrs, layer.name, [g])
     _, h = w.op("RNN", [seq, w.const(layer.Wx.T[None]), w.const(layer.Wh.T[None]), w.const(B), "", *initial],
-                n_out=2, hidden_size=H, activations=[g])  # fmt: skip
+                n_out=2, **attrs)  # fmt: skip
     return [h]
+
+
+_RNN_PARAMETRIC = {"affine": "Affine", "leaky_relu": "LeakyRelu", "thresholded_relu": "ThresholdedRelu",
+                   "scaled_tanh": "ScaledTanh", "hard_sigmoid": "HardSigmoid", "elu": "Elu"}  # fmt: skip
+
+
+def _rnn_activations(attrs: dict[str, Any], layer: str, names: list[str]) -> None:
+    """Set ``activations`` (and ``activation_alpha`` / ``activation_beta``, consumed in order) for ``names``."""
+    funcs: list[str] = []
+    alphas: list[float] = []
+    betas: list[float] = []
+    for name in names:
+        parsed = elementwise.parse(name)
+        if parsed is None and name in ONNX_ACTIVATIONS:
+            funcs.append(ONNX_ACTIVATIONS[name])
+        elif parsed is not None:
+            kind, params = parsed
+            funcs.append(_RNN_PARAMETRIC[kind])
+            alphas.append(params["alpha"])
+            betas += [params["beta"]] if "beta" in params else []
+        else:
+            raise UnsupportedLayerError(f"export_onnx: layer {layer!r}: activations {names} are not exported yet")
+    attrs["activations"] = funcs
+    if alphas:
+        attrs["activation_alpha"] = alphas
+    if betas:
+        attrs["activation_beta"] = betas
 
 
 def _ints(*values: int) -> np.ndarray[Any, np.dtype[np.int64]]:

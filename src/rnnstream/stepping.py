@@ -157,7 +157,7 @@ def _attempt(
 ) -> list[int]:
     """One read-decide-compute-write round; returns the requests whose write met a conflict."""
     records = store.load([requests[k].stream_id for k in pending])
-    rows, steps, outputs = records.rows.copy(), records.steps.copy(), records.outputs
+    rows, steps, outputs = records.rows, records.steps, records.outputs  # ours to change (Store.load)
     exists = records.exists
     apply: list[int] = []  # positions in ``pending``
     errors: dict[int, RnnstreamError] = {}
@@ -187,13 +187,14 @@ def _attempt(
         apply = [j for j in apply if exists[j]]
     if not apply:
         return []
+    versions = records.versions
     apply, ys, new_rows = _compute(model, requests, batch, row_of, pending, apply, rows, results,
                                    isolate=isolate, check_finite=check_finite)
     if not apply:
         return []
     flat = codec.flatten(ys)  # (n, O)
     apply_ids = [requests[pending[j]].stream_id for j in apply]
-    written = store.commit(apply_ids, records.versions[apply], new_rows, steps[apply] + 1, flat)
+    written = store.commit(apply_ids, versions[apply], new_rows, steps[apply] + 1, flat)
     conflicts = []
     for row, j in enumerate(apply):
         k = pending[j]
@@ -237,8 +238,10 @@ def _compute(
 ) -> tuple[list[int], Any, FloatArray]:
     """The engine call for ``apply``; when isolating, a request whose values the engine refuses
     (a token id out of range, NaN) is found by stepping alone, and the rest are stepped without it."""
+    everyone = len(apply) == len(rows)  # the steady state: every loaded row steps, no gather needed
     try:
-        return apply, *_engine(model, batch, [row_of[pending[j]] for j in apply], rows[apply], check_finite)
+        return apply, *_engine(model, batch, [row_of[pending[j]] for j in apply],
+                               rows if everyone else rows[apply], check_finite)
     except InputError:
         if not isolate:
             raise
@@ -257,7 +260,8 @@ def _compute(
 def _engine(
     model: StreamModel, batch: list[Array], picked: list[int], rows: FloatArray, check_finite: bool
 ) -> tuple[Outputs, FloatArray]:
-    xs = [x[picked] for x in batch]
-    state = State.adopt(np.array(rows, np.float32), model.fingerprint)
+    # ``picked`` is increasing and distinct, so as many as the batch has rows means every row in order.
+    xs = [x if len(picked) == len(x) else x[picked] for x in batch]
+    state = State.adopt(rows, model.fingerprint)  # rows are this call's own (loaded or gathered)
     ys, new_state = model.step(xs[0] if len(xs) == 1 else xs, state, check_finite=check_finite)
     return ys, new_state.rows

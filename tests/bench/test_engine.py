@@ -34,3 +34,12 @@ def test_an_engine_that_cannot_start_is_reported_not_fatal() -> None:
     rows, missing = engine.measure("seed", (1,), ("rnnstream", "no-such-engine"), 1, 1, "auto")
     assert list(rows[0].seconds) == [next(iter(rows[0].seconds))]
     assert missing and missing[0].startswith("no-such-engine")
+
+
+def test_the_device_batch_row_agrees() -> None:
+    """``device`` adds rnnstream's DeviceBatch on that torch device as one more engine."""
+    pytest.importorskip("torch")
+    rows, missing = engine.measure("seed", (1, 3), ("rnnstream", engine.DEVICE_ENGINE), 1, 1, "numpy",
+                                   device="cpu")  # fmt: skip
+    assert not missing and list(rows[0].seconds) == ["rnnstream-numpy", "rnnstream-device-cpu"]
+    assert all(max(row.max_difference.values()) <= 1e-5 for row in rows)

@@ -14,11 +14,14 @@ def test_load_generator_drives_a_real_server() -> None:
     server = ServerProcess("id=builtin:identity").start()
     try:
         for protocol in ("http", "websocket"):
-            command = [sys.executable, "-m", "rnnstream.bench.load", server.url, "id", protocol, "20", "0.5"]
-            run = subprocess.run(command, capture_output=True, text=True, timeout=120)
-            assert run.returncode == 0, run.stderr
-            result = json.loads(run.stdout)
-            assert result["steps"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
+            for rate in ("0", "20"):  # closed loop, then an open loop of 20 steps/s per stream
+                command = [sys.executable, "-m", "rnnstream.bench.load", server.url, "id", protocol, "20", "0.5", rate]
+                run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+                assert run.returncode == 0, run.stderr
+                result = json.loads(run.stdout)
+                assert result["steps"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
+                if rate != "0":  # the schedule sends 10 steps per stream in 0.5 s, answered or not
+                    assert result["steps"] == 20 * 10
     finally:
         server.stop()
 
@@ -31,3 +34,8 @@ def test_report_shows_the_goal_ratios() -> None:
         LoadResult("large", "http", "off", 100.0, 1.0, 2.0),
     ])
     assert "seed / identity throughput = 0.90" in text and "batching on / off = 6.0x" in text
+
+
+def test_report_shows_open_loop_latency() -> None:
+    text = report([LoadResult("seed", "websocket", "on", 10_000.0, 3.0, 12.5, rate=10.0)])
+    assert "10/s each" in text and "websocket: seed, open loop at 10,000 steps/s: p99 12.5 ms" in text

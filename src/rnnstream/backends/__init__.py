@@ -1,4 +1,5 @@
-"""Backends execute a StreamModel's step: ``numpy`` (the oracle), ``fused`` (the compiled CPU kernel).
+"""Backends execute a StreamModel's step: ``numpy`` (the oracle), ``fused`` (the compiled CPU kernel),
+``torch`` (PyTorch on a CPU or CUDA ``device``; needs torch, imported only when asked for).
 
 ``auto`` picks ``fused`` when its kernel is built, else ``numpy``; the environment variable
 ``RNNSTREAM_BACKEND`` overrides what ``auto`` picks.
@@ -17,7 +18,7 @@ from rnnstream.errors import InputError
 from rnnstream.graph import Graph
 from rnnstream.types import Array, FloatArray
 
-BACKENDS = ("auto", "numpy", "fused")
+BACKENDS = ("auto", "numpy", "fused", "torch")
 
 
 class Backend(Protocol):
@@ -31,13 +32,20 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(name: str, graph: Graph, *, threads: int | None = None) -> Backend:
-    """The backend called ``name`` (one of ``BACKENDS``) for ``graph``."""
+def make_backend(name: str, graph: Graph, *, threads: int | None = None, device: str | None = None) -> Backend:
+    """The backend called ``name`` (one of ``BACKENDS``) for ``graph``; ``device`` is the torch
+    backend's (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default ``cuda`` when torch sees a GPU, else ``cpu``)."""
     from rnnstream.backends.fused import FusedBackend, available
     from rnnstream.backends.numpy import NumpyBackend
 
     if name == "auto":
         name = os.environ.get("RNNSTREAM_BACKEND") or ("fused" if available() else "numpy")
+    if name == "torch":
+        from rnnstream.backends.torch import TorchBackend
+
+        return TorchBackend(graph, device=device, threads=threads)
+    if device is not None and device != "cpu":
+        raise InputError(f"device {device!r} applies to backend 'torch' only; backend {name!r} runs on the CPU")
     if name == "numpy":
         return NumpyBackend(graph)
     if name == "fused":

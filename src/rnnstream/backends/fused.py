@@ -62,7 +62,9 @@ def _require() -> ModuleType:
 
 class FusedBackend(NumpyBackend):
     """Steps Dense, SimpleRNN, LSTM and reset-after GRU nodes with the fused kernel; ``threads``
-    defaults to every core (``RNNSTREAM_THREADS`` overrides).
+    defaults to every core (``RNNSTREAM_THREADS`` overrides). Recurrent layers with variants the
+    kernel does not compute (``layer.plain`` is False: clip, peepholes, projection, ...) run their
+    NumPy step.
 
     A graph in which no mask can arise (the usual case) runs a precompiled list of node calls; one
     with masks walks the graph like the oracle, node by node.
@@ -105,6 +107,8 @@ class FusedBackend(NumpyBackend):
 
     def _pack(self, node: Node) -> packing.Packed | None:
         layer, lanes = node.layer, self.lanes
+        if isinstance(layer, Recurrent) and not layer.plain:
+            return None  # clip, peepholes, projection, ...: the kernel computes the Keras cell only
         if isinstance(layer, LSTM):
             if layer.activation_name == "tanh" and layer.recurrent_activation_name == "sigmoid":
                 return packing.pack_lstm(layer.Wx, layer.Wh, layer.b, lanes=lanes)

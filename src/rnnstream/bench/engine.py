@@ -47,20 +47,24 @@ class Row:
 
 
 ENGINES = ("rnnstream", "onnxruntime", "pytorch", "keras-predict", "keras-call")
+DEVICE_ENGINE = "rnnstream-device"
+"""Optional: rnnstream's DeviceBatch, the state resident on a torch device (``run(..., device=...)``)."""
 
 
-def _load(model_name: str, backend: str, threads: int) -> StreamModel:
+def _load(model_name: str, backend: str, threads: int, device: str | None = None) -> StreamModel:
     from rnnstream.demo import SEED_MODEL
     from rnnstream.demo.builtin import build
     from rnnstream.importers import load
 
     model = load(SEED_MODEL) if model_name == "seed" else build(model_name)
-    return model.set_backend(backend, threads=threads)
+    return model.set_backend(backend, threads=threads, device=device if backend == "torch" else None)
 
 
-def _peer(engine: str, model: StreamModel, threads: int) -> peers.Peer:
+def _peer(engine: str, model: StreamModel, threads: int, device: str | None) -> peers.Peer:
     if engine == "rnnstream":
         return peers.rnnstream_peer(model)
+    if engine == DEVICE_ENGINE:
+        return peers.device_batch_peer(model, threads, device)
     if engine == "onnxruntime":
         return peers.onnxruntime_peer(model, threads)
     if engine == "pytorch":
@@ -71,10 +75,12 @@ def _peer(engine: str, model: StreamModel, threads: int) -> peers.Peer:
     return predict if engine == "keras-predict" else call
 
 
-def _worker(connection: Connection, engine: str, model_name: str, backend: str, threads: int) -> None:
+def _worker(
+    connection: Connection, engine: str, model_name: str, backend: str, threads: int, device: str | None
+) -> None:
     """One engine in its own process: its thread pools never spin on the cores another engine is using."""
     try:
-        peer = _peer(engine, _load(model_name, backend, threads), threads)
+        peer = _peer(engine, _load(model_name, backend, threads, device), threads, device)
         connection.send(("ready", peer.name))
     except Exception as e:
         connection.send(("missing", f"{engine}: {e}"))
@@ -107,16 +113,19 @@ def _worker(connection: Connection, engine: str, model_name: str, backend: str, 
 
 def measure(
     model_name: str, batches: tuple[int, ...], engines: tuple[str, ...], threads: int, rounds: int, backend: str,
-    progress: Callable[[str], None] = lambda _: None,
+    progress: Callable[[str], None] = lambda _: None, device: str | None = None,
 ) -> tuple[list[Row], list[str]]:  # fmt: skip
-    """Rows for ``model_name`` at each batch size, and a note for each engine that could not run."""
+    """Rows for ``model_name`` at each batch size, and a note for each engine that could not run.
+
+    ``device`` is the torch device of backend ``torch`` and of the ``rnnstream-device`` engine."""
     context = multiprocessing.get_context("spawn")
     workers: dict[str, tuple[Connection, Any]] = {}
     missing: list[str] = []
     for engine in engines:
         progress(f"{model_name}: starting {engine}")
         parent, child = context.Pipe()
-        process = context.Process(target=_worker, args=(child, engine, model_name, backend, threads), daemon=True)
+        process = context.Process(target=_worker, args=(child, engine, model_name, backend, threads, device),
+                                  daemon=True)  # fmt: skip
         process.start()
         status, detail = parent.recv()
         if status == "ready":
@@ -207,9 +216,10 @@ def save_chart(rows: list[Row], path: Path) -> None:
 
 def run(
     model_names: tuple[str, ...], batches: tuple[int, ...], threads: int, rounds: int, *, backend: str = "auto",
-    keras: bool = True, json_path: Path | None = None, png_path: Path | None = None,
+    keras: bool = True, json_path: Path | None = None, png_path: Path | None = None, device: str | None = None,
 ) -> str:  # fmt: skip
-    """The whole benchmark, printed as it goes; returns the report."""
+    """The whole benchmark, printed as it goes; returns the report. With ``device`` (a torch device),
+    rnnstream's DeviceBatch on it is timed too, as engine ``rnnstream-device-<cpu|cuda>``."""
     import platform
     import sys
 
@@ -223,10 +233,11 @@ def run(
     for name in model_names:
         # Keras comes second, in processes of its own: TensorFlow's idle thread pools would otherwise
         # share the cores with the engines being timed. Its rows join the first phase's by batch.
-        measured, missing = measure(name, batches, engines[:3], threads, rounds, backend, progress)
+        first = (*engines[:3], DEVICE_ENGINE) if device else engines[:3]
+        measured, missing = measure(name, batches, first, threads, rounds, backend, progress, device)
         if len(engines) > 3:
             with_keras, keras_missing = measure(name, batches, ("rnnstream", *engines[3:]), threads, rounds, backend,
-                                                progress)  # fmt: skip
+                                                progress, device)  # fmt: skip
             for row, extra in zip(measured, with_keras, strict=True):
                 keras_names = [n for n in extra.seconds if n.startswith("keras")]
                 row.seconds.update({n: extra.seconds[n] for n in keras_names})
@@ -239,6 +250,7 @@ def run(
         "threads": threads,
         "rounds": rounds,
         "backend": backend,
+        "device": device,
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpus": os.cpu_count(),

@@ -1,10 +1,16 @@
 """A load generator for ``rnnstream bench serve``, run in its own process:
-``python -m rnnstream.bench.load URL MODEL {http,websocket} STREAMS SECONDS``; prints JSON.
+``python -m rnnstream.bench.load URL MODEL {http,websocket} STREAMS SECONDS [RATE]``; prints JSON.
 
-Closed loop: each stream sends its next step when the previous one has answered. Over HTTP, every
-stream has its own keep-alive connection. Over WebSocket, streams share sockets (100 per
-socket); each socket sends one binary frame with a step for each of its streams and waits for the
-reply. The first step of every stream (``sequence_start``) is not timed.
+Closed loop (no RATE): each stream sends its next step when the previous one has answered, so the
+number of requests in flight is the number of streams and the latency is, by Little's law, at
+least streams ÷ throughput: this measures the most the server can do. Open loop (RATE steps per
+second per stream): steps are sent on a fixed schedule, whether or not earlier ones have answered,
+and each latency counts from the step's scheduled time, so a server that falls behind shows it
+(no coordinated omission): this measures the latency streams see at that load.
+
+Over HTTP, every stream has its own keep-alive connection. Over WebSocket, streams share sockets
+(100 per socket); a socket sends one binary frame with a step for each of its streams. The first step
+of every stream (``sequence_start``) is not timed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -48,7 +55,9 @@ class _Connection:
         return content
 
 
-async def http_load(url: str, model: str, features: int, streams: int, seconds: float) -> dict[str, float]:
+async def http_load(
+    url: str, model: str, features: int, streams: int, seconds: float, rate: float
+) -> dict[str, float]:
     host, port = url.removeprefix("http://").split(":")
     path = f"/v2/models/{model}/infer"
     x = [0.1] * features
@@ -64,16 +73,17 @@ async def http_load(url: str, model: str, features: int, streams: int, seconds: 
 
     connections = [await connect() for _ in range(streams)]
     await asyncio.gather(*(c.post(path, body(k, True)) for k, c in enumerate(connections)))
-    end = time.perf_counter() + seconds
+    started = time.perf_counter()
+    end = started + seconds
 
     async def loop(k: int) -> None:
         request = body(k, False)
-        while time.perf_counter() < end:
-            began = time.perf_counter()
+        for due in _schedule(started, end, rate, k / streams):
+            await _until(due)
+            began = due if rate else time.perf_counter()
             await connections[k].post(path, request)
             latencies.append(time.perf_counter() - began)
 
-    started = time.perf_counter()
     await asyncio.gather(*(loop(k) for k in range(streams)))
     elapsed = time.perf_counter() - started
     for connection in connections:
@@ -81,7 +91,9 @@ async def http_load(url: str, model: str, features: int, streams: int, seconds: 
     return _summary(latencies, len(latencies), elapsed)
 
 
-async def websocket_load(url: str, model: str, features: int, streams: int, seconds: float) -> dict[str, float]:
+async def websocket_load(
+    url: str, model: str, features: int, streams: int, seconds: float, rate: float
+) -> dict[str, float]:
     import websockets
 
     latencies: list[float] = []
@@ -90,10 +102,12 @@ async def websocket_load(url: str, model: str, features: int, streams: int, seco
 
     async def socket_loop(first: int, count: int, end_holder: list[float]) -> None:
         async with websockets.connect(url.replace("http", "ws", 1) + "/v2/stream", max_size=None) as socket:
-            async def frame(start: bool) -> None:
+            def frame(start: bool) -> bytes:
                 requests = [{"sequence_id": f"load-{first + i}", "sequence_start": start} for i in range(count)]
                 head = json.dumps({"model": model, "requests": requests}).encode()
-                await socket.send(struct.pack("<I", len(head)) + head + values[:count].tobytes())
+                return struct.pack("<I", len(head)) + head + values[:count].tobytes()
+
+            async def answer() -> None:
                 reply = await socket.recv()
                 if not isinstance(reply, bytes):
                     raise RuntimeError(f"the server answered text: {reply[:300]}")
@@ -101,14 +115,39 @@ async def websocket_load(url: str, model: str, features: int, streams: int, seco
                 if any("error" in r for r in json.loads(reply[4 : 4 + length])["responses"]):
                     raise RuntimeError(f"the server answered errors: {reply[4 : 4 + length][:300]!r}")
 
-            await frame(True)
+            await socket.send(frame(True))
+            await answer()
             while not end_holder:
                 await asyncio.sleep(0.001)
-            while time.perf_counter() < end_holder[0]:
-                began = time.perf_counter()
-                await frame(False)
-                latencies.extend([time.perf_counter() - began] * count)
-                counted[0] += count
+            step = frame(False)
+            if not rate:
+                while time.perf_counter() < end_holder[0]:
+                    began = time.perf_counter()
+                    await socket.send(step)
+                    await answer()
+                    latencies.extend([time.perf_counter() - began] * count)
+                    counted[0] += count
+                return
+            # Open loop: frames go out on schedule; replies come back in order (a stream's steps keep
+            # their order, and every frame of this socket carries the same streams).
+            sent: asyncio.Queue[float] = asyncio.Queue()
+
+            async def receive() -> None:
+                while True:
+                    due = await sent.get()
+                    if due < 0:
+                        return
+                    await answer()
+                    latencies.extend([time.perf_counter() - due] * count)
+                    counted[0] += count
+
+            receiver = asyncio.ensure_future(receive())
+            for due in _schedule(end_holder[0] - seconds, end_holder[0], rate, first / streams):
+                await _until(due)
+                await socket.send(step)
+                sent.put_nowait(due)
+            sent.put_nowait(-1.0)
+            await receiver
 
     end_holder: list[float] = []
     tasks = [asyncio.ensure_future(socket_loop(first, min(PER_SOCKET, streams - first), end_holder))
@@ -120,11 +159,31 @@ async def websocket_load(url: str, model: str, features: int, streams: int, seco
     return _summary(latencies, counted[0], time.perf_counter() - started)
 
 
+def _schedule(started: float, end: float, rate: float, phase: float) -> Iterator[float]:
+    """When to send: as soon as possible until ``end`` (closed loop, ``rate`` 0), or every
+    ``1 / rate`` seconds, offset by ``phase`` of a period so that streams do not send in lockstep."""
+    if not rate:
+        while time.perf_counter() < end:
+            yield time.perf_counter()
+        return
+    n = 0
+    while (due := started + (phase + n) / rate) < end:
+        yield due
+        n += 1
+
+
+async def _until(due: float) -> None:
+    delay = due - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 def main(argv: list[str]) -> int:
-    url, model, protocol, streams, seconds = argv
+    url, model, protocol, streams, seconds, *rest = argv
+    rate = float(rest[0]) if rest else 0.0
     features = int(json.loads(_get(url + f"/v2/models/{model}"))["inputs"][0]["shape"][1])
     run = http_load if protocol == "http" else websocket_load
-    result: dict[str, Any] = asyncio.run(run(url, model, features, int(streams), float(seconds)))
+    result: dict[str, Any] = asyncio.run(run(url, model, features, int(streams), float(seconds), rate))
     print(json.dumps(result))
     return 0
 

@@ -3,7 +3,9 @@
 For each model (``identity``: the server's own ceiling; ``seed``; ``large``: 2 × LSTM(512) over 128
 features), protocol (HTTP, WebSocket) and batching (on: max batch 1,024 and 2 ms delay; off: one step
 per engine call), it starts ``rnnstream serve`` and drives 1,000 concurrent streams from
-``rnnstream.bench.load`` for a few seconds, then reports throughput and p50/p99 latency.
+``rnnstream.bench.load`` for a few seconds in a closed loop (the most the server can do), then, with
+batching on, in an open loop where every stream sends ``rate`` steps per second (the latency streams
+see at that load); it reports throughput and p50/p99 latency.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ class LoadResult:
     steps_per_second: float
     p50_ms: float
     p99_ms: float
+    rate: float = 0.0  # steps per second per stream in the open loop; 0 = closed loop
+
+    @property
+    def load(self) -> str:
+        return f"{self.rate:g}/s each" if self.rate else "closed"
 
 
 def _free_port() -> int:
@@ -50,7 +57,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60)
     raise RuntimeError(f"the server at {url} was not ready within {timeout} s")
 
 
-def measure(model: str, protocol: str, batching: str, streams: int, seconds: float) -> LoadResult:
+def measure(model: str, protocol: str, batching: str, streams: int, seconds: float, rate: float = 0.0) -> LoadResult:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -61,7 +68,8 @@ def measure(model: str, protocol: str, batching: str, streams: int, seconds: flo
     try:
         _wait_ready(url, server)
         load = subprocess.run(
-            [sys.executable, "-m", "rnnstream.bench.load", url, model, protocol, str(streams), str(seconds)],
+            [sys.executable, "-m", "rnnstream.bench.load", url, model, protocol, str(streams), str(seconds),
+             str(rate)],
             capture_output=True, text=True, timeout=seconds * 20 + 120,
         )
         if load.returncode != 0:
@@ -70,30 +78,38 @@ def measure(model: str, protocol: str, batching: str, streams: int, seconds: flo
     finally:
         server.terminate()
         server.wait(timeout=60)
-    return LoadResult(model, protocol, batching, result["steps_per_second"], result["p50_ms"], result["p99_ms"])
+    return LoadResult(model, protocol, batching, result["steps_per_second"], result["p50_ms"], result["p99_ms"],
+                      rate)
 
 
 def report(results: list[LoadResult]) -> str:
-    lines = [f"{'model':<9} {'protocol':<10} {'batching':<9} {'stream-steps/s':>15} {'p50 ms':>8} {'p99 ms':>8}"]
-    lines += [f"{r.model:<9} {r.protocol:<10} {r.batching:<9} {r.steps_per_second:>15,.0f} {r.p50_ms:>8.1f} "
-              f"{r.p99_ms:>8.1f}" for r in results]
-    by = {(r.model, r.protocol, r.batching): r.steps_per_second for r in results}
+    lines = [f"{'model':<9} {'protocol':<10} {'batching':<9} {'load':<12} {'stream-steps/s':>15} {'p50 ms':>8} "
+             f"{'p99 ms':>8}"]
+    lines += [f"{r.model:<9} {r.protocol:<10} {r.batching:<9} {r.load:<12} {r.steps_per_second:>15,.0f} "
+              f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f}" for r in results]
+    closed = {(r.model, r.protocol, r.batching): r.steps_per_second for r in results if not r.rate}
     for protocol in ("http", "websocket"):
-        seed, identity = by.get(("seed", protocol, "on")), by.get(("identity", protocol, "on"))
-        on, off = by.get(("large", protocol, "on")), by.get(("large", protocol, "off"))
+        seed, identity = closed.get(("seed", protocol, "on")), closed.get(("identity", protocol, "on"))
+        on, off = closed.get(("large", protocol, "on")), closed.get(("large", protocol, "off"))
         if seed and identity:
             lines.append(f"{protocol}: seed / identity throughput = {seed / identity:.2f} (goal >= 0.80)")
         if on and off:
             lines.append(f"{protocol}: large model, batching on / off = {on / off:.1f}x (goal >= 5x)")
+        for r in results:
+            if r.rate and r.protocol == protocol:
+                lines.append(f"{protocol}: {r.model}, open loop at {r.steps_per_second:,.0f} steps/s: "
+                             f"p99 {r.p99_ms:.1f} ms (goal < 50 ms)")
     return "\n".join(lines)
 
 
 def run(streams: int = 1000, seconds: float = 5.0, models: tuple[str, ...] = tuple(MODELS),
-        protocols: tuple[str, ...] = ("http", "websocket")) -> str:
+        protocols: tuple[str, ...] = ("http", "websocket"), rate: float = 10.0) -> str:
+    """Every model × protocol: closed loop with batching on and off, then open loop at ``rate`` (0 skips it)."""
     results = []
     for model in models:
         for protocol in protocols:
-            for batching in ("on", "off"):
-                results.append(measure(model, protocol, batching, streams, seconds))
-                print(report(results[-1:]).splitlines()[-1], flush=True)
+            runs = [("on", 0.0), ("off", 0.0)] + ([("on", rate)] if rate else [])
+            for batching, load_rate in runs:
+                results.append(measure(model, protocol, batching, streams, seconds, load_rate))
+                print(report(results[-1:]).splitlines()[1], flush=True)
     return report(results)

@@ -1,4 +1,9 @@
-"""Importers: model files and live framework objects → StreamModel."""
+"""Importers: model files and live framework objects → StreamModel.
+
+``load`` picks the importer by the file's suffix: ``.onnx`` → ONNX (:mod:`~rnnstream.importers.onnx_model`),
+anything else → Keras (``.keras``, ``.h5``, recognised by their contents). PyTorch modules come in
+live, with :func:`from_torch`: a ``.pt`` checkpoint holds weights but no architecture.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rnnstream.errors import UnsupportedLayerError
+from rnnstream.errors import MissingDependencyError, ModelFileError, UnsupportedLayerError
 from rnnstream.importers.keras_files import KerasSource, read_keras_file
 from rnnstream.importers.keras_graph import build_graph
 from rnnstream.model import StreamModel
@@ -20,12 +25,37 @@ def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | 
     the file is ever run. Layers that cannot stream are refused with the reason. ``backend`` and
     ``threads``: see :class:`~rnnstream.StreamModel`.
 
+    ``.onnx`` files (needs the ``onnx`` package) are read by the ONNX importer; see
+    :mod:`rnnstream.importers.onnx_model` for the operators it reads.
+
     >>> import rnnstream
     >>> rnnstream.load(rnnstream.demo.SEED_MODEL).state_size
     600
     """
-    source = read_keras_file(Path(path))
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError as e:
+            raise MissingDependencyError(
+                "loading an .onnx file needs the onnx package: pip install 'rnnstream[onnx]'"
+            ) from e
+        from rnnstream.importers.onnx_model import read_onnx
+
+        graph, name, description = read_onnx(path)
+        return StreamModel(graph, name=name, source=description, backend=backend, threads=threads)
+    if suffix in TORCH_SUFFIXES:
+        raise ModelFileError(
+            f"{path.name} is a PyTorch checkpoint: it holds weights but not the architecture (the module's code), "
+            "so rnnstream cannot load it alone. Build the module in Python and import it with "
+            f"rnnstream.from_torch(module, example_input, checkpoint={str(path)!r})"
+        )
+    source = read_keras_file(path)
     return _from_source(source, backend=backend, threads=threads)
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 def _from_source(source: KerasSource, *, backend: str = "auto", threads: int | None = None) -> StreamModel:
@@ -63,4 +93,39 @@ def from_keras(model: Any, *, backend: str = "auto", threads: int | None = None)
     return _from_source(source, backend=backend, threads=threads)
 
 
-__all__ = ["from_keras", "load"]
+def from_torch(
+    module: Any,
+    example_input: Any,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    backend: str = "auto",
+    threads: int | None = None,
+) -> StreamModel:
+    """Build a StreamModel from a PyTorch module: ``forward`` is traced with torch.fx, never run on data.
+
+    Sequence modules (``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` over ``[B, T, F]``, either ``batch_first``)
+    and step modules (``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell`` called once on ``[B, F]``) both
+    stream; see :mod:`rnnstream.importers.torch_module` for what ``forward`` may contain.
+    ``example_input``: one example of ``forward``'s inputs (a tensor or a tuple); only its shapes and
+    dtypes are used. ``checkpoint``: a ``state_dict`` file, read with ``torch.load(weights_only=True)``,
+    checked and loaded into ``module`` first. Needs torch (``pip install 'rnnstream[torch]'``).
+
+    >>> import torch, numpy as np, rnnstream
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())
+    >>> model = rnnstream.from_torch(net, torch.zeros(1, 3))
+    >>> y, _ = model.step(np.zeros((2, 3), np.float32), model.initial_state(2))
+    >>> y.shape
+    (2, 4)
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise MissingDependencyError(
+            "from_torch needs PyTorch: pip install 'rnnstream[torch]' (or any torch >= 2.1)"
+        ) from e
+    from rnnstream.importers.torch_module import import_module
+
+    return import_module(module, example_input, checkpoint=checkpoint, backend=backend, threads=threads)
+
+
+__all__ = ["from_keras", "from_torch", "load"]

@@ -238,7 +238,7 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
     from rnnstream.server.ws import stream_socket
 
     config = config or ServerConfig()
-    state = ServerState(config, models if models is not None else load_models(config.models))
+    state = ServerState(config, models if models is not None else load_models(config.models, config.threads))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -33,6 +33,7 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     max_streams: int | None = None
     ttl: float | None = None
+    threads: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -56,8 +57,11 @@ def _model_spec(spec: str) -> tuple[str, str]:
     return Path(spec).stem, spec
 
 
-def load_models(specs: list[str]) -> dict[str, StreamModel]:
-    """Load every model of ``specs``: ``seed`` (bundled), ``builtin:NAME``, a file, or ``name=`` any of them."""
+def load_models(specs: list[str], threads: int | None = None) -> dict[str, StreamModel]:
+    """Load every model of ``specs``: ``seed`` (bundled), ``builtin:NAME``, a file, or ``name=`` any of them.
+
+    ``threads`` caps each model's engine threads (None: the backend's default, every core).
+    """
     models: dict[str, StreamModel] = {}
     for spec in specs or DEFAULT_MODELS:
         name, source = _model_spec(spec)
@@ -69,4 +73,6 @@ def load_models(specs: list[str]) -> dict[str, StreamModel]:
             models[name] = builtin.build(source)
         else:
             models[name] = load(source)
+        if threads is not None:
+            models[name].set_backend("auto", threads=threads)
     return models

@@ -33,7 +33,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
             "--workers > 1 needs a shared store: each worker would hold its own memory:// streams. "
             "Use --store redis://host:port/db"
         )
-    models = load_models(config.models)
+    models = load_models(config.models, config.threads)
     url = f"http://{host}:{port}"
     print(f"rnnstream serving {', '.join(models)} at {url} (store {config.store}, "
           f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")

@@ -54,7 +54,10 @@ class Store(ABC):
 
     @abstractmethod
     def load(self, ids: Sequence[str]) -> Records:
-        """Read the records of ``ids`` (zeros and version 0 for streams not held)."""
+        """Read the records of ``ids`` (zeros and version 0 for streams not held).
+
+        The arrays are new and the caller's: it may write to them or hand them over.
+        """
 
     @abstractmethod
     def commit(

@@ -1,0 +1,251 @@
+"""A PyTorch module → StreamModel: trace ``forward`` with torch.fx, then map every node through explicit tables.
+
+``forward`` is traced symbolically (torch.fx), with the ``torch.nn`` modules rnnstream knows as
+leaves; what the trace records is then read node by node: modules through
+:data:`~rnnstream.importers.torch_layers.MODULES`, functions and methods through
+:data:`~rnnstream.importers.torch_glue.FUNCTIONS` and :data:`~rnnstream.importers.torch_glue.METHODS`.
+Nothing is guessed from attribute names, and what is not in a table is refused by name.
+
+Two shapes of module stream:
+
+- **Sequence modules** take whole sequences ``[B, T, F]`` (or ``[T, B, F]``, or token ids
+  ``[B, T]``) and run ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` over them. Which input axis is time is
+  worked out from the recurrent modules' ``batch_first``. Taking the last step (``out[:, -1]``,
+  ``h_n[-1]``) gives a whole-sequence value, as Keras' ``return_sequences=False`` does.
+- **Step modules** take one step ``[B, F]`` (or token ids ``[B]``) and call ``nn.LSTMCell`` /
+  ``nn.GRUCell`` / ``nn.RNNCell`` on it without a state (or with ``None``, or zeros): rnnstream keeps
+  each cell's state from one step to the next. Everything ``forward`` returns is an output, the
+  cells' new states too if it returns them.
+
+Parameters of ``forward`` after the example inputs are traced with their defaults (e.g. ``h0=None``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx
+
+from rnnstream.errors import ModelFileError, UnsupportedLayerError
+from rnnstream.graph import Graph
+from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer, Zeros, input_layouts
+from rnnstream.importers.torch_call import Call
+from rnnstream.importers.torch_glue import FUNCTIONS, METHODS
+from rnnstream.importers.torch_layers import MODULES, REFUSED, module_kind
+from rnnstream.layers.base import TensorSpec
+from rnnstream.model import StreamModel
+
+
+def import_module(
+    module: Any,
+    example_input: Any,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    backend: str = "auto",
+    threads: int | None = None,
+) -> StreamModel:
+    """:func:`rnnstream.from_torch` once torch is known to be installed."""
+    if not isinstance(module, torch.nn.Module):
+        raise UnsupportedLayerError(f"from_torch expects a torch.nn.Module, got {type(module).__qualname__}")
+    examples = tuple(example_input) if isinstance(example_input, tuple | list) else (example_input,)
+    if not examples or not all(isinstance(e, torch.Tensor) for e in examples):
+        raise UnsupportedLayerError(
+            "example_input must be a tensor or a tuple of tensors (one per input of forward), "
+            f"got {type(example_input).__qualname__}"
+        )
+    source = f"PyTorch module {type(module).__name__}"
+    if checkpoint is not None:
+        load_checkpoint(module, Path(checkpoint))
+        source += f" with {Path(checkpoint).name}"
+    training = module.training
+    module.eval()  # trace what inference does: F.dropout(x, training=self.training) reads False
+    try:
+        graph = _build(module, examples)
+    finally:
+        module.train(training)
+    return StreamModel(graph, name=type(module).__name__, source=source, backend=backend, threads=threads)
+
+
+def load_checkpoint(module: Any, path: Path) -> None:
+    """Load a ``state_dict`` file into ``module`` after checking every key and shape; refuse anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"checkpoint {str(path)!r} does not exist") from None
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for files it cannot read safely
+        raise ModelFileError(
+            f"checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True): {e}. "
+            "Save the weights with torch.save(module.state_dict(), path)"
+        ) from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a state_dict of tensors; "
+            "save it with torch.save(module.state_dict(), path)"
+        )
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(
+            f"checkpoint {str(path)!r} does not fit {type(module).__name__}: missing keys {missing}, "
+            f"unexpected keys {unexpected}"
+        )
+    wrong = [f"{k}: {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}"
+             for k in sorted(expected) if tuple(state[k].shape) != tuple(expected[k].shape)]  # fmt: skip
+    if wrong:
+        raise ModelFileError(f"checkpoint {str(path)!r} has mis-shaped weights: {'; '.join(wrong)}")
+    module.load_state_dict(state, strict=True)
+
+
+def _build(module: Any, examples: tuple[Any, ...]) -> Graph:
+    graph = _trace(module, len(examples))
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"][: len(examples)]
+    if len(placeholders) != len(examples):
+        raise UnsupportedLayerError(
+            f"example_input has {len(examples)} tensors, but forward takes {len(placeholders)} inputs"
+        )
+    dtypes = [_input_dtype(str(node.target), example) for node, example in zip(placeholders, examples, strict=True)]
+    candidates = [input_layouts(e.dim(), dtype == "int64") for e, dtype in zip(examples, dtypes, strict=True)]
+    first_mismatch: LayoutError | None = None
+    for layouts in itertools.product(*candidates):
+        specs = [
+            TensorSpec(tuple(int(d) for d, tag in zip(e.shape, layout, strict=True) if tag == FEATURE), dtype=dtype)
+            for e, layout, dtype in zip(examples, layouts, dtypes, strict=True)
+        ]
+        try:
+            return _Interpreter(module, graph, specs, list(layouts)).run()
+        except LayoutError as mismatch:  # time and batch the other way round: try the next layout
+            first_mismatch = first_mismatch or mismatch
+    assert first_mismatch is not None
+    raise first_mismatch
+
+
+def _trace(module: Any, n_inputs: int) -> Any:
+    """forward as a torch.fx Graph; parameters after the first ``n_inputs`` take their defaults."""
+    parameters = list(inspect.signature(module.forward).parameters.values())
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+        raise UnsupportedLayerError(f"{type(module).__name__}.forward takes *args or **kwargs; name its inputs")
+    concrete: dict[str, Any] = {}
+    for p in parameters[n_inputs:]:
+        if p.default is p.empty:
+            raise UnsupportedLayerError(
+                f"{type(module).__name__}.forward needs argument {p.name!r}, but example_input has only "
+                f"{n_inputs} tensors; give one per input, or a default (e.g. {p.name}=None)"
+            )
+        concrete[p.name] = p.default
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: Any, qualified_name: str) -> bool:
+            return type(m) in MODULES or type(m) in REFUSED or bool(super().is_leaf_module(m, qualified_name))
+
+    try:
+        return Tracer().trace(module, concrete_args=concrete or None)
+    except Exception as e:  # tracing runs the user's forward, which may raise anything
+        raise UnsupportedLayerError(
+            f"{type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}). "
+            "forward must not branch or loop on tensor values or sizes; for a loop over time steps, write "
+            "forward for one step [B, F] with nn.LSTMCell / nn.GRUCell / nn.RNNCell (rnnstream keeps their state)"
+        ) from None
+
+
+def _input_dtype(name: str, example: Any) -> str:
+    if example.dtype.is_floating_point:
+        return "float32"
+    if example.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        return "int64"
+    raise UnsupportedLayerError(f"input {name!r} has dtype {example.dtype}; rnnstream takes floats or token ids")
+
+
+class _Interpreter:
+    """Reads a traced graph once, for one assumed layout of the inputs."""
+
+    def __init__(self, module: Any, graph: Any, specs: list[TensorSpec], layouts: list[tuple[str, ...]]) -> None:
+        self.module, self.graph, self.specs, self.layouts = module, graph, specs, layouts
+        self.writer = Writer()
+
+    def run(self) -> Graph:
+        env: dict[Any, Any] = {}
+        inputs = 0
+        for node in self.graph.nodes:
+            if node.op == "placeholder":
+                if inputs < len(self.specs):
+                    env[node] = self._input(node, inputs)
+                    inputs += 1
+                else:
+                    env[node] = node.args[0] if node.args else None  # a traced default, e.g. h0=None
+            elif node.op == "output":
+                return self._outputs(self._substitute(node.args[0], env))
+            else:
+                env[node] = self._call(node, env)
+        raise UnsupportedLayerError("the traced forward has no output")
+
+    def _input(self, node: Any, index: int) -> Tensor:
+        tensor = self.writer.builder.add_input(str(node.target), self.specs[index])
+        self.writer.unique(str(node.target))
+        return Tensor(tensor, self.layouts[index])
+
+    def _call(self, node: Any, env: dict[Any, Any]) -> Any:
+        args = self._substitute(node.args, env)
+        kwargs = self._substitute(node.kwargs, env)
+        if node.op == "call_module":
+            module = self.module.get_submodule(node.target)
+            kind = module_kind(module)
+            call = Call(node.name, f"module {node.target!r} ({kind})", self.writer, tuple(args), dict(kwargs))
+            builder = MODULES.get(type(module))
+            if builder is None:
+                reason = REFUSED.get(type(module))
+                if reason is not None:
+                    raise call.refuse(f"cannot stream: {reason}")
+                raise call.refuse(f"is not a module rnnstream knows. Supported: {_supported()}")
+            return builder(call, module)
+        if node.op == "get_attr":
+            raise UnsupportedLayerError(
+                f"forward uses the tensor {node.target!r} directly; rnnstream reads weights from the modules it "
+                "knows (nn.Linear, nn.LSTM, ...): wrap the computation in such a module"
+            )
+        table, key = (FUNCTIONS, node.target) if node.op == "call_function" else (METHODS, node.target)
+        label = getattr(node.target, "__name__", str(node.target))
+        handler = table.get(key)
+        call = Call(node.name, f"operation {node.name!r} ({label})", self.writer, tuple(args), dict(kwargs))
+        if handler is None:
+            known = sorted({getattr(f, "__name__", str(f)) for f in FUNCTIONS} | {f".{m}()" for m in METHODS})
+            raise call.refuse(f"is not an operation rnnstream reads from a traced forward. Known: {', '.join(known)}")
+        return handler(call)
+
+    def _substitute(self, value: Any, env: dict[Any, Any]) -> Any:
+        return torch.fx.node.map_aggregate(value, lambda v: env[v] if isinstance(v, torch.fx.Node) else v)
+
+    def _outputs(self, value: Any) -> Graph:
+        tensors: list[int] = []
+        names: list[str] = []
+
+        def collect(v: Any, name: str) -> None:
+            if isinstance(v, Tensor):
+                tensors.append(v.tensor)
+                names.append(name)
+            elif isinstance(v, Stack):
+                for k, item in enumerate(v.items):
+                    collect(item, f"{name}[{k}]")
+            elif isinstance(v, tuple | list):
+                for k, item in enumerate(v):
+                    collect(item, f"{name}_{k}")
+            elif isinstance(v, dict):
+                for key, item in v.items():
+                    collect(item, str(key))
+            elif isinstance(v, Zeros):
+                raise UnsupportedLayerError(f"forward returns a tensor of zeros as {name!r}; return model outputs only")
+            else:
+                raise UnsupportedLayerError(f"forward returns {type(v).__name__} as {name!r}; return tensors only")
+
+        collect(value, "output")
+        return self.writer.builder.build(tensors, names)
+
+
+def _supported() -> str:
+    return ", ".join(sorted(f"nn.{cls.__name__}" for cls in MODULES))
