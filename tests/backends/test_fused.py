@@ -18,46 +18,16 @@ from rnnstream.graph import GraphBuilder
 from rnnstream.layers.base import Layer, TensorSpec
 from rnnstream.layers.dense import Dense
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
-from tests.zoo import ZOO, ZooModel, feed, make_inputs, randomize
+from tests.backends.conformance import TOLERANCE, assert_agrees_step_by_step
+from tests.zoo import ZooModel, feed, make_inputs
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="the fused kernel is not built")
 
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
-
 
 def assert_backends_agree(model: rnnstream.StreamModel, inputs: Any, batch: int, *, threads: int = 2) -> None:
-    """Step by step from the oracle's own states, the fused step's outputs and state rows equal the
-    oracle's. (Each step starts from the same state: rounding differences of 1e-7 are not left to grow
-    through a chaotic recurrence.)"""
-    oracle = rnnstream.StreamModel(model.graph, backend="numpy")
+    """The fused step equals the oracle's, step by step from the oracle's own states."""
     fast = rnnstream.StreamModel(model.graph, backend="fused", threads=threads)
-    sequences = inputs if isinstance(inputs, list | dict) else [inputs]
-    arrays = list(sequences.values()) if isinstance(sequences, dict) else sequences
-    state = oracle.initial_state(batch)
-    for t in range(arrays[0].shape[1]):
-        at_t = {k: v[:, t] for k, v in sequences.items()} if isinstance(sequences, dict) else [a[:, t] for a in arrays]
-        x = at_t if isinstance(inputs, list | dict) else at_t[0]
-        y_fast, s_fast = fast.step(x, state)
-        y_oracle, state = oracle.step(x, state)
-        for ours, theirs in zip(_listed(y_fast), _listed(y_oracle), strict=True):
-            np.testing.assert_allclose(ours, theirs, **TOLERANCE)
-        np.testing.assert_allclose(s_fast.rows, state.rows, **TOLERANCE)
-
-
-def _listed(ys: Any) -> list[np.ndarray]:
-    return ys if isinstance(ys, list) else [ys]
-
-
-@pytest.fixture(scope="module", params=ZOO, ids=lambda z: z.name)
-def zoo_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[ZooModel, Path]:
-    keras = pytest.importorskip("keras")
-    zoo: ZooModel = request.param
-    keras.utils.set_random_seed(3)
-    model = zoo.build(keras)
-    randomize(model, seed=len(zoo.name))
-    path = tmp_path_factory.mktemp(zoo.name) / "model.keras"
-    model.save(path)
-    return zoo, path
+    assert_agrees_step_by_step(model, inputs, batch, fast.step)
 
 
 @pytest.mark.parametrize("batch", [1, 37])

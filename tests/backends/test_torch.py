@@ -27,45 +27,14 @@ from rnnstream.layers.norm import LayerNorm
 from rnnstream.layers.ops import Compare, ExpandDims, Fill, Join, Logical, Reduce
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.layers.sequence import LastStep
-from tests.zoo import ZOO, ZooModel, feed, make_inputs, randomize
+from tests.backends.conformance import TOLERANCE, Inputs, assert_agrees_step_by_step, listed, steps
+from tests.zoo import ZooModel, feed, make_inputs
 
 torch = pytest.importorskip("torch")
 from rnnstream.backends import torch_activations, torch_layers  # noqa: E402
 from rnnstream.backends.torch import DeviceBatch, TorchBackend  # noqa: E402
 
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 CUDA = torch.cuda.is_available()
-Inputs = Any
-
-
-def _listed(ys: Any) -> list[np.ndarray]:
-    return ys if isinstance(ys, list) else [ys]
-
-
-def _steps(inputs: Inputs) -> list[Inputs]:
-    """One model input per time step, in the form the model takes (array, list or dict)."""
-    if isinstance(inputs, dict):
-        T = next(iter(inputs.values())).shape[1]
-        return [{k: v[:, t] for k, v in inputs.items()} for t in range(T)]
-    if isinstance(inputs, list):
-        return [[a[:, t] for a in inputs] for t in range(inputs[0].shape[1])]
-    return [inputs[:, t] for t in range(inputs.shape[1])]
-
-
-def assert_agrees_step_by_step(
-    graph_model: rnnstream.StreamModel, inputs: Inputs, batch: int, step: Callable[[Inputs, State], tuple[Any, State]]
-) -> None:
-    """From the oracle's own state at every step, ``step``'s outputs and state rows equal the oracle's
-    (each step starts from the same state, so 1e-7 roundings cannot grow through the recurrence)."""
-    oracle = rnnstream.StreamModel(graph_model.graph, backend="numpy")
-    state = oracle.initial_state(batch)
-    for x in _steps(inputs):
-        y_ours, s_ours = step(x, state)
-        y_oracle, state = oracle.step(x, state)
-        for ours, theirs in zip(_listed(y_ours), _listed(y_oracle), strict=True):
-            assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
-            np.testing.assert_allclose(ours, theirs, **TOLERANCE)
-        np.testing.assert_allclose(s_ours.rows, state.rows, **TOLERANCE)
 
 
 def backend_step(model: rnnstream.StreamModel) -> Callable[[Inputs, State], tuple[Any, State]]:
@@ -91,21 +60,9 @@ def device_batch_step(model: rnnstream.StreamModel, **options: Any) -> Callable[
 # -- every zoo model -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=ZOO, ids=lambda z: z.name)
-def zoo_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[ZooModel, Path]:
-    keras = pytest.importorskip("keras")
-    zoo: ZooModel = request.param
-    keras.utils.set_random_seed(3)
-    model = zoo.build(keras)
-    randomize(model, seed=len(zoo.name))
-    path = tmp_path_factory.mktemp(zoo.name) / "model.keras"
-    model.save(path)
-    return zoo, path
-
-
 @pytest.mark.parametrize("batch", [1, 37])
-def test_every_zoo_model_agrees_with_the_oracle(zoo_model: tuple[ZooModel, Path], batch: int) -> None:
-    zoo, path = zoo_model
+def test_every_zoo_file_agrees_with_the_oracle(zoo_file: tuple[ZooModel, Path], batch: int) -> None:
+    zoo, path = zoo_file
     zoo = dataclasses.replace(zoo, batch=batch)
     model = rnnstream.load(path).set_backend("torch", device="cpu")
     assert isinstance(model.backend, TorchBackend) and model.backend.host_nodes == {}  # every node in torch
@@ -114,16 +71,16 @@ def test_every_zoo_model_agrees_with_the_oracle(zoo_model: tuple[ZooModel, Path]
     assert_agrees_step_by_step(model, inputs, batch, device_batch_step(model, device="cpu"))
 
 
-def test_many_device_steps_equal_stream_model_steps(zoo_model: tuple[ZooModel, Path]) -> None:
+def test_many_device_steps_equal_stream_modelsteps(zoo_file: tuple[ZooModel, Path]) -> None:
     """Free-running for 30 steps, the device-resident state follows StreamModel.step's."""
-    zoo, path = zoo_model
+    zoo, path = zoo_file
     zoo = dataclasses.replace(zoo, batch=5)
     model = rnnstream.load(path).set_backend("torch", device="cpu")
     batch, state = DeviceBatch(model, 5, device="cpu"), model.initial_state(5)
-    for x in _steps(feed(zoo, make_inputs(zoo, 30, seed=7))):
+    for x in steps(feed(zoo, make_inputs(zoo, 30, seed=7))):
         y_device = batch.step(x)
         y_host, state = model.step(x, state)
-        for ours, theirs in zip(_listed(y_device), _listed(y_host), strict=True):
+        for ours, theirs in zip(listed(y_device), listed(y_host), strict=True):
             np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(batch.state().rows, state.rows, rtol=1e-6, atol=1e-6)
 
@@ -550,8 +507,8 @@ def test_without_torch_the_backend_says_what_to_install() -> None:
 
 @pytest.mark.skipif(not CUDA, reason="torch sees no CUDA GPU")
 @pytest.mark.parametrize("batch", [1, 37])
-def test_cuda_graphs_agree_with_the_oracle(zoo_model: tuple[ZooModel, Path], batch: int) -> None:
-    zoo, path = zoo_model
+def test_cuda_graphs_agree_with_the_oracle(zoo_file: tuple[ZooModel, Path], batch: int) -> None:
+    zoo, path = zoo_file
     zoo = dataclasses.replace(zoo, batch=batch)
     model = rnnstream.load(path, backend="torch")
     inputs = feed(zoo, make_inputs(zoo, 12, seed=batch))
@@ -563,7 +520,7 @@ def test_cuda_graphs_agree_with_the_oracle(zoo_model: tuple[ZooModel, Path], bat
 
 
 @pytest.mark.skipif(not CUDA, reason="torch sees no CUDA GPU")
-def test_cuda_graph_replays_follow_eager_steps(seed: rnnstream.StreamModel, rng: np.random.Generator) -> None:
+def test_cuda_graph_replays_follow_eagersteps(seed: rnnstream.StreamModel, rng: np.random.Generator) -> None:
     captured = DeviceBatch(seed, 3, device="cuda")
     eager = DeviceBatch(seed, 3, device="cuda", cuda_graphs=False)
     assert captured.captured and not eager.captured

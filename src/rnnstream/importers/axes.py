@@ -14,6 +14,7 @@ layers do not mind); taking the last time step adds a :class:`LastStep` node.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from rnnstream.errors import UnsupportedLayerError
@@ -183,3 +184,28 @@ class Writer:
         (out,) = self.add(LastStep(name), [value.tensor])
         axes = value.axes[:index] + ((UNIT,) if keep else ()) + value.axes[index + 1 :]
         return Tensor(out, axes)
+
+
+class NodeContext(ABC):
+    """What the PyTorch and ONNX importers' node contexts share: the node's ``name``, the ``writer``
+    its layers go to, and ``refuse`` (which says which node is refused and why)."""
+
+    name: str
+    writer: Writer
+
+    @abstractmethod
+    def refuse(self, why: str) -> UnsupportedLayerError:
+        """The error refusing this node, saying why."""
+
+    def add(self, layer: Layer, inputs: list[Tensor]) -> list[int]:
+        """Add ``layer`` on ``inputs``; a wiring the layer refuses is refused in the node's name."""
+        try:
+            return self.writer.add(layer, [t.tensor for t in inputs])
+        except UnsupportedLayerError as e:
+            raise self.refuse(str(e)) from None
+
+    def layer_name(self, suffix: str = "") -> str:
+        """A unique name for a layer of this node."""
+        return self.writer.unique(self.name + suffix)
+
+

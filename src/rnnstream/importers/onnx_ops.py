@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rnnstream.errors import UnsupportedLayerError
-from rnnstream.importers.axes import FEATURE, Shape, Stack, Tensor, Writer, Zeros
+from rnnstream.importers.axes import FEATURE, NodeContext, Shape, Stack, Tensor, Writer, Zeros
 from rnnstream.layers.base import Layer
 from rnnstream.layers.dense import Activation, Dense, Embedding, ReLU
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation, parametric_name
@@ -38,7 +38,7 @@ class Reader(Protocol):
 
 
 @dataclass
-class Op:
+class Op(NodeContext):
     """One ONNX node with its inputs read (None for an absent optional input) and attributes decoded."""
 
     node: Any
@@ -69,14 +69,6 @@ class Op:
         kind = kinds.get(type(value), "a constant")
         raise self.refuse(f"input {index} is {kind}, where a tensor of the model is needed")
 
-    def add(self, layer: Layer, inputs: list[Tensor]) -> list[int]:
-        try:
-            return self.writer.add(layer, [t.tensor for t in inputs])
-        except UnsupportedLayerError as e:
-            raise self.refuse(str(e)) from None
-
-    def layer_name(self, suffix: str = "") -> str:
-        return self.writer.unique(self.name + suffix)
 
     def layer(self, layer: Layer, x: Tensor) -> list[Any]:
         """A per-step layer on ``x``; its output keeps ``x``'s axes."""

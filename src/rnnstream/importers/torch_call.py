@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rnnstream.errors import UnsupportedLayerError
-from rnnstream.importers.axes import Shape, Stack, Tensor, Writer, Zeros
-from rnnstream.layers.base import Layer
+from rnnstream.importers.axes import NodeContext, Shape, Stack, Tensor, Writer, Zeros
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class Meta:
 
 
 @dataclass
-class Call:
+class Call(NodeContext):
     """One node of the traced graph, with its arguments already read."""
 
     name: str
@@ -48,14 +47,6 @@ class Call:
             raise self.refuse(f"its {role} is a stack of every layer's state (h_n): pick a layer, e.g. h_n[-1]")
         raise self.refuse(f"its {role} is {describe(value)}, not a tensor of the model")
 
-    def add(self, layer: Layer, inputs: list[Tensor]) -> list[int]:
-        try:
-            return self.writer.add(layer, [t.tensor for t in inputs])
-        except UnsupportedLayerError as e:
-            raise self.refuse(str(e)) from None
-
-    def layer_name(self, suffix: str = "") -> str:
-        return self.writer.unique(self.name + suffix)
 
 
 Handler = Callable[[Call], Any]
