@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo test lint bench redis-server clean
+.PHONY: run demo test lint bench redis-server browser clean
 
 run: $(RUN_STAMP)
 	$(PY) -m rnnstream serve
@@ -36,6 +36,14 @@ $(BENCH_STAMP): $(TEST_STAMP)
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	touch $@
 
+# The live page's test drives Debian's Chromium (headless, through Playwright's driver from PyPI).
+browser:
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium from Debian's packages (for the live page's browser test)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
+	fi
+
 # The Redis tests start their own redis-server (and a 3-node cluster with redis-cli) on free ports.
 redis-server:
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
@@ -54,7 +62,7 @@ $(RUN_STAMP): pyproject.toml $(KERNEL) | $(PY)
 	$(PY) -m pip install --quiet -e ".[server,redis]"
 	touch $@
 
-$(TEST_STAMP): pyproject.toml $(KERNEL) | $(PY) redis-server
+$(TEST_STAMP): pyproject.toml $(KERNEL) | $(PY) redis-server browser
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(RUN_STAMP)
 

@@ -10,6 +10,7 @@
     rnnstream bench engine              time per step vs ONNX Runtime, PyTorch and Keras by batch size
     rnnstream bench seed                the seed blog's experiment: every Keras approach vs rnnstream
     rnnstream bench generate            tokens/s and per-token latency at 1 and 1,000 streams (text model)
+    rnnstream bench ttft                time to first token and tokens/s through the server (SSE), 1 and 100 clients
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="stream the bundled seed model step by step")
     serve = commands.add_parser("serve", help="serve models over HTTP and WebSocket")
     serve.add_argument("models", nargs="*", metavar="MODEL",
-                       help="a .keras/.h5 file, 'seed', 'builtin:identity', 'builtin:large', or NAME=any of them "
-                            "(default: seed)")
+                       help="a .keras/.h5 file, 'seed', 'text', 'co2' (bundled), 'builtin:identity', "
+                            "'builtin:large', or NAME=any of them (default: seed, text and co2)")
     serve.add_argument("--store", default="memory://", help="memory:// or redis://host:port/db (default %(default)s)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ttl", type=float, default=None, help="seconds before an idle stream is forgotten")
     serve.add_argument("--threads", type=int, default=None,
                        help="engine threads per model (default: every core)")
+    serve.add_argument("--max-tokens", type=int, default=2000, help="most tokens one generation may ask for "
+                       "(default %(default)s)")
+    serve.add_argument("--max-generations", type=int, default=1000,
+                       help="generations running at once; more get 503 (default %(default)s)")
     summary = commands.add_parser("summary", help="describe a model file")
     summary.add_argument("model", help="a .keras or .h5 file")
     generate = commands.add_parser("generate", help="generate text, printing each token as it is sampled")
@@ -100,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     generation.add_argument("--streams", type=int, nargs="+", default=[1, 1000])
     generation.add_argument("--tokens", type=int, default=200, help="tokens per stream (default %(default)s)")
     generation.add_argument("--backend", default="auto", help="rnnstream backend (default %(default)s)")
+    ttft = benches.add_parser("ttft", help="time to first token through the server (SSE), with tokens/s")
+    ttft.add_argument("--clients", type=int, nargs="+", default=[1, 100], help="concurrent clients per round")
+    ttft.add_argument("--tokens", type=int, default=100, help="tokens per client (default %(default)s)")
+    ttft.add_argument("--threads", type=int, default=None, help="the server's engine threads (default: every core)")
     engine = benches.add_parser("engine", help="time per step vs ONNX Runtime, PyTorch and Keras")
     engine.add_argument("--models", nargs="+", default=["seed", "large"], help="seed and/or built-in models")
     engine.add_argument("--batches", type=int, nargs="+", default=[1, 10, 256, 1024, 4096])
@@ -128,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = ServerConfig(models=args.models, store=args.store, max_batch=args.max_batch,
                                   max_delay_ms=args.max_delay_ms, timeout=args.timeout, token=args.token,
                                   max_body_bytes=args.max_body_bytes, max_streams=args.max_streams, ttl=args.ttl,
-                                  threads=args.threads)
+                                  threads=args.threads, max_tokens=args.max_tokens,
+                                  max_generations=args.max_generations)
             return serve(config, args.host, args.port, args.workers)
         if args.command == "generate":
             from rnnstream.generation.commands import generate_command
@@ -172,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             prompt = text_vocabulary().encode(bench_generate.PROMPT)
             print(bench_generate.run(load(TEXT_MODEL, backend=args.backend), prompt, tuple(args.streams), args.tokens))
+            return 0
+        if args.bench == "ttft":
+            from rnnstream.bench import ttft as bench_ttft
+
+            print(bench_ttft.run(tuple(args.clients), args.tokens, args.threads))
             return 0
         model = load(args.model or SEED_MODEL)
         if args.bench == "streams":

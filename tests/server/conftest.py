@@ -64,3 +64,20 @@ def server() -> Iterator[ServerProcess]:
     process = ServerProcess("seed", "builtin:identity", "--max-body-bytes", "100000").start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[ServerProcess]:
+    """``rnnstream serve`` with no model: the bundled seed, text and co2 models; at most 12 generations at once,
+    of at most 20,000 tokens each (long enough to still run while a test looks)."""
+    process = ServerProcess("--max-generations", "12", "--max-tokens", "20000").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def seed_token_server() -> Iterator[ServerProcess]:
+    """Only the seed model, behind a bearer token (``s3cret``): the page must ask for it and say what is missing."""
+    process = ServerProcess("seed", "--token", "s3cret").start()
+    yield process
+    process.stop()

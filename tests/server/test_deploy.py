@@ -70,7 +70,7 @@ def test_bearer_token(tmp_path: Path) -> None:
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(redis_url: str) -> None:
-    server = ServerProcess("seed", "--store", redis_url, "--max-delay-ms", "400", "--max-batch", "1000").start()
+    server = ServerProcess("seed", "--store", redis_url, "--max-delay-ms", "3000", "--max-batch", "1000").start()
     stream_ids = [f"drain-{uuid.uuid4().hex[:8]}" for _ in range(8)]
     x = np.zeros(4, np.float32)
 
@@ -79,7 +79,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(redis_url: str) -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = [pool.submit(call, s) for s in stream_ids]
-        time.sleep(0.2)  # the requests now wait in the batcher for its 400 ms delay
+        time.sleep(1.5)  # the requests now wait in the batcher for its 3 s delay (arrived, even on a busy machine)
         code = server.stop(signal.SIGTERM)
         statuses = [f.result() for f in futures]
     assert statuses == [200] * 8

@@ -130,21 +130,22 @@ def forecast_stream(
     >>> streams.snapshot("s") == before
     True
     """
-    if stream_id not in streams:
-        raise StreamNotFoundError(f"no stream {stream_id!r} to forecast from (never stepped, closed, or expired)")
     model = streams.model
-    state = streams.states([stream_id])
+    record = streams.store.load([stream_id])  # one read: state, step count and last output of the same step
+    if not record.exists[0]:
+        raise StreamNotFoundError(f"no stream {stream_id!r} to forecast from (never stepped, closed, or expired)")
+    state = State.adopt(record.rows, model.fingerprint)
     if history is not None:
         return forecast(model, history, horizon, state=state, feedback=feedback, exogenous=exogenous, noise=noise,
                         paths=paths, seed=seed, output=output)
     horizon = _check_horizon(horizon)
     if isinstance(noise, str):
         raise InputError("noise='residual' measures the errors over a history; pass history=, or give σ")
-    if streams.steps_applied(stream_id) == 0:
+    if record.steps[0] == 0:
         raise InputError(f"stream {stream_id!r} has no output yet; pass history= to prime it first")
     index = output_index(model, output)
     columns = _plan(model, index, feedback)
-    last = Codec([s.shape for s in model.output_specs]).unflatten(streams.store.load([stream_id]).outputs[0])
+    last = Codec([s.shape for s in model.output_specs]).unflatten(record.outputs[0])
     y_last = np.asarray(_pick(last, index), np.float32)  # (O,)
     sigma = _sigma(noise, model, index, columns, [], np.zeros((0, *y_last.shape), np.float32))
     return _rollout(model, index, columns, state, y_last, horizon, exogenous, sigma, paths, seed)

@@ -29,13 +29,15 @@ from rnnstream.errors import (
 )
 from rnnstream.model import StreamModel
 from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError
-from rnnstream.server.config import ServerConfig, load_models
+from rnnstream.server.config import ServerConfig, load_models, sidecars
 from rnnstream.server.metrics import Metrics
 from rnnstream.server.oip import HEADER_LENGTH, ProtocolError, encode_infer, model_metadata, parse_infer
 from rnnstream.streams import Streams
 
 CONFIG_ENV = "RNNSTREAM_SERVE_CONFIG"
-PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")
+PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready", "/")
+PUBLIC_PREFIX = "/static/"
+"""Health checks, the live page and its static files need no token (the page sends it on its requests)."""
 
 
 @dataclass
@@ -212,13 +214,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BearerAuth:
-    """Refuse (401) any request but the health checks without ``Authorization: Bearer <token>``."""
+    """Refuse (401) any request but the public paths without ``Authorization: Bearer <token>``."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app, self.token = app, token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")  # a lifespan scope has none
+        if self.token is None or scope["type"] not in ("http", "websocket") or path in PUBLIC_PATHS \
+                or path.startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
@@ -235,10 +239,15 @@ class BearerAuth:
 
 def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel] | None = None) -> Starlette:
     """The ASGI app serving ``models`` (default: the ones ``config`` names) under ``config``."""
+    from rnnstream.server import forecast, generate
+    from rnnstream.server.live import LivePage
     from rnnstream.server.ws import stream_socket
 
     config = config or ServerConfig()
     state = ServerState(config, models if models is not None else load_models(config.models, config.threads))
+    notes = sidecars(config.models)
+    tokens = generate.TokenServices(state, notes)
+    page = LivePage(state, tokens)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -266,12 +275,17 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
             Route("/v2/models", list_models),
             Route("/v2/repository/index", repository_index, methods=["POST"]),
             *model_routes,
+            *generate.routes(),
+            *forecast.routes(),
             Route("/metrics", metrics),
             WebSocketRoute("/v2/stream", stream_socket),
+            *page.routes(),
         ],
         lifespan=lifespan,
     )
     app.state.server = state
+    app.state.tokens = tokens
+    app.state.sidecars = notes
     app.add_middleware(BearerAuth, token=config.token)
     return app
 

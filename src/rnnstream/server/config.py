@@ -1,8 +1,15 @@
 """What a server serves and how: models by name, the store, batching and limits.
 
->>> config = ServerConfig(models=["seed", "demo=builtin:identity"])
+A served model file may carry a *sidecar*: ``<file stem>.json`` beside it. Its ``"tokens"`` list is the
+vocabulary of a token model (the generate endpoints then take and return text); its ``"feedback"``
+(``{input: [output columns]}``) says how a forecaster feeds its outputs back (the forecast endpoint's
+default). The bundled ``text`` and ``co2`` models carry theirs.
+
+>>> config = ServerConfig(models=["seed", "demo=builtin:identity", "text"])
 >>> sorted(load_models(config.models))
-['demo', 'seed']
+['demo', 'seed', 'text']
+>>> sorted(sidecars(config.models)), len(sidecars(["text"])["text"]["tokens"])
+(['text'], 76)
 """
 
 from __future__ import annotations
@@ -10,14 +17,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rnnstream.demo import SEED_MODEL, builtin
-from rnnstream.errors import InputError
+from rnnstream.demo import CO2_MODEL, SEED_MODEL, TEXT_MODEL, builtin
+from rnnstream.errors import InputError, ModelFileError
 from rnnstream.importers import load
 from rnnstream.model import StreamModel
 
-DEFAULT_MODELS = ["seed"]
-"""Served when no model is named: the bundled seed model."""
+BUNDLED = {"seed": SEED_MODEL, "text": TEXT_MODEL, "co2": CO2_MODEL}
+"""Model specs that name a bundled model: the seed blog's model, the Shakespeare text model, the CO2 forecaster."""
+
+DEFAULT_MODELS = ["seed", "text", "co2"]
+"""Served when no model is named: every bundled model."""
 
 
 @dataclass
@@ -34,6 +45,14 @@ class ServerConfig:
     max_streams: int | None = None
     ttl: float | None = None
     threads: int | None = None
+    max_tokens: int = 2000
+    max_generations: int = 1000
+
+    def __post_init__(self) -> None:
+        for key in ("max_tokens", "max_generations"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{key} must be a positive integer, got {value!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -50,15 +69,16 @@ def _model_spec(spec: str) -> tuple[str, str]:
         if not name:
             raise InputError(f"model {spec!r}: the name before '=' is empty")
         return name, source
-    if spec == "seed":
-        return "seed", spec
+    if spec in BUNDLED:
+        return spec, spec
     if spec.startswith(builtin.PREFIX):
         return spec.removeprefix(builtin.PREFIX), spec
     return Path(spec).stem, spec
 
 
 def load_models(specs: list[str], threads: int | None = None) -> dict[str, StreamModel]:
-    """Load every model of ``specs``: ``seed`` (bundled), ``builtin:NAME``, a file, or ``name=`` any of them.
+    """Load every model of ``specs``: ``seed``, ``text``, ``co2`` (bundled), ``builtin:NAME``, a file, or
+    ``name=`` any of them.
 
     ``threads`` caps each model's engine threads (None: the backend's default, every core).
     """
@@ -67,8 +87,8 @@ def load_models(specs: list[str], threads: int | None = None) -> dict[str, Strea
         name, source = _model_spec(spec)
         if name in models:
             raise InputError(f"two models are named {name!r}; name them with name=MODEL")
-        if source == "seed":
-            models[name] = load(SEED_MODEL)
+        if source in BUNDLED:
+            models[name] = load(BUNDLED[source])
         elif source.startswith(builtin.PREFIX):
             models[name] = builtin.build(source)
         else:
@@ -76,3 +96,29 @@ def load_models(specs: list[str], threads: int | None = None) -> dict[str, Strea
         if threads is not None:
             models[name].set_backend("auto", threads=threads)
     return models
+
+
+def sidecars(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """The sidecar JSON of each model of ``specs`` that has one (``<file stem>.json`` beside the file), by name.
+
+    A sidecar that is not a JSON object, or whose ``"tokens"`` is not a list of strings, raises ModelFileError.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for spec in specs or DEFAULT_MODELS:
+        name, source = _model_spec(spec)
+        if source.startswith(builtin.PREFIX):
+            continue
+        path = Path(BUNDLED.get(source, source)).with_suffix(".json")
+        if not path.is_file():
+            continue
+        try:
+            notes = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelFileError(f"{path}: the sidecar of model {name!r} is not readable JSON ({error})") from None
+        if not isinstance(notes, dict):
+            raise ModelFileError(f"{path}: the sidecar of model {name!r} is a JSON object, got {type(notes).__name__}")
+        tokens = notes.get("tokens")
+        if tokens is not None and not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
+            raise ModelFileError(f"{path}: \"tokens\" is the vocabulary, a list of strings (token id i is tokens[i])")
+        found[name] = notes
+    return found

@@ -1,8 +1,12 @@
-"""Prometheus metrics in the text exposition format: counters and histograms with labels.
+"""Prometheus metrics in the text exposition format: counters and histograms with labels; and the live
+figures of the last few seconds (``Metrics.live``) that ``GET /v2/stats`` and the live page show.
 
 >>> m = Metrics()
 >>> m.requests.inc(model="seed", protocol="http", code="200")
 >>> "rnnstream_requests_total{code=\\"200\\",model=\\"seed\\",protocol=\\"http\\"} 1" in m.render()
+True
+>>> m.batch_size.observe(8, model="seed")
+>>> m.live("seed")["steps_per_second"] > 0
 True
 """
 
@@ -10,7 +14,11 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
+
+import numpy as np
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -43,12 +51,48 @@ class Counter:
         return lines
 
 
+class Window:
+    """The observations of the last ``seconds``, at most ``limit`` per label set (the newest), with their times.
+
+    >>> w, key = Window(seconds=5.0), (("model", "a"),)
+    >>> w.add(key, 3.0, now=100.0)
+    >>> w.add(key, 4.0, now=103.0)
+    >>> w.recent(key, now=106.0)
+    (5.0, [4.0])
+    """
+
+    def __init__(self, seconds: float = 5.0, limit: int = 16_384) -> None:
+        self.seconds, self.limit = seconds, limit
+        self._items: dict[Labels, deque[tuple[float, float]]] = {}
+
+    def add(self, key: Labels, value: float, now: float) -> None:
+        """Record one observation (the caller holds its metric's lock)."""
+        items = self._items.get(key)
+        if items is None:
+            items = self._items[key] = deque(maxlen=self.limit)
+        items.append((now, value))
+
+    def recent(self, key: Labels, now: float) -> tuple[float, list[float]]:
+        """The seconds covered (the window, or less when ``limit`` cut it short) and the values in them."""
+        items = self._items.get(key)
+        if not items:
+            return self.seconds, []
+        start = now - self.seconds
+        while items and items[0][0] < start:
+            items.popleft()
+        span = self.seconds if len(items) < self.limit else max(now - items[0][0], 1e-3)
+        return span, [v for _, v in items]
+
+
 class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
+    """Cumulative buckets by label set; with ``window`` (seconds) it also keeps the recent observations."""
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...], window: float | None = None) -> None:
         self.name, self.help_text, self.buckets = name, help_text, buckets
         self._counts: dict[Labels, list[int]] = {}
         self._sums: dict[Labels, float] = {}
         self._lock = threading.Lock()
+        self._window = Window(window) if window is not None else None
 
     def observe(self, value: float, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
@@ -56,6 +100,15 @@ class Histogram:
             counts = self._counts.setdefault(key, [0] * (len(self.buckets) + 1))
             counts[bisect.bisect_left(self.buckets, value)] += 1
             self._sums[key] = self._sums.get(key, 0.0) + value
+            if self._window is not None:
+                self._window.add(key, value, time.monotonic())
+
+    def recent(self, now: float | None = None, **labels: str) -> tuple[float, list[float]]:
+        """The seconds covered and the values observed in the window (``window=`` histograms only)."""
+        if self._window is None:
+            raise ValueError(f"histogram {self.name} keeps no window of recent observations")
+        with self._lock:
+            return self._window.recent(tuple(sorted(labels.items())), time.monotonic() if now is None else now)
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} histogram"]
@@ -73,6 +126,8 @@ class Histogram:
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+LIVE_SECONDS = 5.0
+"""The window of the live figures (``Metrics.live``)."""
 
 
 class Metrics:
@@ -81,10 +136,18 @@ class Metrics:
     def __init__(self) -> None:
         self.requests = Counter("rnnstream_requests_total", "Step requests answered, by model, protocol and code.")
         self.errors = Counter("rnnstream_errors_total", "Step requests that failed, by model and error.")
-        self.batch_size = Histogram("rnnstream_batch_size", "Streams per engine call.", _SIZES)
-        self.queue_delay = Histogram("rnnstream_queue_delay_seconds", "Time a request waited for its batch.", _SECONDS)
-        self.step_latency = Histogram("rnnstream_step_seconds", "Duration of one batched engine call.", _SECONDS)
+        self.batch_size = Histogram("rnnstream_batch_size", "Streams per engine call.", _SIZES, LIVE_SECONDS)
+        self.queue_delay = Histogram("rnnstream_queue_delay_seconds", "Time a request waited for its batch.", _SECONDS,
+                                     LIVE_SECONDS)
+        self.step_latency = Histogram("rnnstream_step_seconds", "Duration of one batched engine call.", _SECONDS,
+                                      LIVE_SECONDS)
         self.active_streams: dict[str, Callable[[], int]] = {}
+        self.tokens = Counter("rnnstream_generated_tokens_total", "Tokens generated, by model.")
+        self.token_batch = Histogram("rnnstream_generate_streams", "Generating streams per token step (one engine "
+                                     "call for all of them).", _SIZES, LIVE_SECONDS)
+        self.token_step = Histogram("rnnstream_generate_step_seconds", "Duration of one token step: prime the new "
+                                    "prompts, feed every stream, sample.", _SECONDS, LIVE_SECONDS)
+        self.generations: dict[str, Callable[[], int]] = {}
 
     def render(self) -> str:
         lines: list[str] = []
@@ -93,4 +156,37 @@ class Metrics:
         lines += ["# HELP rnnstream_active_streams Streams held by the store.", "# TYPE rnnstream_active_streams gauge"]
         for model, count in sorted(self.active_streams.items()):
             lines.append(f'rnnstream_active_streams{{model="{model}"}} {count()}')
+        for metric in (self.tokens, self.token_batch, self.token_step):
+            lines += metric.render()
+        lines += ["# HELP rnnstream_active_generations Token streams generating now.",
+                  "# TYPE rnnstream_active_generations gauge"]
+        for model, count in sorted(self.generations.items()):
+            lines.append(f'rnnstream_active_generations{{model="{model}"}} {count()}')
         return "\n".join(lines) + "\n"
+
+    def live(self, model: str) -> dict[str, float]:
+        """One model's figures over the last ``LIVE_SECONDS``: stream-steps/s through the batcher with the
+        engine-call and queue-wait percentiles (ms), tokens/s with the token-step percentiles, and the
+        streams and generations active now."""
+        now = time.monotonic()
+        figures: dict[str, float] = {
+            "active_streams": self.active_streams[model]() if model in self.active_streams else 0,
+            "active_generations": self.generations[model]() if model in self.generations else 0,
+        }
+        span, sizes = self.batch_size.recent(now, model=model)
+        figures["steps_per_second"] = sum(sizes) / span
+        figures["engine_calls_per_second"] = len(sizes) / span
+        figures.update(_percentiles("step", self.step_latency.recent(now, model=model)[1]))
+        figures.update(_percentiles("wait", self.queue_delay.recent(now, model=model)[1]))
+        span, streams = self.token_batch.recent(now, model=model)
+        figures["tokens_per_second"] = sum(streams) / span
+        figures.update(_percentiles("token_step", self.token_step.recent(now, model=model)[1]))
+        return figures
+
+
+def _percentiles(name: str, seconds: list[float]) -> dict[str, float]:
+    """``{name}_p50_ms`` and ``{name}_p99_ms`` of ``seconds`` (0 when there are none)."""
+    if not seconds:
+        return {f"{name}_p50_ms": 0.0, f"{name}_p99_ms": 0.0}
+    p50, p99 = np.percentile(np.asarray(seconds) * 1e3, [50, 99])
+    return {f"{name}_p50_ms": round(float(p50), 3), f"{name}_p99_ms": round(float(p99), 3)}

@@ -1,4 +1,4 @@
-"""``rnnstream serve``: start uvicorn on the app, print the URL and a request to paste."""
+"""``rnnstream serve``: start uvicorn on the app, print the URLs and requests to paste."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from rnnstream.errors import InputError, MissingDependencyError
 from rnnstream.model import StreamModel
-from rnnstream.server.config import ServerConfig, load_models
+from rnnstream.server.config import ServerConfig, load_models, sidecars
 
 
 def example_request(url: str, name: str, model: StreamModel) -> str:
@@ -21,6 +21,17 @@ def example_request(url: str, name: str, model: StreamModel) -> str:
     ]
     body = {"inputs": inputs, "parameters": {"sequence_id": "demo-1", "sequence_start": True}}
     return f"curl -s {url}/v2/models/{name}/infer -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+
+
+def example_generation(url: str, name: str) -> str:
+    """A curl command that streams 200 tokens of a text model as Server-Sent Events.
+
+    >>> print(example_generation("http://127.0.0.1:8000", "text"))  # doctest: +NORMALIZE_WHITESPACE
+    curl -sN http://127.0.0.1:8000/v2/models/text/generate_stream -d '{"text_input": "ROMEO.\\n",
+      "parameters": {"max_tokens": 200, "temperature": 0.8}}'
+    """
+    body = {"text_input": "ROMEO.\n", "parameters": {"max_tokens": 200, "temperature": 0.8}}
+    return f"curl -sN {url}/v2/models/{name}/generate_stream -d '{json.dumps(body)}'"
 
 
 def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
@@ -37,8 +48,12 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     url = f"http://{host}:{port}"
     print(f"rnnstream serving {', '.join(models)} at {url} (store {config.store}, "
           f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")
+    print(f"Live page: {url}/" + (" (it asks for the bearer token)" if config.token else ""))
     first = next(iter(models))
-    print("Try:\n  " + example_request(url, first, models[first]), flush=True)
+    examples = [example_request(url, first, models[first])]
+    examples += [example_generation(url, name) for name, notes in sidecars(config.models).items()
+                 if name in models and "tokens" in notes][:1]
+    print("Try:\n  " + "\n  ".join(examples), flush=True)
     # Float tensors barely compress: per-message deflate would only cost CPU.
     options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30,
                "ws_per_message_deflate": False}
