@@ -154,6 +154,9 @@ class MemoryStore(Store):
         with self._lock:
             current = np.array([self._versions[self._index[i]] if i in self._index else 0 for i in ids], np.int64)
             ok = current == versions
+            if ok.all():  # the usual case: no conflict, so no masked copies
+                self._write(np.array([self._row_for(i) for i in ids], np.int64), rows, steps, outputs)
+                return ok
             targets = np.array([self._row_for(i) for i, good in zip(ids, ok, strict=True) if good], np.int64)
             if targets.size:
                 self._write(targets, rows[ok], steps[ok], outputs[ok])
