@@ -61,16 +61,32 @@ class Codec:
         return np.concatenate([np.asarray(y, np.float32).reshape(len(y), -1) for y in outputs], axis=1)
 
     def unflatten(self, flat: FloatArray) -> Outputs:
+        """One stream's outputs from its row (copied)."""
         parts, start = [], 0
         for shape, size in zip(self.shapes, self.sizes, strict=True):
             parts.append(np.array(flat[start : start + size], np.float32).reshape(shape))
             start += size
         return parts[0] if len(parts) == 1 else parts
 
+    def unflatten_rows(self, flat: FloatArray) -> list[Outputs]:
+        """Every stream's outputs from ``flat (n, O)``, which the caller hands over: rows of it, not copies."""
+        n, parts, start = len(flat), [], 0
+        for shape, size in zip(self.shapes, self.sizes, strict=True):
+            parts.append(flat[:, start : start + size].reshape(n, *shape))  # (n, *shape)
+            start += size
+        if len(parts) == 1:
+            return list(parts[0])
+        return [list(outputs) for outputs in zip(*parts, strict=True)]
+
 
 def stack_inputs(model: StreamModel, requests: Sequence[StepRequest]) -> tuple[list[Array], dict[int, InputError]]:
     """One batch array per model input from each request's own input; bad requests are set aside."""
     specs = model.inputs
+    if len(specs) == 1:  # the usual case: a one-input model and arrays of the right shape, stacked at once
+        shape = specs[0].spec.shape
+        arrays = [x for request in requests if isinstance(x := request.x, np.ndarray) and x.shape == shape]
+        if len(arrays) == len(requests):
+            return [np.stack(arrays)], {}
     columns: list[list[Array]] = [[] for _ in specs]
     errors: dict[int, InputError] = {}
     for k, request in enumerate(requests):
@@ -196,12 +212,13 @@ def _attempt(
     apply_ids = [requests[pending[j]].stream_id for j in apply]
     written = store.commit(apply_ids, versions[apply], new_rows, steps[apply] + 1, flat)
     conflicts = []
+    outputs_of = codec.unflatten_rows(flat)
     for row, j in enumerate(apply):
         k = pending[j]
         if not written[row]:
             conflicts.append(k)
             continue
-        results[k] = codec.unflatten(flat[row])
+        results[k] = outputs_of[row]
         if requests[k].end:
             store.delete(requests[k].stream_id)
     return conflicts

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import struct
 import uuid
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import websockets
@@ -108,3 +110,56 @@ def test_binary_frames(server: ServerProcess) -> None:
     values = np.frombuffer(reply[4 + length :], "<f4")
     expected, _ = SEED.step(xs, SEED.initial_state(n))
     np.testing.assert_allclose(values, expected[:, 0], rtol=1e-6, atol=1e-6)
+
+
+def test_requests_are_counted_by_code(server: ServerProcess) -> None:
+    def counted(code: str) -> float:
+        text = httpx.get(server.url + "/metrics", timeout=10).text
+        found = re.search(rf'rnnstream_requests_total{{code="{code}",model="seed",protocol="websocket"}} (\S+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    before = counted("200"), counted("400")
+    stream, x = f"ws-{uuid.uuid4().hex[:8]}", np.zeros(4, np.float32)
+    unknown = request(f"ws-{uuid.uuid4().hex[:8]}", x, 1)  # a step of a sequence never started: 400
+
+    async def drive() -> Any:
+        async with websockets.connect(ws_url(server)) as socket:
+            await socket.send(json.dumps({"requests": [request(stream, x, 0), unknown, request(stream, x, 1)]}))
+            return json.loads(await socket.recv())
+
+    codes = [r.get("code", 200) for r in run(drive())["responses"]]
+    assert codes == [200, 400, 200]
+    assert (counted("200") - before[0], counted("400") - before[1]) == (2, 1)
+
+
+def test_binary_frames_with_token_ids_and_several_inputs(demo_server: ServerProcess) -> None:
+    """Token ids (int64, one per request) and a two-input model: each request's values in input order."""
+    text, co2 = rnnstream.load(rnnstream.demo.TEXT_MODEL), rnnstream.load(rnnstream.demo.CO2_MODEL)
+    tokens = np.array([5, 17, 40], np.int64)
+    levels = np.array([[315.0], [316.5], [318.2]], np.float32)
+    calendar = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], np.float32)
+    co2_values = np.concatenate([levels, calendar], axis=1)  # per request: co2, then calendar
+
+    def frame(model: str, values: bytes, n: int) -> bytes:
+        header = json.dumps({"model": model, "requests": [
+            {"id": k, "sequence_id": f"wsb-{uuid.uuid4().hex[:8]}", "sequence_start": True} for k in range(n)]})
+        return struct.pack("<I", len(header)) + header.encode() + values
+
+    async def drive() -> list[bytes]:
+        async with websockets.connect(ws_url(demo_server)) as socket:
+            replies = []
+            for message in (frame("text", tokens.tobytes(), 3), frame("co2", co2_values.tobytes(), 3)):
+                await socket.send(message)
+                replies.append(await socket.recv())
+            return replies
+
+    def values_of(reply: bytes) -> np.ndarray:
+        (length,) = struct.unpack_from("<I", reply)
+        assert all("error" not in r for r in json.loads(reply[4 : 4 + length])["responses"])
+        return np.frombuffer(reply[4 + length :], "<f4")
+
+    text_reply, co2_reply = run(drive())
+    expected_text, _ = text.step(tokens, text.initial_state(3))
+    expected_co2, _ = co2.step([levels, calendar], co2.initial_state(3))
+    np.testing.assert_allclose(values_of(text_reply), np.ravel(expected_text), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(values_of(co2_reply), np.ravel(expected_co2), rtol=1e-5, atol=1e-5)

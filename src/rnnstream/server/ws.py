@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import struct
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,6 @@ from rnnstream.errors import RnnstreamError
 from rnnstream.server.app import ServedModel, ServerState, error_body, status_for
 from rnnstream.server.oip import ProtocolError
 from rnnstream.stepping import StepRequest
-from rnnstream.types import Array
 
 _LENGTH = struct.Struct("<I")
 
@@ -106,11 +106,14 @@ class StreamSocket:
         """Queue now (this keeps per-stream order); the future resolves when the batch is done."""
         return served.batcher.enqueue(request)
 
-    def _count(self, model: str, error: Exception | None) -> None:
-        code = "200" if error is None else str(status_for(error))
-        self.state.metrics.requests.inc(model=model, protocol="websocket", code=code)
-        if error is not None:
-            self.state.metrics.errors.inc(model=model, error=type(error).__name__)
+    def _count(self, outcomes: list[tuple[str, Exception | None]]) -> None:
+        """Count one message's requests: ``(model, error or None)`` each, one increment per label set."""
+        codes = Counter((model, "200" if error is None else str(status_for(error))) for model, error in outcomes)
+        for (model, code), n in codes.items():
+            self.state.metrics.requests.inc(n, model=model, protocol="websocket", code=code)
+        for model, error in outcomes:
+            if error is not None:
+                self.state.metrics.errors.inc(model=model, error=type(error).__name__)
 
     async def _text(self, text: str) -> None:
         try:
@@ -135,19 +138,21 @@ class StreamSocket:
                 pending.append((entry, model_name, self._submit(served, request)))
             except RnnstreamError as error:
                 pending.append((entry if isinstance(entry, dict) else {}, model_name, error))
-        responses = []
+        responses, counted = [], []
         for entry, model_name, outcome in pending:
-            reply, result = await self._outcome(entry, model_name, outcome)
+            reply, result, failure = await self._outcome(entry, outcome)
             if result is not None:
                 outputs = self._served(model_name).outputs_by_name(result)
                 reply["outputs"] = {k: np.asarray(v).reshape(-1).tolist() for k, v in outputs.items()}
             responses.append(reply)
+            counted.append((model_name, failure))
+        self._count(counted)
         await self._send(json.dumps(responses[0] if "requests" not in message else {"responses": responses}))
 
     async def _outcome(
-        self, entry: dict[str, Any], model_name: str, outcome: asyncio.Future[Any] | Exception
-    ) -> tuple[dict[str, Any], Any]:
-        """The reply head of one request and its result (None if it failed, the error in the reply)."""
+        self, entry: dict[str, Any], outcome: asyncio.Future[Any] | Exception
+    ) -> tuple[dict[str, Any], Any, Exception | None]:
+        """The reply head of one request, its result (None if it failed) and its error (in the reply too)."""
         reply: dict[str, Any] = {"id": entry.get("id"), "sequence_id": entry.get("sequence_id")}
         failure: Exception | None = outcome if isinstance(outcome, Exception) else None
         result = None
@@ -158,8 +163,7 @@ class StreamSocket:
                 failure = error
         if failure is not None:
             reply.update(error_body(failure), code=status_for(failure))
-        self._count(model_name, failure)
-        return reply, result
+        return reply, result, failure
 
     async def _binary(self, data: bytes) -> None:
         try:
@@ -178,13 +182,15 @@ class StreamSocket:
         except RnnstreamError as error:
             await self._send(json.dumps({"error": str(error), "code": status_for(error)}))
             return
-        responses, blobs = [], []
+        responses, blobs, counted = [], [], []
         for entry, outcome in zip(entries, futures, strict=True):
-            reply, result = await self._outcome(entry, served.name, outcome)
+            reply, result, failure = await self._outcome(entry, outcome)
             if result is not None:
                 parts = result if isinstance(result, list) else [result]
                 blobs.append(b"".join(np.asarray(p, "<f4").tobytes() for p in parts))
             responses.append(reply)
+            counted.append((served.name, failure))
+        self._count(counted)
         head = json.dumps({"responses": responses}).encode()
         await self._send(data=_LENGTH.pack(len(head)) + head + b"".join(blobs))
 
@@ -205,23 +211,21 @@ def _split_frame(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def _binary_inputs(served: ServedModel, values: bytes, count: int) -> list[Any]:
-    """Split the values of a binary frame into each request's inputs."""
+    """Split the values of a binary frame into each request's inputs (views of the frame, read once)."""
     specs = served.model.inputs
-    dtypes = [np.dtype("<i8") if s.spec.dtype == "int64" else np.dtype("<f4") for s in specs]
-    sizes = [int(np.prod(s.spec.shape)) * d.itemsize for s, d in zip(specs, dtypes, strict=True)]
-    if len(values) != count * sum(sizes):
+    # One record per request: its inputs in model order, packed (little-endian float32 or int64 ids).
+    record = np.dtype([(s.name, "<i8" if s.spec.dtype == "int64" else "<f4", s.spec.shape) for s in specs])
+    if len(values) != count * record.itemsize:
         raise ProtocolError(
-            f"the frame carries {len(values)} bytes of values; {count} requests need {count * sum(sizes)} "
-            f"({sum(sizes)} each: inputs {[s.name for s in specs]})"
+            f"the frame carries {len(values)} bytes of values; {count} requests need {count * record.itemsize} "
+            f"({record.itemsize} each: inputs {[s.name for s in specs]})"
         )
-    inputs, offset = [], 0
-    for _ in range(count):
-        arrays: dict[str, Array] = {}
-        for spec, dtype, size in zip(specs, dtypes, sizes, strict=True):
-            arrays[spec.name] = np.frombuffer(values[offset : offset + size], dtype).reshape(spec.spec.shape)
-            offset += size
-        inputs.append(arrays[specs[0].name] if len(specs) == 1 else arrays)
-    return inputs
+    records = np.frombuffer(values, record)  # (count,)
+    columns = {s.name: records[s.name] for s in specs}  # each (count, *shape)
+    if len(specs) == 1:  # column[k, ...] is an array even for a token id (a 0-d one), never a scalar
+        column = columns[specs[0].name]
+        return [column[k, ...] for k in range(count)]
+    return [{name: column[k, ...] for name, column in columns.items()} for k in range(count)]
 
 
 async def stream_socket(websocket: WebSocket) -> None:

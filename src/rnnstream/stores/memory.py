@@ -156,7 +156,7 @@ class MemoryStore(Store):
             ok = current == versions
             if ok.all():  # the usual case: no conflict, so no masked copies
                 self._write(np.array([self._row_for(i) for i in ids], np.int64), rows, steps, outputs)
-                return ok
+                return np.asarray(ok, dtype=bool)
             targets = np.array([self._row_for(i) for i, good in zip(ids, ok, strict=True) if good], np.int64)
             if targets.size:
                 self._write(targets, rows[ok], steps[ok], outputs[ok])
