@@ -95,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_bench.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     serve_bench.add_argument("--models", nargs="+", default=["identity", "seed", "large"])
     serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket"])
-    serve_bench.add_argument("--rate", type=float, default=10.0,
-                             help="steps/s per stream in the open-loop latency run (default %(default)s; 0 skips it)")
+    serve_bench.add_argument("--rates", type=float, nargs="*", default=[1.0, 10.0],
+                             help="steps/s per stream of the open-loop latency runs (default: 1 10; none: skip)")
     seed = benches.add_parser("seed", help="the seed blog's experiment, every approach timed")
     seed.add_argument("--length", type=int, default=200, help="steps (default %(default)s)")
     seed.add_argument("--window", type=int, default=20, help="context of the windowed approach")
@@ -174,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.bench == "serve":
             from rnnstream.bench import serve as bench_serve
 
-            print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols), args.rate))
+            print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols),
+                                  tuple(args.rates)))
             return 0
         if args.bench == "generate":
             from rnnstream.bench import generate as bench_generate

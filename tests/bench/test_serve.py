@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from rnnstream.bench.serve import LoadResult, report
+from rnnstream.bench.serve import LoadResult, report, run
 from tests.server.conftest import ServerProcess
 
 
@@ -38,4 +38,11 @@ def test_report_shows_the_goal_ratios() -> None:
 
 def test_report_shows_open_loop_latency() -> None:
     text = report([LoadResult("seed", "websocket", "on", 10_000.0, 3.0, 12.5, rate=10.0)])
-    assert "10/s each" in text and "websocket: seed, open loop at 10,000 steps/s: p99 12.5 ms" in text
+    assert "10/s each" in text
+    assert "websocket: seed, open loop, 10 steps/s per stream (10,000 in all): p99 12.5 ms" in text
+
+
+def test_an_open_loop_beyond_the_closed_loop_capacity_is_not_run() -> None:
+    text = run(streams=10, seconds=0.5, models=("identity",), protocols=("websocket",), rates=(2.0, 1e9))
+    assert "identity  websocket  on        2/s each" in text
+    assert "open loop at 1e+09 steps/s per stream not run: 10,000,000,000 steps/s offered" in text
