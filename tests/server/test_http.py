@@ -56,6 +56,11 @@ def test_server_and_model_endpoints(server: ServerProcess) -> None:
         assert client.get("/v2/models/nope").status_code == 404
         assert client.get("/v2/models/seed/versions/2").status_code == 404
         assert client.post("/v2/models/nope/infer", json=body(np.zeros(4), 1)).status_code == 404
+        versioned = client.post("/v2/models/seed/versions/1/infer", json=body(np.zeros(4), sid(), sequence_start=True))
+        assert versioned.status_code == 200 and versioned.json()["outputs"][0]["shape"] == [1, 1]
+        assert client.post("/v2/models/seed/versions/2/infer", json=body(np.zeros(4), sid())).status_code == 404
+        wrong_method = client.get(INFER)
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
 
 
 def test_sequence_start_steps_and_end(server: ServerProcess) -> None:

@@ -32,7 +32,7 @@ from rnnstream.model import StreamModel
 from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError
 from rnnstream.server.config import ServerConfig, load_models, sidecars
 from rnnstream.server.metrics import Metrics
-from rnnstream.server.oip import HEADER_LENGTH, ProtocolError, encode_infer, model_metadata, parse_infer
+from rnnstream.server.oip import ProtocolError, model_metadata
 from rnnstream.streams import Streams
 
 CONFIG_ENV = "RNNSTREAM_SERVE_CONFIG"
@@ -77,8 +77,13 @@ class ServerState:
         return served
 
 
+class BodyTooLargeError(RnnstreamError):
+    """The request body is larger than the server takes."""
+
+
 STATUS: list[tuple[type[Exception], int]] = [
     (ProtocolError, 400),
+    (BodyTooLargeError, 413),
     (InputError, 400),
     (StreamNotFoundError, 400),
     (StepOrderError, 409),
@@ -117,20 +122,27 @@ def _state(request: Request) -> ServerState:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) one larger than ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(f"the request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    return await receive_body(dict(request.scope["headers"]), request.receive, limit)
+
+
+async def receive_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
+    """The body of a plain ASGI request, refused (413) when larger than ``limit`` bytes, before it is
+    read when its content-length says so."""
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"the request body is {declared.decode()} bytes; the limit is {limit}")
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ProtocolError("the client left before it sent the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError(f"the request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)
-
-
-class BodyTooLargeError(RnnstreamError):
-    """The request body is larger than the server takes."""
 
 
 # -- routes ------------------------------------------------------------------------------------------
@@ -177,31 +189,6 @@ async def model_ready(request: Request) -> Response:
                         status_code=200 if state.ready else 503)
 
 
-async def infer(request: Request) -> Response:
-    state = _state(request)
-    name = request.path_params["name"]
-    try:
-        served = state.find(name, request.path_params.get("version"))
-    except LookupError as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
-    try:
-        body = await read_body(request, state.config.max_body_bytes)
-        decoded = parse_infer(served.model, body, request.headers.get(HEADER_LENGTH))
-        result = await served.batcher.submit(decoded.step)
-        content, headers = encode_infer(name, decoded, served.outputs_by_name(result))
-    except BodyTooLargeError as error:
-        state.metrics.requests.inc(model=name, protocol="http", code="413")
-        return JSONResponse({"error": str(error)}, status_code=413)
-    except RnnstreamError as error:
-        code = status_for(error)
-        state.metrics.requests.inc(model=name, protocol="http", code=str(code))
-        state.metrics.errors.inc(model=name, error=type(error).__name__)
-        return error_response(error)
-    state.metrics.requests.inc(model=name, protocol="http", code="200")
-    media = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
-    return Response(content, media_type=media, headers=headers)
-
-
 async def metrics(request: Request) -> Response:
     return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -241,6 +228,7 @@ class BearerAuth:
 def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel] | None = None) -> Starlette:
     """The ASGI app serving ``models`` (default: the ones ``config`` names) under ``config``."""
     from rnnstream.server import forecast, generate
+    from rnnstream.server.infer import InferEndpoint
     from rnnstream.server.live import LivePage
     from rnnstream.server.ws import stream_socket
 
@@ -270,7 +258,6 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
         model_routes += [
             Route(prefix, model_info),
             Route(prefix + "/ready", model_ready),
-            Route(prefix + "/infer", infer, methods=["POST"]),
         ]
     app = Starlette(
         routes=[
@@ -291,6 +278,7 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
     app.state.server = state
     app.state.tokens = tokens
     app.state.sidecars = notes
+    app.add_middleware(InferEndpoint, state=state)  # inside BearerAuth: the last added runs first
     app.add_middleware(BearerAuth, token=config.token)
     return app
 

@@ -10,6 +10,7 @@ for exactly-once retries.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +89,7 @@ def _tensor(entry: Any, binary: bytes, offset: int) -> tuple[str, Array, int]:
     if datatype not in DATATYPES:
         raise ProtocolError(f"input {name!r}: datatype {datatype!r} is not supported; use one of {sorted(DATATYPES)}")
     dtype = DATATYPES[datatype]
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     size = (entry.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(binary):

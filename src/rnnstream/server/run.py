@@ -82,9 +82,10 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     examples += [example_generation(url, name) for name, notes in sidecars(config.models).items()
                  if name in models and "tokens" in notes][:1]
     print("Try:\n  " + "\n  ".join(examples), flush=True)
-    # Float tensors barely compress: per-message deflate would only cost CPU.
+    # Float tensors barely compress: per-message deflate would only cost CPU. No access log and no
+    # proxy-header rewriting either: per-request work whose result nothing here reads.
     options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30,
-               "ws_per_message_deflate": False}
+               "ws_per_message_deflate": False, "access_log": False, "proxy_headers": False}
     if workers > 1:
         from rnnstream.server.app import CONFIG_ENV
 
