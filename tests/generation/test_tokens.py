@@ -11,7 +11,7 @@ import rnnstream
 from rnnstream import Generation, InputError, Sampling, State, StreamLimitError, StreamModel, Streams
 from rnnstream.generation.engines import TokenModel
 from rnnstream.generation.sampling import sample
-from tests.generate_models import token_model
+from tests.generation.models import token_model
 
 PROMPTS = {"a": [1, 2, 3], "b": [4], "c": [5, 6, 7, 8, 9, 1], "d": [2, 2]}
 RULES = {"a": Sampling(0.0), "b": Sampling(1.0), "c": Sampling(0.7, top_k=4), "d": Sampling(1.2, top_p=0.8)}

@@ -7,7 +7,7 @@ import pytest
 
 import rnnstream
 from rnnstream import InputError, State, StreamModel, StreamNotFoundError, Streams
-from tests.generate_models import forecaster
+from tests.generation.models import forecaster
 
 FEEDBACK = {0: 1, 2: 0}  # input column 0 ← output 1, input column 2 ← output 0; column 1 is exogenous
 
