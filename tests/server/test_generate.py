@@ -201,7 +201,7 @@ def test_bad_requests_get_400_naming_the_field(demo_server: ServerProcess, path:
             assert response.status_code == 400, (body, response.text)
             assert field in response.json()["error"], (body, response.json())
         not_json = client.post(path, content=b"{nope")
-        assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
+        assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
     assert active_generations(demo_server.url) == 0
 
 

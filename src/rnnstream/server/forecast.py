@@ -18,7 +18,6 @@ Reply: ``{"model_name", "sequence_id", "horizon", "point": [H][O], "quantiles": 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +29,7 @@ from starlette.routing import Route
 from rnnstream.errors import RnnstreamError
 from rnnstream.generation.forecast import Forecast, forecast_stream
 from rnnstream.server.app import BodyTooLargeError, ServedModel, ServerState, error_response, read_body
-from rnnstream.server.oip import ProtocolError
+from rnnstream.server.oip import ProtocolError, json_object
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 MAX_STEPS = 1_000_000
@@ -46,12 +45,7 @@ def parse_forecast(body: bytes, default_feedback: Any) -> tuple[str, int, dict[s
     >>> stream_id, horizon, options["paths"], quantiles
     ('7', 3, None, (0.05, 0.25, 0.5, 0.75, 0.95))
     """
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ProtocolError(f"the request body is not JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ProtocolError(f"the request body is a JSON object, got {type(data).__name__}")
+    data = json_object(body)
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise ProtocolError(f"unknown fields {unknown}; a forecast request takes {sorted(FIELDS)}")

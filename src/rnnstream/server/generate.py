@@ -41,7 +41,7 @@ from rnnstream.generation.vocab import Vocabulary
 from rnnstream.model import StreamModel
 from rnnstream.server.app import BodyTooLargeError, ServerState, error_body, read_body, status_for
 from rnnstream.server.metrics import Metrics
-from rnnstream.server.oip import ProtocolError
+from rnnstream.server.oip import ProtocolError, json_object
 from rnnstream.server.sse import EventStream, unless_disconnected
 
 DEFAULT_MAX_TOKENS = 200
@@ -128,12 +128,7 @@ class TokenService:
 
     def parse(self, body: bytes) -> GenerateRequest:
         """Check a request body; a bad field raises ProtocolError naming it."""
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ProtocolError(f"the request body is not JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise ProtocolError(f"the request body is a JSON object, got {type(data).__name__}")
+        data = json_object(body)
         unknown = sorted(set(data) - {"id", "text_input", "input_ids", "parameters"})
         if unknown:
             raise ProtocolError(f"unknown fields {unknown}; a request has text_input or input_ids, parameters, id")

@@ -66,13 +66,22 @@ def _json_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
         if not 0 <= size <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} is {size}, but the body has {len(body)} bytes")
         header_bytes, binary = body[:size], body[size:]
+    return json_object(header_bytes), binary
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object; anything else is a ProtocolError saying what it is.
+
+    >>> json_object(b'{"a": 1}')
+    {'a': 1}
+    """
     try:
-        header = json.loads(header_bytes)
+        data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise ProtocolError("the request body must be a JSON object")
-    return header, binary
+    if not isinstance(data, dict):
+        raise ProtocolError(f"the request body must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _tensor(entry: Any, binary: bytes, offset: int) -> tuple[str, Array, int]:
