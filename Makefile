@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo test lint bench redis-server browser clean
+.PHONY: run demo demo-models test lint bench redis-server browser clean
 
 run: $(RUN_STAMP)
 	$(PY) -m rnnstream serve
@@ -31,6 +31,10 @@ bench: $(BENCH_STAMP)
 	$(PY) -m rnnstream bench context
 	$(PY) -m rnnstream bench streams
 	$(PY) -m rnnstream bench generate
+
+# Retrain the bundled text model and CO2 forecaster (Keras, fixed seeds; ~15 minutes on 2 cores).
+demo-models: $(TEST_STAMP)
+	$(PY) scripts/train_demo_models.py all
 
 $(BENCH_STAMP): $(TEST_STAMP)
 	$(PY) -m pip install --quiet -e ".[test,bench]"
