@@ -285,4 +285,7 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
 
 def app_from_env() -> Starlette:
     """The app of a worker process started by ``rnnstream serve --workers N`` (config in the environment)."""
+    from rnnstream.server.run import tune_process
+
+    tune_process()  # each worker is a process of its own: its allocator and OpenMP need the same settings
     return create_app(ServerConfig.from_json(os.environ[CONFIG_ENV]))

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from rnnstream.errors import RnnstreamError
 from rnnstream.generation.forecast import Forecast, forecast_stream
-from rnnstream.server.app import BodyTooLargeError, ServedModel, ServerState, error_response, read_body
+from rnnstream.server.app import ServedModel, ServerState, error_response, read_body
 from rnnstream.server.oip import ProtocolError, json_object
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -125,8 +125,6 @@ async def forecast(request: Request) -> Response:
         body = await read_body(request, state.config.max_body_bytes)
         stream_id, horizon, options, quantiles = parse_forecast(body, sidecars.get(served.name, {}).get("feedback"))
         result = await asyncio.to_thread(forecast_stream, served.streams, stream_id, horizon, **options)
-    except BodyTooLargeError as error:
-        return JSONResponse({"error": str(error)}, status_code=413)
     except RnnstreamError as error:
         state.metrics.errors.inc(model=served.name, error=type(error).__name__)
         return error_response(error)

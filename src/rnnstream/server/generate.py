@@ -39,7 +39,7 @@ from rnnstream.generation.engines import TokenModel
 from rnnstream.generation.tokens import Generation, TokenEvent
 from rnnstream.generation.vocab import Vocabulary
 from rnnstream.model import StreamModel
-from rnnstream.server.app import BodyTooLargeError, ServerState, error_body, read_body, status_for
+from rnnstream.server.app import ServerState, error_body, read_body, status_for
 from rnnstream.server.metrics import Metrics
 from rnnstream.server.oip import ProtocolError, json_object
 from rnnstream.server.sse import EventStream, unless_disconnected
@@ -306,7 +306,8 @@ def _services(request: Request) -> TokenServices:
     return services
 
 
-async def _parse(request: Request) -> tuple[TokenService, GenerateRequest] | Response:
+async def _parse(request: Request) -> tuple[TokenServices, TokenService, GenerateRequest] | Response:
+    """The services, the model's service and the checked request; or the error response to send."""
     services = _services(request)
     try:
         service = services.find(request)
@@ -314,10 +315,8 @@ async def _parse(request: Request) -> tuple[TokenService, GenerateRequest] | Res
         return JSONResponse({"error": str(error)}, status_code=404)
     try:
         body = await read_body(request, services.state.config.max_body_bytes)
-        return service, service.parse(body)
-    except BodyTooLargeError as error:
-        return JSONResponse({"error": str(error)}, status_code=413)
-    except RnnstreamError as error:
+        return services, service, service.parse(body)
+    except RnnstreamError as error:  # a body too large is a 413 by status_for, like the rest
         return _failure(services, service.name, error)
 
 
@@ -333,8 +332,7 @@ async def generate(request: Request) -> Response:
     parsed = await _parse(request)
     if isinstance(parsed, Response):
         return parsed
-    service, generate_request = parsed
-    services = _services(request)
+    services, service, generate_request = parsed
 
     async def collect() -> dict[str, Any]:
         ids: list[int] = []
@@ -365,8 +363,7 @@ async def generate_stream(request: Request) -> Response:
     parsed = await _parse(request)
     if isinstance(parsed, Response):
         return parsed
-    service, generate_request = parsed
-    services = _services(request)
+    services, service, generate_request = parsed
     if services.running >= services.limit:  # refuse with a status while one can still be sent
         return _failure(services, service.name, GenerationLimitError(
             f"the server is generating {services.running} streams, its limit (--max-generations "

@@ -15,7 +15,6 @@ from typing import Any
 from rnnstream.errors import RnnstreamError
 from rnnstream.server.app import (
     ASGIApp,
-    BodyTooLargeError,
     Receive,
     Scope,
     Send,
@@ -83,8 +82,7 @@ class InferEndpoint:
         except RnnstreamError as error:
             code = status_for(error)
             state.metrics.requests.inc(model=name, protocol="http", code=str(code))
-            if not isinstance(error, BodyTooLargeError):
-                state.metrics.errors.inc(model=name, error=type(error).__name__)
+            state.metrics.errors.inc(model=name, error=type(error).__name__)
             return _json(code, error_body(error))
         state.metrics.requests.inc(model=name, protocol="http", code="200")
         media = b"application/octet-stream" if HEADER_LENGTH in extra else b"application/json"

@@ -56,8 +56,9 @@ async def unless_disconnected(work: Awaitable[T], receive: Receive) -> T | None:
     cancel it and return None."""
 
     async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        message = await receive()
+        while message["type"] != "http.disconnect":  # a body that was not read yet: skip it
+            message = await receive()
 
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(disconnected())
