@@ -88,6 +88,15 @@ def test_kernel_sizes(kind: str, units: int, rng: np.random.Generator) -> None:
         assert_backends_agree(model, rng.normal(0, 2, (batch, 6, features)).astype(np.float32), batch)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "dense"])
+def test_long_rows_and_many_blocks(kind: str, rng: np.random.Generator) -> None:
+    """Batches from 6 rows on take the blocked path: 370 inputs span two k-blocks (the second partial),
+    101 rows three row blocks (the last a partial tile)."""
+    model = _single_layer_model(_layer(kind, 70, 300, rng, "tanh"), 300)
+    for batch in (6, 101):
+        assert_backends_agree(model, rng.normal(0, 1, (batch, 3, 300)).astype(np.float32), batch)
+
+
 @pytest.mark.parametrize("activation", ["linear", "tanh", "sigmoid", "relu", "softmax", "elu"])
 @pytest.mark.parametrize("kind", ["simple_rnn", "dense"])
 def test_activations(kind: str, activation: str, rng: np.random.Generator) -> None:
@@ -206,6 +215,8 @@ def test_narrower_instruction_sets_agree(isa: str) -> None:
         "        model = _single_layer_model(_layer(kind, units, 3, rng, 'tanh'), 3)\n"
         "        for batch in (1, 7, 37):\n"
         "            assert_backends_agree(model, rng.normal(0, 2, (batch, 3, 3)).astype(np.float32), batch)\n"
+        "    model = _single_layer_model(_layer(kind, 70, 300, rng, 'tanh'), 300)\n"
+        "    assert_backends_agree(model, rng.normal(0, 1, (101, 3, 300)).astype(np.float32), 101)\n"
         "print('ok')\n"
     )
     env = {**os.environ, "RNNSTREAM_KERNEL_ISA": isa}

@@ -24,17 +24,27 @@ typedef struct {
     const float *weights, *bias, *x, *h, *c;
     float *out, *out_c;
     Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
+    float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
 } Job;
+
+/* The blocked path (fused_kernel.h): BR x BV tiles, KC inputs per k-block, at most RB_MAX rows per block. */
+#define BR 6
+#define BV 2
+#define KC 256
+#define RB_MAX 48
+#define BLOCK_FLOATS 32768 /* 128 KB */
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512vl,fma")
 #define LANES 16
 #define MB 6
+#define BLOCKED 0 /* its 6 x 4-vector tiles ran near the cores' peak unblocked; blocking is untried there */
 #define NAME(x) x##_avx512
 #include "fused_kernel.h"
 #undef LANES
 #undef MB
+#undef BLOCKED
 #undef NAME
 #pragma GCC pop_options
 
@@ -42,29 +52,33 @@ typedef struct {
 #pragma GCC target("avx2,fma")
 #define LANES 8
 #define MB 2
+#define BLOCKED 1
 #define NAME(x) x##_avx2
 #include "fused_kernel.h"
 #undef LANES
 #undef MB
+#undef BLOCKED
 #undef NAME
 #pragma GCC pop_options
 #endif
 
 #define LANES 4
 #define MB 2
+#define BLOCKED 1
 #define NAME(x) x##_portable
 #include "fused_kernel.h"
 #undef LANES
 #undef MB
+#undef BLOCKED
 #undef NAME
 
 typedef struct {
     const char *name;
-    int lanes;
+    int lanes, blocked;
     void (*run)(const Job *);
 } Isa;
 
-static Isa chosen = {"portable", 4, run_portable};
+static Isa chosen = {"portable", 4, 1, run_portable};
 
 /* The widest instruction set this CPU has; RNNSTREAM_KERNEL_ISA=avx2|portable asks for a narrower one
  * (the tests use it to check every compiled variant on one machine). */
@@ -76,13 +90,29 @@ static void choose_isa(void) {
     __builtin_cpu_init();
     if (allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512vl")) {
-        chosen = (Isa){"avx512", 16, run_avx512};
+        chosen = (Isa){"avx512", 16, 0, run_avx512};
     } else if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        chosen = (Isa){"avx2", 8, run_avx2};
+        chosen = (Isa){"avx2", 8, 1, run_avx2};
     }
 #else
     (void)allow_avx2;
 #endif
+}
+
+/* The blocked path's packed rows: one buffer per calling thread, grown as needed and kept, so a
+ * step allocates nothing once the largest batch has been seen. */
+static _Thread_local float *scratch;
+static _Thread_local size_t scratch_floats;
+
+static float *scratch_for(size_t floats) {
+    if (floats > scratch_floats) {
+        free(scratch);
+        scratch_floats = 0;
+        scratch = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+        if (scratch == NULL) return NULL;
+        scratch_floats = floats;
+    }
+    return scratch;
 }
 
 /* ---- plans: one fused node, its packed weights and where it reads and writes -------------------- */
@@ -247,6 +277,11 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     job.weights = (const float *)PyArray_DATA(plan->weights);
     job.bias = (const float *)PyArray_DATA(plan->bias);
     job.threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
+    const int K = plan->k_x + plan->k_h;
+    if (chosen.blocked && batch >= BR && K > 0) {
+        job.packed = scratch_for((size_t)(batch + BR - 1) / BR * BR * K);
+        if (job.packed == NULL) return PyErr_NoMemory();
+    }
     if (batch * plan->row_flops >= RELEASE_GIL_MIN_FLOPS) {
         Py_BEGIN_ALLOW_THREADS chosen.run(&job);
         Py_END_ALLOW_THREADS
