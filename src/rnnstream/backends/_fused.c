@@ -122,7 +122,8 @@ typedef struct {
     Py_ssize_t start; /* recurrent: its state columns start here (h, then c for an LSTM) */
     Py_ssize_t x_col; /* >= 0: x is new_state[:, x_col : x_col + k_x]; -1: x is passed */
     long row_flops;   /* FLOPs per batch row, to decide whether a second thread pays */
-    PyArrayObject *weights, *bias;
+    float *weights, *bias; /* the plan's own copies, 64-byte aligned: a vector load never straddles two
+                            * cache lines (NumPy's 16-byte alignment made half of them do so, ~25% slower) */
 } Plan;
 
 #define PARALLEL_MIN_FLOPS 2000000L  /* ~20 µs of one core: below it, waiting for a second thread that the OS
@@ -132,9 +133,17 @@ typedef struct {
 static void plan_free(PyObject *capsule) {
     Plan *plan = (Plan *)PyCapsule_GetPointer(capsule, "rnnstream.fused.plan");
     if (plan == NULL) return;
-    Py_XDECREF(plan->weights);
-    Py_XDECREF(plan->bias);
+    free(plan->weights);
+    free(plan->bias);
     PyMem_Free(plan);
+}
+
+/* A 64-byte aligned copy of a contiguous float32 array, in whole lines (NULL when out of memory). */
+static float *aligned_copy(PyArrayObject *a) {
+    const size_t bytes = (size_t)PyArray_SIZE(a) * sizeof(float);
+    float *copy = aligned_alloc(64, bytes / 64 * 64 + 64);
+    if (copy != NULL) memcpy(copy, PyArray_DATA(a), bytes);
+    return copy;
 }
 
 static int is_floats(PyObject *obj, int ndim) {
@@ -177,14 +186,16 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     Plan *plan = PyMem_Malloc(sizeof *plan);
     if (plan == NULL) return PyErr_NoMemory();
     *plan = p;
-    Py_INCREF(weights);
-    Py_INCREF(bias);
-    plan->weights = (PyArrayObject *)weights;
-    plan->bias = (PyArrayObject *)bias;
-    PyObject *capsule = PyCapsule_New(plan, "rnnstream.fused.plan", plan_free);
+    plan->weights = aligned_copy((PyArrayObject *)weights);
+    plan->bias = aligned_copy((PyArrayObject *)bias);
+    PyObject *capsule = NULL;
+    if (plan->weights == NULL || plan->bias == NULL)
+        PyErr_NoMemory();
+    else
+        capsule = PyCapsule_New(plan, "rnnstream.fused.plan", plan_free);
     if (capsule == NULL) {
-        Py_DECREF(weights);
-        Py_DECREF(bias);
+        free(plan->weights);
+        free(plan->bias);
         PyMem_Free(plan);
     }
     return capsule;
@@ -274,8 +285,8 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     job.k_x = plan->k_x;
     job.k_h = plan->k_h;
     job.units = plan->units;
-    job.weights = (const float *)PyArray_DATA(plan->weights);
-    job.bias = (const float *)PyArray_DATA(plan->bias);
+    job.weights = plan->weights;
+    job.bias = plan->bias;
     job.threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
     const int K = plan->k_x + plan->k_h;
     if (chosen.blocked && batch >= BR && K > 0) {
