@@ -122,8 +122,9 @@ typedef struct {
     Py_ssize_t start; /* recurrent: its state columns start here (h, then c for an LSTM) */
     Py_ssize_t x_col; /* >= 0: x is new_state[:, x_col : x_col + k_x]; -1: x is passed */
     long row_flops;   /* FLOPs per batch row, to decide whether a second thread pays */
-    float *weights, *bias; /* the plan's own copies, 64-byte aligned: a vector load never straddles two
-                            * cache lines (NumPy's 16-byte alignment made half of them do so, ~25% slower) */
+    /* The plan's own copies, 64-byte aligned: a vector load never straddles two cache lines (NumPy's
+     * 16-byte alignment made half of them do so: ~20% of a large step). */
+    float *weights, *bias;
 } Plan;
 
 #define PARALLEL_MIN_FLOPS 2000000L  /* ~20 µs of one core: below it, waiting for a second thread that the OS

@@ -275,29 +275,28 @@ static int NAME(block_rows)(const Job *job) {
     return rows < BR ? BR : rows;
 }
 
-static void NAME(run_blocked)(const Job *job, float *packed) {
+/* Work item t, in block-major order: the threads share one block's rows while each reads different panels. */
+static void NAME(block_item_at)(const Job *job, long t, int rb) {
+    const int r0 = (int)(t / job->panels) * rb, p = (int)(t % job->panels);
+    NAME(block_item)(job, job->packed, p, r0, job->batch - r0 < rb ? job->batch - r0 : rb);
+}
+
+static void NAME(run_blocked)(const Job *job) {
     const int rb = NAME(block_rows)(job), blocks = (job->batch + rb - 1) / rb;
     const int tiles = (job->batch + BR - 1) / BR;
     const long items = (long)blocks * job->panels;
-    /* Block-major order: the threads share one block's rows while each reads different panels. */
     if (job->threads <= 1) {
-        NAME(pack_tiles)(job, packed, 0, tiles);
-        for (long t = 0; t < items; t++) {
-            const int r0 = (int)(t / job->panels) * rb, p = (int)(t % job->panels);
-            NAME(block_item)(job, packed, p, r0, job->batch - r0 < rb ? job->batch - r0 : rb);
-        }
+        NAME(pack_tiles)(job, job->packed, 0, tiles);
+        for (long t = 0; t < items; t++) NAME(block_item_at)(job, t, rb);
         return;
     }
     const long chunk = items / (16L * job->threads) > 1 ? items / (16L * job->threads) : 1;
 #pragma omp parallel num_threads(job->threads)
     {
 #pragma omp for schedule(static)
-        for (int t = 0; t < tiles; t++) NAME(pack_tiles)(job, packed, t, t + 1);
+        for (int t = 0; t < tiles; t++) NAME(pack_tiles)(job, job->packed, t, t + 1);
 #pragma omp for schedule(dynamic, chunk)
-        for (long t = 0; t < items; t++) {
-            const int r0 = (int)(t / job->panels) * rb, p = (int)(t % job->panels);
-            NAME(block_item)(job, packed, p, r0, job->batch - r0 < rb ? job->batch - r0 : rb);
-        }
+        for (long t = 0; t < items; t++) NAME(block_item_at)(job, t, rb);
     }
 }
 #endif
@@ -319,7 +318,7 @@ TILE_FIXED(6)
 static void NAME(run)(const Job *job) {
 #if BLOCKED
     if (job->packed != NULL) {
-        NAME(run_blocked)(job, job->packed);
+        NAME(run_blocked)(job);
         return;
     }
 #endif
