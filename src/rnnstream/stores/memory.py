@@ -152,11 +152,13 @@ class MemoryStore(Store):
         self, ids: Sequence[str], versions: IntArray, rows: FloatArray, steps: IntArray, outputs: FloatArray
     ) -> BoolArray:
         with self._lock:
-            current = np.array([self._versions[self._index[i]] if i in self._index else 0 for i in ids], np.int64)
+            found = [self._index.get(i, -1) for i in ids]
+            held = np.array(found, np.int64)
+            if min(found, default=0) >= 0 and (self._versions[held] == versions).all():
+                self._write(held, rows, steps, outputs)  # the usual case: known streams, no conflict
+                return np.ones(len(found), bool)
+            current = np.array([self._versions[row] if row >= 0 else 0 for row in found], np.int64)
             ok = current == versions
-            if ok.all():  # the usual case: no conflict, so no masked copies
-                self._write(np.array([self._row_for(i) for i in ids], np.int64), rows, steps, outputs)
-                return np.asarray(ok, dtype=bool)
             targets = np.array([self._row_for(i) for i, good in zip(ids, ok, strict=True) if good], np.int64)
             if targets.size:
                 self._write(targets, rows[ok], steps[ok], outputs[ok])
