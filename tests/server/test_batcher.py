@@ -106,8 +106,9 @@ def test_the_next_batch_waits_behind_the_running_one_and_steps_in_order() -> Non
     xs = inputs(1, 3, n=2)
     streams = SlowStreams(MODEL, seconds=0.2)
 
+    batcher = Batcher(streams, name="small", max_batch=8, max_delay=0.0)
+
     async def drive() -> tuple[list[object], int]:
-        batcher = Batcher(streams, name="small", max_batch=8, max_delay=0.0)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(StepRequest("a", xs[0, 0])))
         await asyncio.sleep(0.05)  # batch 1 (a) is in the engine
@@ -129,3 +130,8 @@ def test_the_next_batch_waits_behind_the_running_one_and_steps_in_order() -> Non
     a_steps = [results[0], results[1], results[3]]
     for t, result in enumerate(a_steps):
         np.testing.assert_allclose(result[0], ys[0][0, t], rtol=1e-6, atol=1e-6)
+    # The queue delay runs until a request's engine call starts, waiting behind a running batch included:
+    # ~0 for a@0, ~0.15 s for a@1 and b@1 (behind batch 1), ~0.35 s for a@2 and b@2 (behind batch 2).
+    (total,) = [float(line.split()[-1]) for line in batcher.metrics.render().splitlines()
+                if line.startswith('rnnstream_queue_delay_seconds_sum{model="small"}')]
+    assert 0.8 < total < 2.0

@@ -140,20 +140,19 @@ class Batcher:
 
     def _dispatch(self, batch: list[_Waiting]) -> None:
         """Hand ``batch`` to the worker thread; its requests are settled when it is done."""
-        now = time.perf_counter()
-        self.metrics.queue_delay.observe_many([now - w.arrived for w in batch], model=self.name)
         job = asyncio.get_running_loop().run_in_executor(self._executor, self._step, [w.request for w in batch])
         settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._running.add(settled)
 
-        def settle(job: asyncio.Future[tuple[list[Result], float]]) -> None:
+        def settle(job: asyncio.Future[tuple[list[Result], float, float]]) -> None:
             self._slots.release()
             self._running.discard(settled)
             settled.set_result(None)
             error = job.exception()
             results: list[Result]
             if error is None:
-                results, seconds = job.result()
+                results, started, seconds = job.result()
+                self.metrics.queue_delay.observe_many([started - w.arrived for w in batch], model=self.name)
                 self.metrics.step_latency.observe(seconds, model=self.name)
             else:  # the store or the engine failed for the whole batch
                 failure = error if isinstance(error, Exception) else RuntimeError(repr(error))
@@ -164,11 +163,11 @@ class Batcher:
 
         job.add_done_callback(settle)
 
-    def _step(self, requests: list[StepRequest]) -> tuple[list[Result], float]:
-        """On the worker thread: one engine call, and how long it took."""
+    def _step(self, requests: list[StepRequest]) -> tuple[list[Result], float, float]:
+        """On the worker thread: one engine call, when it started and how long it took."""
         started = time.perf_counter()
         results = self.streams.step_each(requests)
-        return results, time.perf_counter() - started
+        return results, started, time.perf_counter() - started
 
     async def _gather_more(self) -> None:
         """Wait until ``max_batch`` requests wait or ``max_delay`` has passed since the oldest arrived."""

@@ -164,8 +164,8 @@ class Metrics:
         self.requests = Counter("rnnstream_requests_total", "Step requests answered, by model, protocol and code.")
         self.errors = Counter("rnnstream_errors_total", "Step requests that failed, by model and error.")
         self.batch_size = Histogram("rnnstream_batch_size", "Streams per engine call.", _SIZES, LIVE_SECONDS)
-        self.queue_delay = Histogram("rnnstream_queue_delay_seconds", "Time a request waited for its batch.", _SECONDS,
-                                     LIVE_SECONDS)
+        self.queue_delay = Histogram("rnnstream_queue_delay_seconds", "Time a request waited for its engine call.",
+                                     _SECONDS, LIVE_SECONDS)
         self.step_latency = Histogram("rnnstream_step_seconds", "Duration of one batched engine call.", _SECONDS,
                                       LIVE_SECONDS)
         self.active_streams: dict[str, Callable[[], int]] = {}
