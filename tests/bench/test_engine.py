@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +47,27 @@ def test_the_device_batch_row_agrees() -> None:
                                    device="cpu")  # fmt: skip
     assert not missing and list(rows[0].seconds) == ["rnnstream-numpy", "rnnstream-device-cpu"]
     assert all(max(row.max_difference.values()) <= 1e-5 for row in rows)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signals")
+def test_other_engines_are_paused_while_one_is_timed() -> None:
+    """The other engines' processes are stopped during a timing round and continue after it."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        with engine._paused(iter([sleeper])):
+            assert _settles_at(sleeper.pid, "T")  # stopped
+        assert _settles_at(sleeper.pid, "S")  # sleeping again, not stopped
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def _settles_at(pid: int, state: str, seconds: float = 5.0) -> bool:
+    """True once the process's state (``/proc/PID/stat``) is ``state``; signals arrive asynchronously."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == state:
+            return True
+        time.sleep(0.01)
+    return False
