@@ -1,7 +1,7 @@
 """Builds the fused step kernel (rnnstream.backends._fused); everything else is in pyproject.toml.
 
 The extension is optional: without a C compiler the install still succeeds and rnnstream uses its
-NumPy backend. OpenMP is used when the compiler has it (gcc does).
+NumPy backend. Its helper threads are POSIX threads (work_pool.h); elsewhere it runs on one thread.
 """
 
 import numpy
@@ -10,10 +10,10 @@ from setuptools import Extension, setup
 kernel = Extension(
     "rnnstream.backends._fused",
     sources=["src/rnnstream/backends/_fused.c"],
-    depends=["src/rnnstream/backends/fused_kernel.h"],
+    depends=["src/rnnstream/backends/fused_kernel.h", "src/rnnstream/backends/work_pool.h"],
     include_dirs=[numpy.get_include()],
-    extra_compile_args=["-O3", "-fopenmp", "-Wall"],
-    extra_link_args=["-fopenmp"],
+    extra_compile_args=["-O3", "-Wall", "-pthread"],
+    extra_link_args=["-pthread"],
     optional=True,
 )
 

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,51 @@ def test_activations(kind: str, activation: str, rng: np.random.Generator) -> No
 def test_thread_counts_agree(threads: int, rng: np.random.Generator) -> None:
     model = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100)
     assert_backends_agree(model, rng.normal(0, 1, (64, 4, 100)).astype(np.float32), 64, threads=threads)
+
+
+def test_threads_stepping_at_once_each_get_their_own_results(rng: np.random.Generator) -> None:
+    """Callers on several threads share the kernel's helper threads (one at a time; the others run alone)."""
+    model = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100)
+    model.set_backend("fused", threads=2)
+    oracle = _single_layer_model(model.graph.nodes[0].layer, 100)
+    oracle.set_backend("numpy")
+    xs = [rng.normal(0, 1, (64, 100)).astype(np.float32) for _ in range(4)]
+    expected = [oracle.step(x, oracle.initial_state(64))[0] for x in xs]
+    failures: list[str] = []
+
+    def caller(k: int) -> None:
+        for _ in range(50):
+            y, _ = model.step(xs[k], model.initial_state(64))
+            if not np.allclose(y, expected[k], **TOLERANCE):
+                failures.append(f"caller {k}: largest difference {np.max(np.abs(y - expected[k])):.2e}")
+                return
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_steps_on_its_own_helpers(rng: np.random.Generator) -> None:
+    model = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100)
+    model.set_backend("fused", threads=2)
+    x = rng.normal(0, 1, (64, 100)).astype(np.float32)
+    y, _ = model.step(x, model.initial_state(64))  # the parent's helper threads are running now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no helper threads until it starts its own
+        try:
+            os.write(write, np.asarray(model.step(x, model.initial_state(64))[0], np.float32).tobytes())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        y_child = np.frombuffer(pipe.read(), np.float32).reshape(y.shape)
+    os.waitpid(pid, 0)
+    np.testing.assert_array_equal(y_child, y)
 
 
 def test_extreme_inputs_saturate_like_the_oracle(rng: np.random.Generator) -> None:

@@ -3,7 +3,7 @@
  *
  * Python makes one plan per node (make_plan: packed weights, sizes, state columns) and calls
  * step(plan, ...) once per node per engine step; the GIL is released while it computes and the work
- * is shared by OpenMP threads. Weights are packed in Python (packing.py), which knows the layout this
+ * is shared with helper threads (work_pool.h). Weights are packed in Python (packing.py), which knows the layout this
  * file expects: panels of 4 vectors of LANES columns, rows [x features, h features].
  */
 #define PY_SSIZE_T_CLEAN
@@ -12,8 +12,9 @@
 #include <string.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
-#ifdef _OPENMP
-#include <omp.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#include <unistd.h>
 #endif
 
 enum { EPI_ACT = 0, EPI_LSTM = 1, EPI_GRU = 2 };
@@ -26,6 +27,8 @@ typedef struct {
     Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
     float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
 } Job;
+
+#include "work_pool.h"
 
 /* The blocked path (fused_kernel.h): BR x BV tiles, KC inputs per k-block, at most RB_MAX rows per block. */
 #define BR 6
@@ -312,8 +315,13 @@ static PyObject *isa(PyObject *self, PyObject *unused) {
 static PyObject *cpu_count(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
-#ifdef _OPENMP
-    return PyLong_FromLong(omp_get_num_procs());
+#if defined(__linux__)
+    cpu_set_t usable;
+    if (sched_getaffinity(0, sizeof usable, &usable) == 0) return PyLong_FromLong(CPU_COUNT(&usable));
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return PyLong_FromLong(online > 0 ? online : 1);
 #else
     return PyLong_FromLong(1);
 #endif
@@ -323,7 +331,7 @@ static PyMethodDef methods[] = {
     {"make_plan", make_plan, METH_VARARGS, make_plan_doc},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
     {"isa", isa, METH_NOARGS, "(name, lanes) of the instruction set this CPU runs the kernel with."},
-    {"cpu_count", cpu_count, METH_NOARGS, "Processors OpenMP may use (1 without OpenMP)."},
+    {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -334,5 +342,6 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__fused(void) {
     import_array();
     choose_isa();
+    pool_init();
     return PyModule_Create(&module);
 }

@@ -5,7 +5,7 @@ Each supported node is one pass of the kernel in ``_fused.c``: the matrix produc
 accumulators while they are still in registers (small batches) or in an L1-sized buffer (batches of
 6 rows and more, whose rows the kernel copies into cache-sized tiles first, in a buffer each calling
 thread keeps for its next step), written straight into the new state row. No per-gate temporaries,
-the GIL released, the work split over OpenMP threads.
+the GIL released, the work shared with helper threads (``work_pool.h``).
 Other layers (and activations the kernel does not know) run their NumPy step, as in the oracle.
 
 >>> import numpy as np, rnnstream

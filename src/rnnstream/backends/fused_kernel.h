@@ -281,23 +281,23 @@ static void NAME(block_item_at)(const Job *job, long t, int rb) {
     NAME(block_item)(job, job->packed, p, r0, job->batch - r0 < rb ? job->batch - r0 : rb);
 }
 
+static void NAME(pack_range)(const Job *job, long lo, long hi, const void *ctx) {
+    (void)ctx;
+    NAME(pack_tiles)(job, job->packed, (int)lo, (int)hi);
+}
+
+static void NAME(item_range)(const Job *job, long lo, long hi, const void *ctx) {
+    const int rb = *(const int *)ctx;
+    for (long t = lo; t < hi; t++) NAME(block_item_at)(job, t, rb);
+}
+
 static void NAME(run_blocked)(const Job *job) {
     const int rb = NAME(block_rows)(job), blocks = (job->batch + rb - 1) / rb;
-    const int tiles = (job->batch + BR - 1) / BR;
-    const long items = (long)blocks * job->panels;
-    if (job->threads <= 1) {
-        NAME(pack_tiles)(job, job->packed, 0, tiles);
-        for (long t = 0; t < items; t++) NAME(block_item_at)(job, t, rb);
-        return;
-    }
+    const long tiles = (job->batch + BR - 1) / BR, items = (long)blocks * job->panels;
+    const long share = 2L * job->threads;
+    parallel_range(job, tiles, (tiles + share - 1) / share, NAME(pack_range), NULL); /* every tile, then: */
     const long chunk = items / (16L * job->threads) > 1 ? items / (16L * job->threads) : 1;
-#pragma omp parallel num_threads(job->threads)
-    {
-#pragma omp for schedule(static)
-        for (int t = 0; t < tiles; t++) NAME(pack_tiles)(job, job->packed, t, t + 1);
-#pragma omp for schedule(dynamic, chunk)
-        for (long t = 0; t < items; t++) NAME(block_item_at)(job, t, rb);
-    }
+    parallel_range(job, items, chunk, NAME(item_range), &rb);
 }
 #endif
 
@@ -315,6 +315,26 @@ TILE_FIXED(6)
 #endif
 #undef TILE_FIXED
 
+static void (*const NAME(tile_fns)[])(const Job *, int, int) = {
+    NULL, NAME(tile_1), NAME(tile_2),
+#if MB > 2
+    NAME(tile_3),
+#endif
+#if MB > 3
+    NAME(tile_4), NAME(tile_5), NAME(tile_6),
+#endif
+};
+
+/* Tiles lo .. hi-1 in panel-major order: tile t is panel t / row_blocks, rows from (t % row_blocks)·MB. */
+static void NAME(tile_range)(const Job *job, long lo, long hi, const void *ctx) {
+    (void)ctx;
+    const int row_blocks = (job->batch + MB - 1) / MB;
+    for (long t = lo; t < hi; t++) {
+        const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
+        NAME(tile_fns)[job->batch - r0 < MB ? job->batch - r0 : MB](job, p, r0);
+    }
+}
+
 static void NAME(run)(const Job *job) {
 #if BLOCKED
     if (job->packed != NULL) {
@@ -322,33 +342,11 @@ static void NAME(run)(const Job *job) {
         return;
     }
 #endif
-    static void (*const tiles[])(const Job *, int, int) = {
-        NULL, NAME(tile_1), NAME(tile_2),
-#if MB > 2
-        NAME(tile_3),
-#endif
-#if MB > 3
-        NAME(tile_4), NAME(tile_5), NAME(tile_6),
-#endif
-    };
-    const int row_blocks = (job->batch + MB - 1) / MB;
-    const long tiles_total = (long)job->panels * row_blocks;
-    if (job->threads <= 1) { /* no OpenMP team at all: it costs a microsecond even with one thread */
-        for (long t = 0; t < tiles_total; t++) {
-            const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
-            tiles[job->batch - r0 < MB ? job->batch - r0 : MB](job, p, r0);
-        }
-        return;
-    }
-    /* Panel-major order in chunks of a sixteenth of a thread's share: each thread mostly keeps the
-     * same panels' weights in its cache, and when the OS preempts one thread (a shared 2-core machine)
-     * the others take over its remaining chunks instead of waiting for it. */
+    const long tiles_total = (long)job->panels * ((job->batch + MB - 1) / MB);
+    /* Chunks of a sixteenth of a thread's share: each thread mostly keeps the same panels' weights in
+     * its cache, and a helper the OS has not scheduled leaves its share to the others (work_pool.h). */
     const long chunk = tiles_total / (16L * job->threads) > 1 ? tiles_total / (16L * job->threads) : 1;
-#pragma omp parallel for schedule(dynamic, chunk) num_threads(job->threads)
-    for (long t = 0; t < tiles_total; t++) {
-        const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
-        tiles[job->batch - r0 < MB ? job->batch - r0 : MB](job, p, r0);
-    }
+    parallel_range(job, tiles_total, chunk, NAME(tile_range), NULL);
 }
 
 #undef VF

@@ -117,10 +117,10 @@ def _worker(
 def _paused(processes: Iterator[Any]) -> Iterator[None]:
     """Stop the other engines' processes while one engine is timed (POSIX; elsewhere a no-op).
 
-    They are idle, but not absent: measured on a 2-core machine, the mere presence of the PyTorch
-    engine's idle process made the median of rnnstream's two-thread steps up to 9× slower (seed model,
-    batch 256; with one thread it made no difference: the kernel meets its second thread at a barrier
-    per layer), while ONNX Runtime's steps were unaffected. Every engine is timed alone alike.
+    They are idle, but not absent: on a 2-core machine, the mere presence of the PyTorch engine's idle
+    process made the median of rnnstream's two-thread steps up to 9× slower (seed model, batch 256),
+    while ONNX Runtime's steps were unaffected; that was the kernel's OpenMP barrier (work_pool.h), gone
+    since, but every engine is timed alone alike.
     """
     stopped = [p.pid for p in processes] if hasattr(signal, "SIGSTOP") else []
     for pid in stopped:

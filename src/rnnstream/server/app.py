@@ -287,5 +287,5 @@ def app_from_env() -> Starlette:
     """The app of a worker process started by ``rnnstream serve --workers N`` (config in the environment)."""
     from rnnstream.server.run import tune_process
 
-    tune_process()  # each worker is a process of its own: its allocator and OpenMP need the same settings
+    tune_process()  # each worker is a process of its own: its allocator and thread pools need the same settings
     return create_app(ServerConfig.from_json(os.environ[CONFIG_ENV]))
