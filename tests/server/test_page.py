@@ -74,7 +74,9 @@ def test_text_streams_the_chart_follows_the_series_and_figures_are_live(browser:
     seen = page.evaluate("window.seenLengths")  # [[ms, characters on screen], ...] at every change
     assert seen[-1][1] == 1500  # every token is one character
     partial = [(ms, n) for ms, n in seen if 0 < n < 1500]
-    assert len({n for _, n in partial}) >= 5, seen  # seen part-way many times, not only empty and finished
+    # Seen part-way more than once, not only empty and finished. The browser draws at most once a frame:
+    # on a fast machine the 1,500 tokens take ~80 ms, so only a few partial lengths are ever drawn.
+    assert len({n for _, n in partial}) >= 2, seen
     assert seen[-1][0] - partial[0][0] > 20  # over time, as the events arrived
     assert page.text_content("#prompt-echo") == "JULIET.\n"
 
