@@ -17,6 +17,7 @@
 #define HAVE_WORK_POOL 1
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #else
@@ -92,11 +93,17 @@ static void parallel_range(const Job *job, long total, long chunk, RangeFn fn, c
         return;
     }
     pthread_mutex_lock(&pool.lock);
-    while (pool.started < helpers) { /* started on first need, then kept */
-        pthread_t thread;
-        if (pthread_create(&thread, NULL, pool_helper, (void *)(intptr_t)pool.started) != 0) break;
-        pthread_detach(thread);
-        pool.started++;
+    if (pool.started < helpers) { /* started on first need, then kept; signals stay with Python's threads */
+        sigset_t all, before;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &before);
+        while (pool.started < helpers) {
+            pthread_t thread;
+            if (pthread_create(&thread, NULL, pool_helper, (void *)(intptr_t)pool.started) != 0) break;
+            pthread_detach(thread);
+            pool.started++;
+        }
+        pthread_sigmask(SIG_SETMASK, &before, NULL);
     }
     const uint64_t generation = atomic_load(&pool.published) + 1;
     const Task task = {fn, job, ctx, total, chunk, helpers};
