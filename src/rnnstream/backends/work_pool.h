@@ -5,8 +5,9 @@
  * previous task), claim chunks from the same atomic counter. The caller waits only for chunks a helper
  * has already claimed, never for a helper that has not arrived: one the OS has not scheduled yet (a
  * 2-core machine running an event loop beside the engine) costs nothing, where an OpenMP team would
- * wait for it at the region's closing barrier. Measured on a 2-core Zen 5, that barrier made the
- * server's engine calls take 2.7 ms of wall time for 1.6 ms of work.
+ * wait for it at the region's closing barrier. Measured on a 2-core Zen 5 serving 1,000 WebSocket
+ * streams, an engine call took 2.9 ms of wall time while its calling thread computed for 0.8 ms; with
+ * this pool a whole batch (store, engine, write-back) fell from ~4.2 to ~3.2 ms.
  *
  * A claim is one 64-bit atomic: the task's generation (high 32 bits) and the next index (low 32 bits),
  * so a helper still holding an earlier task can never claim (or run) a chunk of a later one. One caller
