@@ -73,3 +73,13 @@ def test_a_batch_mixing_new_known_and_ending_streams() -> None:
     known, unknown = streams.step_each([StepRequest("old", xs[0, 2]), StepRequest("gone", xs[1, 1], must_exist=True)])
     assert not isinstance(known, Exception) and isinstance(unknown, rnnstream.StreamNotFoundError)
     assert streams.ids() == ["old"] and streams.steps_applied("old") == 3
+
+
+def test_an_ending_step_among_plain_steps_forgets_its_stream() -> None:
+    model = small_model()
+    xs = inputs(3, 2, n=3)
+    streams = rnnstream.Streams(model)
+    streams.step_each([StepRequest(f"s{k}", xs[k, 0]) for k in range(3)])
+    results = streams.step_each([StepRequest(f"s{k}", xs[k, 1], end=k == 1) for k in range(3)])
+    assert not any(isinstance(r, Exception) for r in results)
+    assert streams.ids() == ["s0", "s2"] and streams.steps_applied("s2") == 2

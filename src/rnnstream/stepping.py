@@ -174,15 +174,18 @@ def _attempt(
     check_limit: Callable[[int], None],
 ) -> list[int]:
     """One read-decide-compute-write round; returns the requests whose write met a conflict."""
-    records = store.load([requests[k].stream_id for k in pending])
+    ids = [requests[k].stream_id for k in pending]
+    records = store.load(ids)
     rows, steps, outputs = records.rows, records.steps, records.outputs  # ours to change (Store.load)
     exists = records.exists.tolist()  # Python values: indexing a list is ~10× faster than an array
-    plain = not any(requests[k].start or requests[k].step_number is not None for k in pending)
-    if plain and all(exists):  # the steady state: known streams, next steps, nothing to decide per stream
-        apply = list(range(len(pending)))  # positions in ``pending``
+    # The steady state: known streams taking their next steps, nothing to decide (or delete) per stream.
+    steady = all(exists) and not any([(r := requests[k]).start or r.end or r.step_number is not None
+                                      for k in pending])
+    if steady:
+        apply, new_streams = list(range(len(pending))), []  # positions in ``pending``
     else:
         apply = _decide(codec, requests, pending, rows, steps, outputs, exists, results, isolate)
-    new_streams = [j for j in apply if not exists[j]]
+        new_streams = [j for j in apply if not exists[j]]
     try:
         check_limit(len(new_streams))
     except StreamLimitError as error:
@@ -196,10 +199,15 @@ def _attempt(
     if not apply:
         return []
     flat = codec.flatten(ys)  # (n, O)
-    apply_ids = [requests[pending[j]].stream_id for j in apply]
-    written = store.commit(apply_ids, versions[apply], new_rows, steps[apply] + 1, flat).tolist()
-    conflicts = []
+    if len(apply) == len(pending):  # everyone steps: no gathers
+        written = store.commit(ids, versions, new_rows, steps + 1, flat).tolist()
+    else:
+        written = store.commit([ids[j] for j in apply], versions[apply], new_rows, steps[apply] + 1, flat).tolist()
     outputs_of = codec.unflatten_rows(flat)
+    if steady and len(apply) == len(pending) and all(written):
+        results.update(zip(pending, outputs_of, strict=True))
+        return []
+    conflicts = []
     for row, j in enumerate(apply):
         k = pending[j]
         if not written[row]:
@@ -279,8 +287,9 @@ def _compute(
     """The engine call for ``apply``; when isolating, a request whose values the engine refuses
     (a token id out of range, NaN) is found by stepping alone, and the rest are stepped without it."""
     everyone = len(apply) == len(rows)  # the steady state: every loaded row steps, no gather needed
+    in_order = len(apply) == len(batch[0])  # and every input row, in order: no gather either
     try:
-        return apply, *_engine(model, batch, [row_of[pending[j]] for j in apply],
+        return apply, *_engine(model, batch, None if in_order else [row_of[pending[j]] for j in apply],
                                rows if everyone else rows[apply], check_finite)
     except InputError:
         if not isolate:
@@ -298,10 +307,10 @@ def _compute(
 
 
 def _engine(
-    model: StreamModel, batch: list[Array], picked: list[int], rows: FloatArray, check_finite: bool
+    model: StreamModel, batch: list[Array], picked: list[int] | None, rows: FloatArray, check_finite: bool
 ) -> tuple[Outputs, FloatArray]:
-    # ``picked`` is increasing and distinct, so as many as the batch has rows means every row in order.
-    xs = [x if len(picked) == len(x) else x[picked] for x in batch]
+    # ``picked`` (None: all) is increasing and distinct, so as many as the batch has rows means all, in order.
+    xs = [x if picked is None or len(picked) == len(x) else x[picked] for x in batch]
     state = State.adopt(rows, model.fingerprint)  # rows are this call's own (loaded or gathered)
     ys, new_state = model.step(xs[0] if len(xs) == 1 else xs, state, check_finite=check_finite)
     return ys, new_state.rows
