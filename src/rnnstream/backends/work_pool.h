@@ -30,7 +30,11 @@ typedef void (*RangeFn)(const Job *job, long lo, long hi, const void *ctx);
 #if HAVE_WORK_POOL
 
 #define POOL_MAX_HELPERS 63
-#define POOL_SPIN 800 /* polls (~30 µs on a Zen 5) before an idle helper sleeps: a model's next layer comes sooner */
+/* Polls (~150 µs on a Zen 5) before an idle helper sleeps. It must outlast the wait for the next task,
+ * up to a chunk of the caller's plus the Python between two layers: a helper that slept is woken onto
+ * the caller's core and helps little. With 800 polls (~30 µs) the large model at batch 256 stepped at
+ * one thread's speed (6–7 ms instead of 3.8) whenever another process had used the other core. */
+#define POOL_SPIN 4000
 
 typedef struct {
     RangeFn fn;
