@@ -199,12 +199,13 @@ def _attempt(
     if not apply:
         return []
     flat = codec.flatten(ys)  # (n, O)
-    if len(apply) == len(pending):  # everyone steps: no gathers
+    everyone = len(apply) == len(pending)
+    if everyone:  # no gathers
         written = store.commit(ids, versions, new_rows, steps + 1, flat).tolist()
     else:
         written = store.commit([ids[j] for j in apply], versions[apply], new_rows, steps[apply] + 1, flat).tolist()
     outputs_of = codec.unflatten_rows(flat)
-    if steady and len(apply) == len(pending) and all(written):
+    if steady and everyone and all(written):
         results.update(zip(pending, outputs_of, strict=True))
         return []
     conflicts = []

@@ -93,7 +93,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._slots = asyncio.Semaphore(PIPELINE)
-        self._running: set[asyncio.Future[None]] = set()
+        self._running: set[asyncio.Future[tuple[list[Result], float, float]]] = set()  # handed to the worker
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
@@ -135,19 +135,17 @@ class Batcher:
                 self._slots.release()
                 continue
             self._dispatch(batch)
-        if self._running:
+        if self._running:  # each batch is settled before asyncio.wait sees it done (callbacks run in order)
             await asyncio.wait(self._running)
 
     def _dispatch(self, batch: list[_Waiting]) -> None:
         """Hand ``batch`` to the worker thread; its requests are settled when it is done."""
         job = asyncio.get_running_loop().run_in_executor(self._executor, self._step, [w.request for w in batch])
-        settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._running.add(settled)
+        self._running.add(job)
 
         def settle(job: asyncio.Future[tuple[list[Result], float, float]]) -> None:
             self._slots.release()
-            self._running.discard(settled)
-            settled.set_result(None)
+            self._running.discard(job)
             error = job.exception()
             results: list[Result]
             if error is None:
