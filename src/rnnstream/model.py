@@ -178,6 +178,33 @@ class StreamModel:
         ys, rows = self.backend.step(inputs, state.rows)
         return self._pack(ys, [*inputs, rows]), State.adopt(rows, self.fingerprint)
 
+    @property
+    def can_launch(self) -> bool:
+        """Whether :meth:`launch` can run this model's step in the background (the fused backend, with
+        every layer one its kernel steps)."""
+        return bool(getattr(self.backend, "can_launch", False))
+
+    def launch(self, x: Inputs, state: State, fd: int) -> PendingStep:
+        """Start ``step(x, state)`` on a background thread of the compiled kernel and return at once;
+        8 bytes are written to ``fd`` (a pipe or eventfd an event loop watches) when it is done. The
+        inputs are checked first: bad input raises InputError and starts nothing. Needs
+        :attr:`can_launch`.
+
+        >>> import os, numpy as np, rnnstream
+        >>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
+        >>> if m.can_launch:
+        ...     read, write = os.pipe()
+        ...     pending = m.launch(np.ones((2, 4), np.float32), m.initial_state(2), write)
+        ...     _ = os.read(read, 8)  # blocks until the step is done
+        ...     y, s = pending.result()
+        ...     assert np.allclose(y, m.step(np.ones((2, 4), np.float32), m.initial_state(2))[0])
+        """
+        if not self.can_launch:
+            raise InputError(f"model {self.name!r} cannot launch on backend {self.backend.name!r}; call step()")
+        self._check_state(state)
+        inputs = [a for a, _ in self._prepare(x, state.batch_size, False, time_axis=False)]
+        return PendingStep(self, inputs, self.backend.launch(inputs, state.rows, fd))  # type: ignore[attr-defined]
+
     def run(self, xs: Inputs, state: State, *, check_finite: bool = False) -> tuple[Outputs, State]:
         """Advance every stream through a whole sequence ``xs [B, T, *features]``: T calls of ``step``.
 
@@ -238,6 +265,24 @@ class StreamModel:
             lengths = {s.name: a.shape[1] for a, s in zip(prepared, specs, strict=True)}
             raise InputError(f"inputs have different sequence lengths: {lengths}")
         return list(zip(prepared, specs, strict=True))
+
+
+class PendingStep:
+    """A step started by :meth:`StreamModel.launch`: ``done()``, then ``result()`` (what ``step`` returns)."""
+
+    def __init__(self, model: StreamModel, inputs: list[Array], launched: Any) -> None:
+        self._model, self._inputs, self._launched = model, inputs, launched
+
+    def done(self) -> bool:
+        """True once the step has run."""
+        return bool(self._launched.done())
+
+    def result(self) -> tuple[Outputs, State]:
+        """The outputs and the new State; the step must be done."""
+        if not self.done():
+            raise RuntimeError("the step is still running: wait for its file descriptor, or for done()")
+        rows, model = self._launched.new_state, self._model
+        return model._pack(self._launched.outputs, [*self._inputs, rows]), State.adopt(rows, model.fingerprint)
 
 
 def _validate(value: Any, spec: InputSpec, batch: int, check_finite: bool, time_axis: bool) -> Array:

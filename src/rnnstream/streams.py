@@ -63,6 +63,11 @@ class Streams:
         )
         self._lock = threading.RLock()
 
+    @property
+    def codec(self) -> Codec:
+        """How this model's outputs are flattened into the store's rows."""
+        return self._codec
+
     def __repr__(self) -> str:
         return f"Streams({self.model.name!r}, store={self.store!r}, max_streams={self.max_streams})"
 

@@ -13,6 +13,7 @@ import pytest
 import rnnstream
 from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError, _Waiting, take_batch
 from rnnstream.stepping import StepRequest
+from rnnstream.stores.memory import MemoryStore
 from tests.stores.small import inputs, small_model
 
 MODEL = small_model()
@@ -103,8 +104,9 @@ class SlowStreams(rnnstream.Streams):
 
 
 def test_the_next_batch_waits_behind_the_running_one_and_steps_in_order() -> None:
+    """On the worker thread (a model the kernel cannot launch), batches queue behind each other."""
     xs = inputs(1, 3, n=2)
-    streams = SlowStreams(MODEL, seconds=0.2)
+    streams = SlowStreams(rnnstream.StreamModel(MODEL.graph, name="small", backend="numpy"), seconds=0.2)
 
     batcher = Batcher(streams, name="small", max_batch=8, max_delay=0.0)
 
@@ -135,3 +137,81 @@ def test_the_next_batch_waits_behind_the_running_one_and_steps_in_order() -> Non
     (total,) = [float(line.split()[-1]) for line in batcher.metrics.render().splitlines()
                 if line.startswith('rnnstream_queue_delay_seconds_sum{model="small"}')]
     assert 0.8 < total < 2.0
+
+
+class CountingStreams(rnnstream.Streams):
+    """Real streams that note the requests of each batch the worker thread steps."""
+
+    def __init__(self, model: rnnstream.StreamModel) -> None:
+        super().__init__(model)
+        self.worker_batches: list[list[str]] = []
+
+    def step_each(self, requests, *, check_finite=False):  # type: ignore[no-untyped-def]
+        self.worker_batches.append([f"{r.stream_id}{'+' if r.start else ''}" for r in requests])
+        return super().step_each(requests, check_finite=check_finite)
+
+
+@pytest.mark.skipif(not MODEL.can_launch, reason="the fused kernel is not built")
+def test_steady_batches_are_launched_and_a_running_streams_next_step_waits_for_it() -> None:
+    xs = inputs(2, 4, n=3)
+    streams = CountingStreams(MODEL)
+
+    async def drive() -> tuple[list[list[object]], Batcher]:
+        batcher = Batcher(streams, name="small", max_batch=64, max_delay=0.005)
+        batcher.start()
+        ids = ["a", "b", "c"]
+        # Each stream's steps are queued at once: step t + 1 of a stream may only be read after step t
+        # was written, so each batch takes one step of every stream.
+        calls = [[asyncio.ensure_future(batcher.submit(StepRequest(i, xs[k, t], start=t == 0))) for t in range(4)]
+                 for k, i in enumerate(ids)]
+        results = [await asyncio.gather(*per_stream) for per_stream in calls]
+        await batcher.close()
+        return results, batcher
+
+    results, batcher = asyncio.run(drive())
+    assert streams.worker_batches == [["a+", "b+", "c+"]]  # the starts; the 3 steady batches were launched
+    ys, _ = MODEL.run(xs, MODEL.initial_state(3))
+    for k in range(3):
+        for t in range(4):
+            for ours, theirs in zip(results[k][t], ys, strict=True):
+                np.testing.assert_allclose(ours, theirs[k, t], rtol=1e-6, atol=1e-6)
+    assert 'rnnstream_batch_size_count{model="small"} 4' in batcher.metrics.render()
+    assert streams.store.load(["a"]).steps.tolist() == [4]
+
+
+class RacingStore(MemoryStore):
+    """A memory store in which another writer resets stream ``a`` just before the first batch write
+    that includes it, as a second process sharing the streams could."""
+
+    raced = False
+
+    def commit(self, ids, versions, rows, steps, outputs):  # type: ignore[no-untyped-def]
+        if "a" in ids and steps.min() > 1 and not self.raced:
+            self.raced = True
+            self.put("a", np.zeros(self.state_size, np.float32), 0, np.zeros(self.output_size, np.float32))
+        return super().commit(ids, versions, rows, steps, outputs)
+
+
+@pytest.mark.skipif(not MODEL.can_launch, reason="the fused kernel is not built")
+def test_a_launched_step_whose_stream_changed_meanwhile_is_stepped_again() -> None:
+    xs = inputs(3, 2, n=2)
+    streams = rnnstream.Streams(MODEL)
+    streams.store = RacingStore(MODEL.state_size, streams.store.output_size)
+
+    async def drive() -> list[object]:
+        batcher = Batcher(streams, name="small", max_batch=64, max_delay=0.005)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(StepRequest(i, xs[k, 0], start=True)) for k, i in enumerate("ab")))
+        second = await asyncio.gather(*(batcher.submit(StepRequest(i, xs[k, 1])) for k, i in enumerate("ab")))
+        await batcher.close()
+        return second
+
+    second = asyncio.run(drive())
+    assert streams.store.raced
+    a_after_reset, _ = MODEL.step(xs[:1, 1], MODEL.initial_state(1))  # a's step, applied again on the reset state
+    b_step, _ = MODEL.run(xs[1:, :2], MODEL.initial_state(1))
+    for ours, theirs in zip(second[0], a_after_reset, strict=True):  # type: ignore[call-overload]
+        np.testing.assert_allclose(ours, theirs[0], rtol=1e-6, atol=1e-6)
+    for ours, theirs in zip(second[1], b_step, strict=True):  # type: ignore[call-overload]
+        np.testing.assert_allclose(ours, theirs[0, 1], rtol=1e-6, atol=1e-6)
+    assert streams.store.load(["a", "b"]).steps.tolist() == [1, 2]

@@ -226,6 +226,68 @@ static int matrix(PyObject *obj, const char *what, npy_intp rows, npy_intp cols,
     return 0;
 }
 
+/* The Job for plan over every row of state (B, S), or -1 with an exception set. x: (B, k_x) or None
+ * to read new_state's columns; out: (B, units) for a Dense node. *packed_floats: the blocked path's
+ * scratch floats the running thread must provide (0: none). */
+static int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject *new_obj, PyObject *out_obj,
+                     long threads, Job *job, size_t *packed_floats) {
+    Plan *plan = (Plan *)PyCapsule_GetPointer(plan_obj, "rnnstream.fused.plan");
+    if (plan == NULL) return -1;
+    if (!is_floats(state_obj, 2)) {
+        PyErr_SetString(PyExc_ValueError, "state must be a (B, S) float32 array");
+        return -1;
+    }
+    const npy_intp batch = PyArray_DIM((PyArrayObject *)state_obj, 0);
+    const int recurrent = plan->k_h > 0, lstm = plan->epilogue == EPI_LSTM;
+    const Py_ssize_t state_cols = plan->start + (recurrent ? (lstm ? 2 : 1) * (Py_ssize_t)plan->units : 0);
+    float *state, *new_state, *x, *out;
+    Py_ssize_t state_stride, new_stride;
+    if (matrix(state_obj, "state", batch, state_cols, 0, 0, &state, &state_stride) < 0 ||
+        matrix(new_obj, "new_state", batch, state_cols, 0, 1, &new_state, &new_stride) < 0)
+        return -1;
+    memset(job, 0, sizeof *job);
+    if (plan->x_col >= 0) {
+        if (PyArray_DIM((PyArrayObject *)new_obj, 1) < plan->x_col + plan->k_x) {
+            PyErr_SetString(PyExc_ValueError, "new_state has fewer columns than the plan reads x from");
+            return -1;
+        }
+        job->x = new_state + plan->x_col;
+        job->x_stride = new_stride;
+    } else {
+        if (matrix(x_obj, "x", batch, plan->k_x, 1, 0, &x, &job->x_stride) < 0) return -1;
+        job->x = x;
+    }
+    if (recurrent) {
+        job->h = state + plan->start;
+        job->h_stride = state_stride;
+        job->out = new_state + plan->start;
+        job->out_stride = new_stride;
+        if (lstm) {
+            job->c = state + plan->start + plan->units;
+            job->c_stride = state_stride;
+            job->out_c = new_state + plan->start + plan->units;
+            job->out_c_stride = new_stride;
+        }
+    } else {
+        if (matrix(out_obj, "out", batch, plan->units, 1, 1, &out, &job->out_stride) < 0) return -1;
+        job->h = job->x;
+        job->out = out;
+    }
+    job->epilogue = plan->epilogue;
+    job->activation = plan->activation;
+    job->batch = (int)batch;
+    job->panels = plan->panels;
+    job->k_x = plan->k_x;
+    job->k_h = plan->k_h;
+    job->units = plan->units;
+    job->weights = plan->weights;
+    job->bias = plan->bias;
+    job->threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
+    const int K = plan->k_x + plan->k_h;
+    *packed_floats = chosen.blocked && batch >= BR && K > 0 ? (size_t)(batch + BR - 1) / BR * BR * K : 0;
+    return 0;
+}
+
 PyDoc_STRVAR(step_doc,
              "step(plan, x, state, new_state, out, threads)\n\n"
              "One fused node for every row of state (B, S). x: (B, k_x) or None to read new_state's columns;\n"
@@ -237,74 +299,23 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         PyErr_SetString(PyExc_TypeError, "step() takes 6 arguments");
         return NULL;
     }
-    Plan *plan = (Plan *)PyCapsule_GetPointer(args[0], "rnnstream.fused.plan");
-    if (plan == NULL) return NULL;
     long threads = PyLong_AsLong(args[5]);
     if (threads == -1 && PyErr_Occurred()) return NULL;
-    if (!is_floats(args[2], 2)) {
-        PyErr_SetString(PyExc_ValueError, "state must be a (B, S) float32 array");
-        return NULL;
-    }
-    const npy_intp batch = PyArray_DIM((PyArrayObject *)args[2], 0);
-    const int recurrent = plan->k_h > 0, lstm = plan->epilogue == EPI_LSTM;
-    const Py_ssize_t state_cols = plan->start + (recurrent ? (lstm ? 2 : 1) * (Py_ssize_t)plan->units : 0);
-    float *state, *new_state, *x, *out;
-    Py_ssize_t state_stride, new_stride;
-    if (matrix(args[2], "state", batch, state_cols, 0, 0, &state, &state_stride) < 0 ||
-        matrix(args[3], "new_state", batch, state_cols, 0, 1, &new_state, &new_stride) < 0)
-        return NULL;
     Job job;
-    memset(&job, 0, sizeof job);
-    if (plan->x_col >= 0) {
-        if (PyArray_DIM((PyArrayObject *)args[3], 1) < plan->x_col + plan->k_x) {
-            PyErr_SetString(PyExc_ValueError, "new_state has fewer columns than the plan reads x from");
-            return NULL;
-        }
-        job.x = new_state + plan->x_col;
-        job.x_stride = new_stride;
-    } else {
-        if (matrix(args[1], "x", batch, plan->k_x, 1, 0, &x, &job.x_stride) < 0) return NULL;
-        job.x = x;
-    }
-    if (recurrent) {
-        job.h = state + plan->start;
-        job.h_stride = state_stride;
-        job.out = new_state + plan->start;
-        job.out_stride = new_stride;
-        if (lstm) {
-            job.c = state + plan->start + plan->units;
-            job.c_stride = state_stride;
-            job.out_c = new_state + plan->start + plan->units;
-            job.out_c_stride = new_stride;
-        }
-    } else {
-        if (matrix(args[4], "out", batch, plan->units, 1, 1, &out, &job.out_stride) < 0) return NULL;
-        job.h = job.x;
-        job.out = out;
-    }
-    job.epilogue = plan->epilogue;
-    job.activation = plan->activation;
-    job.batch = (int)batch;
-    job.panels = plan->panels;
-    job.k_x = plan->k_x;
-    job.k_h = plan->k_h;
-    job.units = plan->units;
-    job.weights = plan->weights;
-    job.bias = plan->bias;
-    job.threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
-    const int K = plan->k_x + plan->k_h;
-    if (chosen.blocked && batch >= BR && K > 0) {
-        job.packed = scratch_for((size_t)(batch + BR - 1) / BR * BR * K);
-        if (job.packed == NULL) return PyErr_NoMemory();
-    }
-    if (batch * plan->row_flops >= RELEASE_GIL_MIN_FLOPS) {
+    size_t packed_floats;
+    if (build_job(args[0], args[1], args[2], args[3], args[4], threads, &job, &packed_floats) < 0) return NULL;
+    if (packed_floats > 0 && (job.packed = scratch_for(packed_floats)) == NULL) return PyErr_NoMemory();
+    const Plan *plan = (const Plan *)PyCapsule_GetPointer(args[0], "rnnstream.fused.plan");
+    if ((long)job.batch * plan->row_flops >= RELEASE_GIL_MIN_FLOPS) {
         Py_BEGIN_ALLOW_THREADS chosen.run(&job);
         Py_END_ALLOW_THREADS
-    } else if (batch > 0) {
+    } else if (job.batch > 0) {
         chosen.run(&job);
     }
     Py_RETURN_NONE;
 }
+
+#include "launcher.h"
 
 static PyObject *isa(PyObject *self, PyObject *unused) {
     (void)self;
@@ -330,6 +341,10 @@ static PyObject *cpu_count(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"make_plan", make_plan, METH_VARARGS, make_plan_doc},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
+#if HAVE_WORK_POOL
+    {"launch", launch, METH_VARARGS, launch_doc},
+    {"done", launch_done, METH_O, "done(launched) -> True once its steps have run (then its arrays are ready)."},
+#endif
     {"isa", isa, METH_NOARGS, "(name, lanes) of the instruction set this CPU runs the kernel with."},
     {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
     {NULL, NULL, 0, NULL},
@@ -343,5 +358,6 @@ PyMODINIT_FUNC PyInit__fused(void) {
     import_array();
     choose_isa();
     pool_init();
+    launcher_init();
     return PyModule_Create(&module);
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -32,7 +33,7 @@ from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import MissingDependencyError
 from rnnstream.graph import Graph, Node
 from rnnstream.layers.base import StatelessLayer, StepResult
-from rnnstream.layers.dense import Dense, Embedding
+from rnnstream.layers.dense import Dense, Embedding, Identity
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.types import Array, BoolArray, FloatArray
 
@@ -101,6 +102,39 @@ class FusedBackend(NumpyBackend):
             if mask_free and isinstance(node.layer, Recurrent):
                 self._in_state[node.outputs[0]] = node.start
         self._program = _compile(self) if mask_free else None
+        self._recipe = _recipe(self) if mask_free and hasattr(kernel, "launch") else None
+
+    @property
+    def can_launch(self) -> bool:
+        """Whether :meth:`launch` can run this graph's step: every node is one the kernel steps."""
+        return self._recipe is not None
+
+    def launch(self, xs: list[Array], state: FloatArray, fd: int) -> Launched:
+        """Start one step on the kernel's runner thread and return at once (``launcher.h``); 8 bytes are
+        written to ``fd`` when it is done. Needs :attr:`can_launch`."""
+        if self._recipe is None:
+            raise RuntimeError("this graph has nodes the kernel does not step; call step() instead")
+        values: list[Any] = [None] * len(self.graph.specs)
+        for spec, given in zip(self.graph.inputs, xs, strict=True):
+            values[spec.tensor] = given
+        batch = state.shape[0]
+        new_state = np.empty_like(state)
+        items: list[tuple[object, FloatArray | None, FloatArray | None]] = []
+        for node in self._recipe:
+            if node.plan is None:  # an Identity layer: its output is its input
+                values[node.y_tensor] = values[node.inputs]
+                continue
+            x = None if node.x_tensor is None else _rows(values[node.x_tensor])
+            if node.columns is None:  # Dense: its own output array
+                out = np.empty((batch, node.units), np.float32)
+                items.append((node.plan, x, out))
+                values[node.y_tensor] = out
+            else:  # recurrent: its outputs are columns of the new state
+                items.append((node.plan, x, None))
+                for tensor, lo, hi in node.columns:
+                    values[tensor] = new_state[:, lo:hi]
+        handle = self._kernel.launch(items, state, new_state, self.threads, fd)
+        return Launched(handle, self._kernel, [values[t] for t in self.graph.outputs], new_state)
 
     @property
     def fused_nodes(self) -> list[str]:
@@ -158,6 +192,59 @@ class FusedBackend(NumpyBackend):
         return y if packing.ACTIVATIONS.get(layer.activation_name) is not None else layer.act(y)
 
 
+@dataclass
+class Launched:
+    """A step running on the kernel's runner thread: ``outputs`` and ``new_state`` are filled once
+    :meth:`done` is True (the arrays are kept alive until then, whatever the caller drops)."""
+
+    handle: object
+    kernel: ModuleType
+    outputs: list[FloatArray]
+    new_state: FloatArray
+
+    def done(self) -> bool:
+        """True once the step has run; raises MemoryError if the runner could not get its buffers."""
+        return bool(self.kernel.done(self.handle))
+
+
+@dataclass(frozen=True)
+class _LaunchNode:
+    plan: object | None  # None: an Identity layer, whose output is tensor ``inputs``
+    inputs: int
+    x_tensor: int | None  # None: x is read from the new state's columns
+    units: int
+    y_tensor: int
+    columns: list[tuple[int, int, int]] | None  # recurrent: (tensor, first, last column) of each output
+
+
+def _recipe(backend: FusedBackend) -> list[_LaunchNode] | None:
+    """The nodes of a launched step, or None when one of them is not the kernel's to step."""
+    recipe = []
+    for node in backend.graph.nodes:
+        if isinstance(node.layer, Identity):
+            recipe.append(_LaunchNode(None, node.inputs[0], None, 0, node.outputs[0], None))
+            continue
+        found = backend._plans.get(id(node))
+        if found is None:
+            return None
+        plan, layer = found
+        x_tensor = None if node.inputs[0] in backend._in_state else node.inputs[0]
+        if isinstance(layer, Dense):
+            if packing.ACTIVATIONS.get(layer.activation_name) is None:
+                return None  # applied in NumPy after the kernel
+            recipe.append(_LaunchNode(plan, node.inputs[0], x_tensor, int(layer.W.shape[1]), node.outputs[0], None))
+        else:
+            columns = _columns(node, layer.units)
+            recipe.append(_LaunchNode(plan, node.inputs[0], x_tensor, layer.units, node.outputs[0], columns))
+    return recipe
+
+
+def _columns(node: Node, units: int) -> list[tuple[int, int, int]]:
+    """Output k of a recurrent node is its h for k = 0, then its state parts (h, c) with return_state."""
+    firsts = [node.start, *(node.start + units * k for k in range(len(node.outputs) - 1))]
+    return [(tensor, first, first + units) for tensor, first in zip(node.outputs, firsts, strict=True)]
+
+
 Op = Callable[[list[Any], FloatArray, FloatArray], None]
 
 
@@ -197,11 +284,9 @@ def _dense_op(backend: FusedBackend, node: Node, plan: object, dense: Dense) -> 
 
 
 def _recurrent_op(backend: FusedBackend, node: Node, plan: object, layer: Recurrent) -> Op:
-    kernel, threads, x_id, units = backend._kernel, backend.threads, node.inputs[0], layer.units
+    kernel, threads, x_id = backend._kernel, backend.threads, node.inputs[0]
     reads_state = x_id in backend._in_state
-    # Output k is the layer's output (h) for k = 0, then its state parts (h, c) with return_state.
-    firsts = [node.start, *(node.start + units * k for k in range(len(node.outputs) - 1))]
-    columns = [(tensor, first, first + units) for tensor, first in zip(node.outputs, firsts, strict=True)]
+    columns = _columns(node, layer.units)
 
     def op(values: list[Any], state: FloatArray, new_state: FloatArray) -> None:
         kernel.step(plan, None if reads_state else _rows(values[x_id]), state, new_state, None, threads)

@@ -17,11 +17,16 @@ seed model, the engine call took 2.9 ms of each 4.9 ms between batches.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+from rnnstream.background import SteadyBatch, begin, can_begin
 from rnnstream.errors import RnnstreamError
 from rnnstream.model import Outputs
 from rnnstream.server.metrics import Metrics
@@ -47,11 +52,11 @@ class _Waiting:
     arrived: float = field(default_factory=time.perf_counter)
 
 
-def take_batch(queue: deque[_Waiting], max_batch: int) -> list[_Waiting]:
+def take_batch(queue: deque[_Waiting], max_batch: int, busy: AbstractSet[str] = frozenset()) -> list[_Waiting]:
     """Remove and return the next batch: arrival order, distinct streams, at most ``max_batch``.
 
-    A request whose stream is already in the batch stays queued, ahead of anything of that stream
-    that arrived later.
+    A request whose stream is already in the batch, or in ``busy`` (a batch still running), stays
+    queued, ahead of anything of that stream that arrived later.
     """
     batch: list[_Waiting] = []
     kept: deque[_Waiting] = deque()
@@ -59,7 +64,7 @@ def take_batch(queue: deque[_Waiting], max_batch: int) -> list[_Waiting]:
     while queue:
         waiting = queue.popleft()
         stream_id = waiting.request.stream_id
-        if len(batch) < max_batch and stream_id not in streams:
+        if len(batch) < max_batch and stream_id not in streams and stream_id not in busy:
             batch.append(waiting)
         else:
             kept.append(waiting)
@@ -92,11 +97,22 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rnnstream-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._background = can_begin(streams)  # steady-state batches are launched from the loop
         self._slots = asyncio.Semaphore(PIPELINE)
-        self._running: set[asyncio.Future[tuple[list[Result], float, float]]] = set()  # handed to the worker
+        self._busy: set[str] = set()  # the streams of running batches: their next steps wait
+        self._freed = asyncio.Event()  # a running batch has finished
+        self._running: set[asyncio.Future[Any]] = set()  # handed to the worker or launched
+        self._launched: deque[tuple[SteadyBatch, list[_Waiting], float, asyncio.Future[None]]] = deque()
+        self._pipe: tuple[int, int] | None = None  # the runner thread writes to [1] when a launch is done
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._loop(), name=f"batcher-{self.name}")
+        if self._background:
+            self._pipe = os.pipe()
+            for fd in self._pipe:
+                os.set_blocking(fd, False)
+            loop.add_reader(self._pipe[0], self._on_launch_done)
 
     def enqueue(self, request: StepRequest) -> asyncio.Future[Outputs]:
         """Queue one step now (so each stream keeps its order); the future resolves with its outputs."""
@@ -118,6 +134,11 @@ class Batcher:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
+        if self._pipe is not None:
+            asyncio.get_running_loop().remove_reader(self._pipe[0])
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
 
     async def _loop(self) -> None:
         while True:
@@ -130,36 +151,102 @@ class Batcher:
             await self._gather_more()
             await self._slots.acquire()  # taken before the batch, so that it holds whatever came meanwhile
             self._expire()
-            batch = take_batch(self._queue, self.max_batch)
-            if not batch:
+            batch = take_batch(self._queue, self.max_batch, self._busy)  # empty unless launching
+            if not batch:  # all expired, or every queued stream has a step running: wait for one to end
                 self._slots.release()
+                if self._queue:
+                    self._freed.clear()
+                    await self._freed.wait()
                 continue
+            if self._background:
+                self._busy.update([w.request.stream_id for w in batch])
             self._dispatch(batch)
         if self._running:  # each batch is settled before asyncio.wait sees it done (callbacks run in order)
             await asyncio.wait(self._running)
 
     def _dispatch(self, batch: list[_Waiting]) -> None:
-        """Hand ``batch`` to the worker thread; its requests are settled when it is done."""
-        job = asyncio.get_running_loop().run_in_executor(self._executor, self._step, [w.request for w in batch])
+        """Launch ``batch`` from here, or hand it to the worker thread; its requests are settled when done."""
+        loop = asyncio.get_running_loop()
+        if self._pipe is not None and self._launch(batch, loop):
+            return
+        job = loop.run_in_executor(self._executor, self._step, [w.request for w in batch])
         self._running.add(job)
 
         def settle(job: asyncio.Future[tuple[list[Result], float, float]]) -> None:
-            self._slots.release()
+            self._release(batch)
             self._running.discard(job)
             error = job.exception()
-            results: list[Result]
             if error is None:
                 results, started, seconds = job.result()
-                self.metrics.queue_delay.observe_many([started - w.arrived for w in batch], model=self.name)
-                self.metrics.step_latency.observe(seconds, model=self.name)
+                self._complete(batch, results, started, seconds)
             else:  # the store or the engine failed for the whole batch
                 failure = error if isinstance(error, Exception) else RuntimeError(repr(error))
-                results = [_as_error(failure)] * len(batch)
-            self.metrics.batch_size.observe(len(batch), model=self.name)
-            for waiting, result in zip(batch, results, strict=True):
-                _settle(waiting.future, result)
+                self._complete(batch, [_as_error(failure)] * len(batch))
 
         job.add_done_callback(settle)
+
+    def _launch(self, batch: list[_Waiting], loop: asyncio.AbstractEventLoop) -> bool:
+        """Begin ``batch`` as a steady-state batch (rnnstream.background); False if it is not one."""
+        assert self._pipe is not None
+        started = time.perf_counter()
+        try:
+            steady = begin(self.streams, [w.request for w in batch], self._pipe[1])
+        except Exception:  # the worker's step_each will report it, request by request
+            return False
+        if steady is None:
+            return False
+        finished: asyncio.Future[None] = loop.create_future()
+        self._running.add(finished)
+        self._launched.append((steady, batch, started, finished))
+        return True
+
+    def _on_launch_done(self) -> None:
+        """The runner thread wrote to the pipe: write back and settle every launched batch that is done."""
+        assert self._pipe is not None
+        try:
+            while os.read(self._pipe[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._launched:
+            steady, batch, started, finished = self._launched[0]
+            outputs: list[Outputs | None]
+            try:
+                if not steady.done():
+                    return
+                outputs, conflicts = steady.finish()
+                self._release(batch)
+            except Exception as error:  # out of memory, or the store failed: the whole batch
+                self._release(batch)
+                self._complete(batch, [_as_error(error)] * len(batch))
+            else:
+                retry = [batch[k] for k in conflicts]  # changed meanwhile, not applied: queued again, first
+                self._queue.extendleft(reversed(retry))
+                if retry:
+                    self._arrival.set()
+                done = [(w, y) for w, y in zip(batch, outputs, strict=True) if y is not None]
+                self._complete([w for w, _ in done], [y for _, y in done], started, time.perf_counter() - started)
+            self._launched.popleft()
+            self._running.discard(finished)
+            finished.set_result(None)
+
+    def _release(self, batch: list[_Waiting]) -> None:
+        """``batch`` has finished (written or failed): its slot and its streams are free again."""
+        self._slots.release()
+        if self._background:
+            self._busy.difference_update([w.request.stream_id for w in batch])
+            self._freed.set()
+
+    def _complete(
+        self, batch: list[_Waiting], results: Sequence[Result], started: float | None = None, seconds: float = 0.0
+    ) -> None:
+        """Settle ``batch``'s requests; ``started``: when the engine call began (None: it failed)."""
+        if started is not None:
+            self.metrics.queue_delay.observe_many([started - w.arrived for w in batch], model=self.name)
+            self.metrics.step_latency.observe(seconds, model=self.name)
+        self.metrics.batch_size.observe(len(batch), model=self.name)
+        for waiting, result in zip(batch, results, strict=True):
+            _settle(waiting.future, result)
 
     def _step(self, requests: list[StepRequest]) -> tuple[list[Result], float, float]:
         """On the worker thread: one engine call, when it started and how long it took."""

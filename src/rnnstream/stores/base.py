@@ -47,6 +47,9 @@ class Records:
 class Store(ABC):
     """Per-stream state rows, step counters and last outputs, with compare-and-set writes."""
 
+    in_process = False
+    """True when load and commit touch only this process's memory (no I/O): fast enough for an event loop."""
+
     def __init__(self, state_size: int, output_size: int, ttl: float | None) -> None:
         self.state_size = state_size
         self.output_size = output_size

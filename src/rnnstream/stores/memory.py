@@ -83,6 +83,8 @@ class ChunkedRows:
 class MemoryStore(Store):
     """Streams' state in this process's memory; fast, and gone when the process ends."""
 
+    in_process = True
+
     def __init__(self, state_size: int, output_size: int, ttl: float | None = None) -> None:
         super().__init__(state_size, output_size, ttl)
         self._lock = threading.Lock()
