@@ -1,7 +1,8 @@
 """Builds the fused step kernel (rnnstream.backends._fused); everything else is in pyproject.toml.
 
 The extension is optional: without a C compiler the install still succeeds and rnnstream uses its
-NumPy backend. Its helper threads are POSIX threads (work_pool.h); elsewhere it runs on one thread.
+NumPy backend. Its helper threads and the runner thread of launch() are POSIX threads (work_pool.h,
+launcher.h); elsewhere it runs on one thread and has no launch().
 """
 
 import numpy
@@ -10,7 +11,11 @@ from setuptools import Extension, setup
 kernel = Extension(
     "rnnstream.backends._fused",
     sources=["src/rnnstream/backends/_fused.c"],
-    depends=["src/rnnstream/backends/fused_kernel.h", "src/rnnstream/backends/work_pool.h"],
+    depends=[
+        "src/rnnstream/backends/fused_kernel.h",
+        "src/rnnstream/backends/work_pool.h",
+        "src/rnnstream/backends/launcher.h",
+    ],
     include_dirs=[numpy.get_include()],
     extra_compile_args=["-O3", "-Wall", "-pthread"],
     extra_link_args=["-pthread"],

@@ -3,7 +3,8 @@
  *
  * Python makes one plan per node (make_plan: packed weights, sizes, state columns) and calls
  * step(plan, ...) once per node per engine step; the GIL is released while it computes and the work
- * is shared with helper threads (work_pool.h). Weights are packed in Python (packing.py), which knows
+ * is shared with helper threads (work_pool.h). launch() runs a whole step's nodes on a runner thread
+ * instead and signals a file descriptor when done (launcher.h). Weights are packed in Python (packing.py), which knows
  * the layout this file expects: panels of 4 vectors of LANES columns, rows [x features, h features].
  */
 #define PY_SSIZE_T_CLEAN
