@@ -155,3 +155,32 @@ def test_a_forked_child_launches_on_its_own_runner(rng: np.random.Generator, pip
         y_child = np.frombuffer(result.read(), np.float32).reshape(y.shape)
     os.waitpid(pid, 0)
     np.testing.assert_array_equal(y_child, y)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_step_in_flight_at_fork_fails_clearly_in_the_child(rng: np.random.Generator, pipe: tuple[int, int]) -> None:
+    model = _single_layer_model(_layer("lstm", 512, 512, rng, "tanh"), 512)
+    x = rng.normal(0, 1, (512, 512)).astype(np.float32)
+    pendings = [model.launch(x, model.initial_state(512), pipe[1]) for _ in range(3)]  # ~30 ms of work
+    out_read, out_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the runner is gone here: each step either ran before the fork or says it never will
+        code = 0
+        try:
+            for pending in pendings:
+                try:
+                    if not pending.done():
+                        code = 1
+                except RuntimeError as error:
+                    code = code if "forked" in str(error) else 2
+            del pendings[:]  # freeing them must not wait for a runner that does not exist
+            os.write(out_write, bytes([code]))
+        finally:
+            os._exit(0)
+    os.close(out_write)
+    with os.fdopen(out_read, "rb") as result:
+        assert result.read() == b"\x00"
+    os.waitpid(pid, 0)
+    for pending in pendings:  # the parent's steps finish as usual
+        wait(pipe[0], pending)
+        np.testing.assert_array_equal(pending.result()[0], model.step(x, model.initial_state(512))[0])

@@ -25,11 +25,11 @@ typedef struct Launch {
     size_t *packed_floats; /* per job: blocked-path scratch the runner provides */
     Py_ssize_t count;
     int fd;
-    _Atomic int status; /* LAUNCH_QUEUED, then LAUNCH_DONE or LAUNCH_FAILED (out of memory) */
+    _Atomic int status; /* LAUNCH_QUEUED, then LAUNCH_DONE, LAUNCH_FAILED (out of memory) or LAUNCH_LOST */
     PyObject *refs;     /* the arrays and plans the jobs point into */
 } Launch;
 
-enum { LAUNCH_QUEUED = 0, LAUNCH_DONE = 1, LAUNCH_FAILED = 2 };
+enum { LAUNCH_QUEUED = 0, LAUNCH_DONE = 1, LAUNCH_FAILED = 2, LAUNCH_LOST = 3 /* forked while queued */ };
 
 static void launch_run(Launch *launch) {
     int status = LAUNCH_DONE;
@@ -52,9 +52,9 @@ static void launch_run(Launch *launch) {
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    Launch *head, *tail;
+    Launch *head, *tail, *current; /* current: the one running */
     int started;
-} runner = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0};
+} runner = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, NULL, 0};
 
 static void *runner_main(void *unused) {
     (void)unused;
@@ -64,8 +64,12 @@ static void *runner_main(void *unused) {
         Launch *launch = runner.head;
         runner.head = launch->next;
         if (runner.head == NULL) runner.tail = NULL;
+        runner.current = launch;
         pthread_mutex_unlock(&runner.lock);
         launch_run(launch);
+        pthread_mutex_lock(&runner.lock);
+        runner.current = NULL;
+        pthread_mutex_unlock(&runner.lock);
     }
     return NULL;
 }
@@ -98,15 +102,24 @@ static int launch_submit(Launch *launch) {
     return 0;
 }
 
-/* In a forked child the runner does not exist, and its queue belongs to the parent. */
+/* In a forked child (runner.lock held since before the fork) the runner does not exist: what it was
+ * running or had queued never finishes there. */
 static void runner_after_fork(void) {
+    int queued = LAUNCH_QUEUED;
+    if (runner.current != NULL) atomic_compare_exchange_strong(&runner.current->status, &queued, LAUNCH_LOST);
+    for (Launch *launch = runner.head; launch != NULL; launch = launch->next)
+        atomic_store(&launch->status, LAUNCH_LOST);
     pthread_mutex_init(&runner.lock, NULL);
     pthread_cond_init(&runner.wake, NULL);
-    runner.head = runner.tail = NULL;
+    runner.head = runner.tail = runner.current = NULL;
     runner.started = 0;
 }
 
-static void launcher_init(void) { pthread_atfork(NULL, NULL, runner_after_fork); }
+static void runner_before_fork(void) { pthread_mutex_lock(&runner.lock); } /* the queue is whole in the child */
+
+static void runner_in_parent(void) { pthread_mutex_unlock(&runner.lock); }
+
+static void launcher_init(void) { pthread_atfork(runner_before_fork, runner_in_parent, runner_after_fork); }
 
 static void launch_free(PyObject *capsule) {
     Launch *launch = (Launch *)PyCapsule_GetPointer(capsule, "rnnstream.fused.launch");
@@ -182,6 +195,10 @@ static PyObject *launch_done(PyObject *self, PyObject *capsule) {
     if (launch == NULL) return NULL;
     const int status = atomic_load(&launch->status);
     if (status == LAUNCH_FAILED) return PyErr_NoMemory();
+    if (status == LAUNCH_LOST) {
+        PyErr_SetString(PyExc_RuntimeError, "this step was launched before the process forked and never ran here");
+        return NULL;
+    }
     return PyBool_FromLong(status == LAUNCH_DONE);
 }
 
