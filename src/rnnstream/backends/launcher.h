@@ -12,7 +12,8 @@
  * interval. The runner needs no GIL: the loop learns of the end from fd and takes the results itself.
  *
  * The launched object holds references to every array it writes or reads until it is released;
- * releasing it early waits for its jobs to finish.
+ * releasing it early waits for its jobs to finish. In a child forked while steps were queued or
+ * running, those steps never run: done() raises RuntimeError there (and releasing them does not wait).
  */
 #if HAVE_WORK_POOL
 #include <errno.h>
