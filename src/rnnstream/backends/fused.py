@@ -203,7 +203,8 @@ class Launched:
     new_state: FloatArray
 
     def done(self) -> bool:
-        """True once the step has run; raises MemoryError if the runner could not get its buffers."""
+        """True once the step has run; raises MemoryError if the runner could not get its buffers, and
+        RuntimeError in a child process forked before the step ran."""
         return bool(self.kernel.done(self.handle))
 
 
