@@ -30,8 +30,6 @@ from rnnstream.stepping import StepRequest, stack_inputs
 from rnnstream.streams import Streams
 from rnnstream.types import IntArray
 
-__all__ = ["SteadyBatch", "StepRequest", "begin"]
-
 
 @dataclass
 class SteadyBatch:

@@ -3,6 +3,7 @@ against the NumPy oracle."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,3 +56,19 @@ def save_zoo_model(keras: Any, zoo: ZooModel, folder: Path) -> Path:
     path = folder / "model.keras"
     model.save(path)
     return path
+
+
+def in_forked_child(work: Callable[[], bytes]) -> bytes:
+    """Run ``work`` in a forked child process and return the bytes it returned there."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, work())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as result:
+        produced = result.read()
+    os.waitpid(pid, 0)
+    return produced

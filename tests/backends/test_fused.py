@@ -19,7 +19,7 @@ from rnnstream.graph import GraphBuilder
 from rnnstream.layers.base import Layer, TensorSpec
 from rnnstream.layers.dense import Dense
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
-from tests.backends.conformance import TOLERANCE, assert_agrees_step_by_step
+from tests.backends.conformance import TOLERANCE, assert_agrees_step_by_step, in_forked_child
 from tests.zoo import ZooModel, feed, make_inputs
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="the fused kernel is not built")
@@ -143,18 +143,9 @@ def test_a_forked_child_steps_on_its_own_helpers(rng: np.random.Generator) -> No
     model.set_backend("fused", threads=2)
     x = rng.normal(0, 1, (64, 100)).astype(np.float32)
     y, _ = model.step(x, model.initial_state(64))  # the parent's helper threads are running now
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no helper threads until it starts its own
-        try:
-            os.write(write, np.asarray(model.step(x, model.initial_state(64))[0], np.float32).tobytes())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        y_child = np.frombuffer(pipe.read(), np.float32).reshape(y.shape)
-    os.waitpid(pid, 0)
-    np.testing.assert_array_equal(y_child, y)
+    # The child has no helper threads until it starts its own.
+    produced = in_forked_child(lambda: np.asarray(model.step(x, model.initial_state(64))[0], np.float32).tobytes())
+    np.testing.assert_array_equal(np.frombuffer(produced, np.float32).reshape(y.shape), y)
 
 
 def test_extreme_inputs_saturate_like_the_oracle(rng: np.random.Generator) -> None:

@@ -18,7 +18,7 @@ from rnnstream.demo import builtin
 from rnnstream.errors import InputError
 from rnnstream.model import PendingStep
 from rnnstream.state import State
-from tests.backends.conformance import assert_agrees_step_by_step, listed
+from tests.backends.conformance import assert_agrees_step_by_step, in_forked_child, listed
 from tests.backends.test_fused import _layer, _single_layer_model
 from tests.zoo import ZooModel, feed, make_inputs
 
@@ -142,19 +142,12 @@ def test_a_forked_child_launches_on_its_own_runner(rng: np.random.Generator, pip
     model = _single_layer_model(_layer("lstm", 64, 8, rng, "tanh"), 8)
     x = rng.normal(0, 1, (16, 8)).astype(np.float32)
     y, _ = launched_step(model, pipe)(x, model.initial_state(16))  # the parent's runner is running now
-    out_read, out_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child_y, _ = launched_step(model, pipe)(x, model.initial_state(16))
-            os.write(out_write, np.asarray(listed(child_y)[0], np.float32).tobytes())
-        finally:
-            os._exit(0)
-    os.close(out_write)
-    with os.fdopen(out_read, "rb") as result:
-        y_child = np.frombuffer(result.read(), np.float32).reshape(y.shape)
-    os.waitpid(pid, 0)
-    np.testing.assert_array_equal(y_child, y)
+
+    def child() -> bytes:
+        child_y, _ = launched_step(model, pipe)(x, model.initial_state(16))
+        return np.asarray(listed(child_y)[0], np.float32).tobytes()
+
+    np.testing.assert_array_equal(np.frombuffer(in_forked_child(child), np.float32).reshape(y.shape), y)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
@@ -162,25 +155,19 @@ def test_a_step_in_flight_at_fork_fails_clearly_in_the_child(rng: np.random.Gene
     model = _single_layer_model(_layer("lstm", 512, 512, rng, "tanh"), 512)
     x = rng.normal(0, 1, (512, 512)).astype(np.float32)
     pendings = [model.launch(x, model.initial_state(512), pipe[1]) for _ in range(3)]  # ~30 ms of work
-    out_read, out_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the runner is gone here: each step either ran before the fork or says it never will
+
+    def child() -> bytes:  # the runner is gone here: each step either ran before the fork or says it never will
         code = 0
-        try:
-            for pending in pendings:
-                try:
-                    if not pending.done():
-                        code = 1
-                except RuntimeError as error:
-                    code = code if "forked" in str(error) else 2
-            del pendings[:]  # freeing them must not wait for a runner that does not exist
-            os.write(out_write, bytes([code]))
-        finally:
-            os._exit(0)
-    os.close(out_write)
-    with os.fdopen(out_read, "rb") as result:
-        assert result.read() == b"\x00"
-    os.waitpid(pid, 0)
+        for pending in pendings:
+            try:
+                if not pending.done():
+                    code = 1
+            except RuntimeError as error:
+                code = code if "forked" in str(error) else 2
+        del pendings[:]  # freeing them must not wait for a runner that does not exist
+        return bytes([code])
+
+    assert in_forked_child(child) == b"\x00"
     for pending in pendings:  # the parent's steps finish as usual
         wait(pipe[0], pending)
         np.testing.assert_array_equal(pending.result()[0], model.step(x, model.initial_state(512))[0])

@@ -26,6 +26,7 @@ writer) is queued again, first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -212,11 +213,8 @@ class Batcher:
     def _on_launch_done(self) -> None:
         """The runner thread wrote to the pipe: write back and settle every launched batch that is done."""
         assert self._pipe is not None
-        try:
-            while os.read(self._pipe[0], 4096):
-                pass
-        except BlockingIOError:
-            pass
+        with contextlib.suppress(BlockingIOError):  # a pipe holds 64 KB: one read empties it
+            os.read(self._pipe[0], 65536)
         while self._launched:
             steady, batch, started, finished = self._launched[0]
             outputs: list[Outputs | None]
