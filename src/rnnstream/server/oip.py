@@ -9,12 +9,12 @@ for exactly-once retries.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from rnnstream.errors import RnnstreamError
 from rnnstream.graph import InputSpec
@@ -76,8 +76,8 @@ def json_object(body: bytes) -> dict[str, Any]:
     {'a': 1}
     """
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"the request body must be a JSON object, got {type(data).__name__}")
@@ -223,7 +223,7 @@ def encode_infer(
                                 "parameters": parameters}
     if request.id is not None:
         response["id"] = request.id
-    header = json.dumps(response, separators=(",", ":")).encode()
+    header = orjson.dumps(response)
     if not blobs:
         return header, {}
     return header + b"".join(blobs), {HEADER_LENGTH: str(len(header))}

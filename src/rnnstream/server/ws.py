@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import struct
 from collections import Counter
 from typing import Any
 
 import numpy as np
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rnnstream.errors import RnnstreamError
@@ -102,6 +102,9 @@ class StreamSocket:
                 else:
                     await self.websocket.send_text(text or "")
 
+    async def _send_json(self, message: Any) -> None:
+        await self._send(orjson.dumps(message).decode())
+
     def _submit(self, served: ServedModel, request: StepRequest) -> asyncio.Future[Any]:
         """Queue now (this keeps per-stream order); the future resolves when the batch is done."""
         return served.batcher.enqueue(request)
@@ -117,15 +120,15 @@ class StreamSocket:
 
     async def _text(self, text: str) -> None:
         try:
-            message = json.loads(text)
+            message = orjson.loads(text)
             if not isinstance(message, dict):
                 raise ProtocolError("a message is a JSON object")
-        except (json.JSONDecodeError, ProtocolError) as error:
-            await self._send(json.dumps({"error": f"not a valid request: {error}", "code": 400}))
+        except (orjson.JSONDecodeError, ProtocolError) as error:
+            await self._send_json({"error": f"not a valid request: {error}", "code": 400})
             return
         entries = message.get("requests") if "requests" in message else [message]
         if not isinstance(entries, list):
-            await self._send(json.dumps({"error": "'requests' must be a list", "code": 400}))
+            await self._send_json({"error": "'requests' must be a list", "code": 400})
             return
         pending: list[tuple[dict[str, Any], str, asyncio.Future[Any] | Exception]] = []
         for entry in entries:
@@ -147,7 +150,7 @@ class StreamSocket:
             responses.append(reply)
             counted.append((model_name, failure))
         self._count(counted)
-        await self._send(json.dumps(responses[0] if "requests" not in message else {"responses": responses}))
+        await self._send_json(responses[0] if "requests" not in message else {"responses": responses})
 
     async def _outcome(
         self, entry: dict[str, Any], outcome: asyncio.Future[Any] | Exception
@@ -180,7 +183,7 @@ class StreamSocket:
                 except RnnstreamError as error:
                     futures.append(error)
         except RnnstreamError as error:
-            await self._send(json.dumps({"error": str(error), "code": status_for(error)}))
+            await self._send_json({"error": str(error), "code": status_for(error)})
             return
         responses, blobs, counted = [], [], []
         for entry, outcome in zip(entries, futures, strict=True):
@@ -191,7 +194,7 @@ class StreamSocket:
             responses.append(reply)
             counted.append((served.name, failure))
         self._count(counted)
-        head = json.dumps({"responses": responses}).encode()
+        head = orjson.dumps({"responses": responses})
         await self._send(data=_LENGTH.pack(len(head)) + head + b"".join(blobs))
 
 
@@ -202,8 +205,8 @@ def _split_frame(data: bytes) -> tuple[dict[str, Any], bytes]:
     if _LENGTH.size + length > len(data):
         raise ProtocolError(f"the header length {length} runs past the frame ({len(data)} bytes)")
     try:
-        header = json.loads(data[_LENGTH.size : _LENGTH.size + length])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        header = orjson.loads(data[_LENGTH.size : _LENGTH.size + length])
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"the binary frame's header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError("the binary frame's header is a JSON object")
