@@ -242,3 +242,21 @@ def test_a_launched_step_whose_stream_changed_meanwhile_is_stepped_again() -> No
     for ours, theirs in zip(second[1], b_step, strict=True):  # type: ignore[call-overload]
         np.testing.assert_allclose(ours, theirs[0, 1], rtol=1e-6, atol=1e-6)
     assert streams.store.load(["a", "b"]).steps.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(("split_work", "expected"), [(1, [5, 5]), (10**12, [10])])
+def test_an_idle_engines_batch_goes_as_two_halves_when_each_is_worth_it(split_work: int, expected: list[int]) -> None:
+    """Ten steps find the engine idle: with enough work per half (split_work multiply-adds) they go as
+    two batches, the second at once behind the first, not after max_delay; otherwise as one."""
+    streams = SlowStreams(rnnstream.StreamModel(MODEL.graph, name="small", backend="numpy"), seconds=0.05)
+
+    async def drive() -> None:
+        batcher = Batcher(streams, name="small", max_batch=64, max_delay=10.0, split_work=split_work)
+        batcher.start()
+        steps = [batcher.enqueue(StepRequest(f"s{k}", np.zeros(3, np.float32))) for k in range(10)]
+        await asyncio.wait_for(asyncio.gather(*steps), 5.0)
+        await batcher.close()
+
+    asyncio.run(drive())
+    assert [len(ids) for ids, _, _ in streams.calls] == expected
+    assert [i for ids, _, _ in streams.calls for i in ids] == [f"s{k}" for k in range(10)]

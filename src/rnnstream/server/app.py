@@ -30,7 +30,7 @@ from rnnstream.errors import (
 )
 from rnnstream.model import StreamModel
 from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError
-from rnnstream.server.config import ServerConfig, load_models, sidecars
+from rnnstream.server.config import ServerConfig, load_models, server_threads, sidecars
 from rnnstream.server.metrics import Metrics
 from rnnstream.server.oip import ProtocolError, model_metadata
 from rnnstream.streams import Streams
@@ -245,7 +245,9 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
     from rnnstream.server.ws import stream_socket
 
     config = config or ServerConfig()
-    state = ServerState(config, models if models is not None else load_models(config.models, config.threads))
+    if models is None:
+        models = load_models(config.models, server_threads(config.threads))
+    state = ServerState(config, models)
     notes = sidecars(config.models)
     tokens = generate.TokenServices(state, notes)
     page = LivePage(state, tokens)
