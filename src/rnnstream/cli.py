@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-streams", type=int, default=None)
     serve.add_argument("--ttl", type=float, default=None, help="seconds before an idle stream is forgotten")
     serve.add_argument("--threads", type=int, default=None,
-                       help="engine threads per model (default: every core but one, for the event loop)")
+                       help="engine threads per model (default: every core but one for models under 1M parameters, "
+                       "which leaves the event loop a core; every core for heavier ones)")
     serve.add_argument("--max-tokens", type=int, default=2000, help="most tokens one generation may ask for "
                        "(default %(default)s)")
     serve.add_argument("--max-generations", type=int, default=1000,

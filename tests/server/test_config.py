@@ -1,4 +1,5 @@
-"""The server's engine threads: what is asked for, else RNNSTREAM_THREADS, else every core but one."""
+"""The server's engine threads: what is asked for, else RNNSTREAM_THREADS, else every core for a heavy
+model and every core but one (the event loop's) for a light one."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ import os
 
 import pytest
 
-from rnnstream.server.config import load_models, server_threads
+import rnnstream
+from rnnstream.demo import builtin
+from rnnstream.server.config import HEAVY_STEP, load_models, server_threads
 
 
-def test_the_event_loop_keeps_a_core_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_light_model_leaves_the_event_loop_a_core_and_a_heavy_one_takes_every_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("RNNSTREAM_THREADS", raising=False)
-    cores = len(os.sched_getaffinity(0))
-    assert server_threads() == max(1, cores - 1)
-    assert server_threads(3) == 3
+    seed, large = rnnstream.load(rnnstream.demo.SEED_MODEL), builtin.build("large")
+    assert seed.parameter_count < HEAVY_STEP <= large.parameter_count
+    assert server_threads(seed) == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert server_threads(large) is None  # the backend's default: every core
+    assert server_threads(seed, 3) == server_threads(large, 3) == 3
     monkeypatch.setenv("RNNSTREAM_THREADS", "2")
-    assert server_threads() is None  # the backend reads the variable itself
+    assert server_threads(seed) is None  # the backend reads the variable itself
 
 
 def test_loaded_models_step_with_the_threads_given() -> None:

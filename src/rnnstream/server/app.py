@@ -30,7 +30,7 @@ from rnnstream.errors import (
 )
 from rnnstream.model import StreamModel
 from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError
-from rnnstream.server.config import ServerConfig, load_models, server_threads, sidecars
+from rnnstream.server.config import ServerConfig, load_models, sidecars
 from rnnstream.server.metrics import Metrics
 from rnnstream.server.oip import ProtocolError, model_metadata
 from rnnstream.streams import Streams
@@ -246,7 +246,7 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
 
     config = config or ServerConfig()
     if models is None:
-        models = load_models(config.models, server_threads(config.threads))
+        models = load_models(config.models, config.threads)
     state = ServerState(config, models)
     notes = sidecars(config.models)
     tokens = generate.TokenServices(state, notes)

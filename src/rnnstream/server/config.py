@@ -77,17 +77,25 @@ def _model_spec(spec: str) -> tuple[str, str]:
     return Path(spec).stem, spec
 
 
-def server_threads(threads: int | None = None) -> int | None:
-    """A served model's engine threads: ``threads``, else ``RNNSTREAM_THREADS`` (None: the backend reads
-    it), else every core but one, which the event loop keeps: the loop reads, answers and writes back
-    every step, and an engine thread sharing its core slows both (with 1,000 WebSocket streams of the
-    seed model on 2 cores, one engine thread carried ~20% more steps than two). A model whose engine,
-    not the loop, is the bottleneck (the large model over WebSocket) does better with every core.
+HEAVY_STEP = 1_000_000
+"""Parameters (multiply-adds per stream and step) from which a served model's engine, not the event
+loop, is the bottleneck: the loop spends ~10 µs on each step it reads, answers and writes back, about
+what a core needs for this many multiply-adds."""
 
-    >>> server_threads(4)
-    4
+
+def server_threads(model: StreamModel, threads: int | None = None) -> int | None:
+    """A served model's engine threads: ``threads``, else ``RNNSTREAM_THREADS`` (None: the backend reads
+    it), else every core (None) for a model of ``HEAVY_STEP`` parameters and more, and every core but
+    one, which the event loop keeps, for a lighter one. Measured with 1,000 WebSocket streams on 2
+    cores: the seed model (283k parameters) carried ~15% more steps with one engine thread than with
+    two, whose second thread shared the loop's core; the large model (3.4M) 33% fewer (15k against 22k
+    steps/s): there the engine is what limits.
+
+    >>> from rnnstream.demo import builtin
+    >>> server_threads(builtin.build("large")) is None, server_threads(builtin.build("large"), 4)
+    (True, 4)
     """
-    if threads is not None or os.environ.get("RNNSTREAM_THREADS"):
+    if threads is not None or os.environ.get("RNNSTREAM_THREADS") or model.parameter_count >= HEAVY_STEP:
         return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores - 1)
@@ -97,7 +105,7 @@ def load_models(specs: list[str], threads: int | None = None) -> dict[str, Strea
     """Load every model of ``specs``: ``seed``, ``text``, ``co2`` (bundled), ``builtin:NAME``, a file, or
     ``name=`` any of them.
 
-    ``threads`` caps each model's engine threads (None: the backend's default, every core).
+    ``threads``: each model's engine threads (None: ``server_threads`` chooses).
     """
     models: dict[str, StreamModel] = {}
     for spec in specs or DEFAULT_MODELS:
@@ -105,13 +113,15 @@ def load_models(specs: list[str], threads: int | None = None) -> dict[str, Strea
         if name in models:
             raise InputError(f"two models are named {name!r}; name them with name=MODEL")
         if source in BUNDLED:
-            models[name] = load(BUNDLED[source])
+            model = load(BUNDLED[source])
         elif source.startswith(builtin.PREFIX):
-            models[name] = builtin.build(source)
+            model = builtin.build(source)
         else:
-            models[name] = load(source)
-        if threads is not None:
-            models[name].set_backend("auto", threads=threads)
+            model = load(source)
+        chosen = server_threads(model, threads)
+        if chosen is not None:
+            model.set_backend("auto", threads=chosen)
+        models[name] = model
     return models
 
 

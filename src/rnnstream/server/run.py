@@ -10,7 +10,7 @@ import numpy as np
 
 from rnnstream.errors import InputError, MissingDependencyError
 from rnnstream.model import StreamModel
-from rnnstream.server.config import ServerConfig, load_models, server_threads, sidecars
+from rnnstream.server.config import ServerConfig, load_models, sidecars
 
 
 def example_request(url: str, name: str, model: StreamModel) -> str:
@@ -73,7 +73,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
             "Use --store redis://host:port/db"
         )
     tune_process()
-    models = load_models(config.models, server_threads(config.threads))
+    models = load_models(config.models, config.threads)
     url = f"http://{host}:{port}"
     print(f"rnnstream serving {', '.join(models)} at {url} (store {config.store}, "
           f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")
