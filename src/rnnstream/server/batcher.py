@@ -196,7 +196,7 @@ class Batcher:
         the loop writes the first back and answers its streams while the engine steps the second,
         instead of one idling while the other works."""
         waiting = min(len(self._queue), self.max_batch)
-        if self._running or waiting * self.streams.model.parameter_count < 2 * self.split_work:
+        if self._running or waiting < 2 or waiting * self.streams.model.parameter_count < 2 * self.split_work:
             return self.max_batch
         self._second_half = True
         return (waiting + 1) // 2
