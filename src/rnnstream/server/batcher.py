@@ -8,7 +8,7 @@ once; while one is running, they wait for more to join them until ``max_batch`` 
 while the engine is idle would only add latency: with 1,000 seed-model streams each sending a step
 per second (a Zen 4), going at once took the median HTTP latency from 2.3 to 1.1 ms and, at 10
 steps/s over WebSocket, from 6.1 to 3.5 ms. Under load the engine is busy and batches fill. Many
-steps that find the engine idle go as two halves (``_limit``): with one batch, the loop idled while
+steps that find the engine idle go as two halves (``_next_size``): with one batch, the loop idled while
 the engine stepped it and the engine idled while the loop answered it (1,000 WebSocket streams ran in
 lock-step, batches of 600–900); with two, each works on one half while the other works on the other.
 A request still queued after ``timeout`` gets a TimeoutError; one in an engine call waits for it to finish.
@@ -115,6 +115,7 @@ class Batcher:
         self.timeout = timeout
         self.metrics = metrics or Metrics()
         self.split_work = split_work
+        self._row_work = streams.model.parameter_count  # multiply-adds per stream and step (a sum: kept)
         self._queue: deque[_Waiting] = deque()
         self._wake = asyncio.Event()  # a request arrived, a batch finished, or close() was called
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rnnstream-{name}")
@@ -126,7 +127,7 @@ class Batcher:
         self._running: set[asyncio.Future[Any]] = set()  # handed to the worker or launched
         self._launched: deque[tuple[SteadyBatch, list[_Waiting], float, asyncio.Future[None]]] = deque()
         self._pipe: tuple[int, int] | None = None  # the runner thread writes to [1] when a launch is done
-        self._second_half = False  # the next batch is the rest of a split one: it takes no wait
+        self._second_half = False  # the last batch was the first half of a split one
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,13 +172,12 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._second_half:
-                self._second_half = False
-            else:
+            if not self._second_half:  # the rest of a split batch takes no wait
                 await self._gather_more()
             await self._slots.acquire()  # taken before the batch, so that it holds whatever came meanwhile
             self._expire()
-            batch = take_batch(self._queue, self._limit(), self._busy)  # empty unless launching
+            size, self._second_half = self._next_size()
+            batch = take_batch(self._queue, size, self._busy)  # empty unless launching
             if not batch:  # all expired, or every queued stream has a step running: wait for one to end
                 self._slots.release()
                 if self._queue:
@@ -190,16 +190,15 @@ class Batcher:
         if self._running:  # each batch is settled before asyncio.wait sees it done (callbacks run in order)
             await asyncio.wait(self._running)
 
-    def _limit(self) -> int:
-        """The next batch's size: ``max_batch``, or half of what waits when the engine is idle and each
-        half is worth ``split_work``. The second half follows at once, queued behind the first, so
-        the loop writes the first back and answers its streams while the engine steps the second,
-        instead of one idling while the other works."""
+    def _next_size(self) -> tuple[int, bool]:
+        """The next batch's size, and whether it is the first half of a split one: ``max_batch``, or half
+        of what waits when the engine is idle and each half is worth ``split_work``. The second half
+        follows at once, queued behind the first, so the loop writes the first back and answers its
+        streams while the engine steps the second, instead of one idling while the other works."""
         waiting = min(len(self._queue), self.max_batch)
-        if self._running or waiting < 2 or waiting * self.streams.model.parameter_count < 2 * self.split_work:
-            return self.max_batch
-        self._second_half = True
-        return (waiting + 1) // 2
+        if self._running or waiting < 2 or waiting * self._row_work < 2 * self.split_work:
+            return self.max_batch, False
+        return (waiting + 1) // 2, True
 
     def _dispatch(self, batch: list[_Waiting]) -> None:
         """Launch ``batch`` from here, or hand it to the worker thread; its requests are settled when done."""
