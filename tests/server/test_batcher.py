@@ -11,30 +11,54 @@ import numpy as np
 import pytest
 
 import rnnstream
+from rnnstream.errors import InputError
 from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError, _Waiting, take_batch
-from rnnstream.stepping import StepRequest
+from rnnstream.stepping import Result, StepRequest
 from rnnstream.stores.memory import MemoryStore
 from tests.stores.small import inputs, small_model
 
 MODEL = small_model()
 
 
-def waiting(stream_id: str, loop: asyncio.AbstractEventLoop) -> _Waiting:
-    return _Waiting(StepRequest(stream_id, np.zeros(3, np.float32)), loop.create_future())
+def waiting(stream_id: str) -> _Waiting:
+    return _Waiting(StepRequest(stream_id, np.zeros(3, np.float32)), lambda result: None)
 
 
 def test_take_batch_keeps_order_and_distinct_streams() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        queue = deque(waiting(s, loop) for s in ["a", "b", "a", "c", "a", "d"])
-        first = take_batch(queue, max_batch=3)
-        assert [w.request.stream_id for w in first] == ["a", "b", "c"]
-        assert [w.request.stream_id for w in queue] == ["a", "a", "d"]  # both a's wait, in order
-        second = take_batch(queue, max_batch=3)
-        assert [w.request.stream_id for w in second] == ["a", "d"]
-        assert [w.request.stream_id for w in take_batch(queue, 3)] == ["a"] and not queue
-    finally:
-        loop.close()
+    queue = deque(waiting(s) for s in ["a", "b", "a", "c", "a", "d"])
+    first = take_batch(queue, max_batch=3)
+    assert [w.request.stream_id for w in first] == ["a", "b", "c"]
+    assert [w.request.stream_id for w in queue] == ["a", "a", "d"]  # both a's wait, in order
+    second = take_batch(queue, max_batch=3)
+    assert [w.request.stream_id for w in second] == ["a", "d"]
+    assert [w.request.stream_id for w in take_batch(queue, 3)] == ["a"] and not queue
+
+
+def test_enqueue_call_answers_by_callback_and_a_failing_callback_spoils_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    xs = inputs(1, 2, n=2)
+    got: dict[str, Result] = {}
+
+    def broken(result: Result) -> None:
+        raise RuntimeError("a bug in the caller")
+
+    async def drive() -> list[np.ndarray]:
+        batcher = Batcher(rnnstream.Streams(MODEL), name="small", max_batch=64, max_delay=0.01)
+        batcher.start()
+        batcher.enqueue_call(StepRequest("a", xs[0, 0]), broken)
+        batcher.enqueue_call(StepRequest("b", xs[1, 0]), lambda result: got.setdefault("b", result))
+        batcher.enqueue_call(StepRequest("c", np.zeros(7, np.float32)), lambda result: got.setdefault("c", result))
+        second_of_a = await batcher.submit(StepRequest("a", xs[0, 1]))
+        await batcher.close()
+        return second_of_a  # type: ignore[return-value]
+
+    second_of_a = asyncio.run(drive())
+    ys, _ = MODEL.run(xs, MODEL.initial_state(2))
+    np.testing.assert_allclose(got["b"][0], ys[0][1, 0], rtol=1e-6, atol=1e-6)  # type: ignore[index]
+    assert isinstance(got["c"], InputError) and "shape" in str(got["c"])
+    np.testing.assert_allclose(second_of_a[0], ys[0][0, 1], rtol=1e-6, atol=1e-6)  # a's first step stands
+    assert "the callback of a step of stream 'a' failed" in caplog.text
 
 
 def test_concurrent_requests_share_engine_calls_and_keep_per_stream_order() -> None:

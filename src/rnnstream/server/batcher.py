@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +51,8 @@ from rnnstream.model import Outputs
 from rnnstream.server.metrics import Metrics
 from rnnstream.stepping import Result, StepRequest
 from rnnstream.streams import Streams
+
+logger = logging.getLogger(__name__)
 
 PIPELINE = 2
 """Batches handed to the worker thread at once: the one it steps and the next, ready when it is done."""
@@ -69,7 +73,7 @@ class ShuttingDownError(RnnstreamError):
 @dataclass
 class _Waiting:
     request: StepRequest
-    future: asyncio.Future[Outputs]
+    done: Callable[[Result], None]  # called once, on the loop, with the outputs or the error
     arrived: float = field(default_factory=time.perf_counter)
 
 
@@ -140,12 +144,18 @@ class Batcher:
 
     def enqueue(self, request: StepRequest) -> asyncio.Future[Outputs]:
         """Queue one step now (so each stream keeps its order); the future resolves with its outputs."""
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        self.enqueue_call(request, functools.partial(_resolve, future))
+        return future
+
+    def enqueue_call(self, request: StepRequest, done: Callable[[Result], None]) -> None:
+        """Queue one step now; ``done`` is called with its outputs or its error when it is settled, on the
+        loop, straight from the batcher: no future, and no extra turn of the loop for its callback (~1 µs
+        of an HTTP request's ~35 here). ``done`` should not raise; if it does, the error is logged."""
         if self._closing:
             raise ShuttingDownError("the server is shutting down; retry on another replica")
-        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(request, future))
+        self._queue.append(_Waiting(request, done))
         self._wake.set()
-        return future
 
     async def submit(self, request: StepRequest) -> Outputs:
         """Queue one step and wait for its outputs (or its error)."""
@@ -280,7 +290,7 @@ class Batcher:
             self.metrics.step_latency.observe(seconds, model=self.name)
         self.metrics.batch_size.observe(len(batch), model=self.name)
         for waiting, result in zip(batch, results, strict=True):
-            _settle(waiting.future, result)
+            _settle(waiting, result)
 
     def _step(self, requests: list[StepRequest]) -> tuple[list[Result], float, float]:
         """On the worker thread: one engine call, when it started and how long it took."""
@@ -308,7 +318,7 @@ class Batcher:
         now = time.perf_counter()
         while self._queue and now - self._queue[0].arrived > self.timeout:
             waiting = self._queue.popleft()
-            _settle(waiting.future, QueueTimeoutError(
+            _settle(waiting, QueueTimeoutError(
                 f"the request for stream {waiting.request.stream_id!r} waited {now - waiting.arrived:.1f} s "
                 f"for the engine (timeout {self.timeout:g} s) and was not applied; retry it"
             ))
@@ -318,7 +328,14 @@ def _as_error(error: Exception) -> RnnstreamError:
     return error if isinstance(error, RnnstreamError) else RnnstreamError(f"internal error: {error!r}")
 
 
-def _settle(future: asyncio.Future[Outputs], result: Result) -> None:
+def _settle(waiting: _Waiting, result: Result) -> None:
+    try:
+        waiting.done(result)
+    except Exception:  # a bug in the caller's callback: the rest of the batch is still answered
+        logger.exception("the callback of a step of stream %r failed", waiting.request.stream_id)
+
+
+def _resolve(future: asyncio.Future[Outputs], result: Result) -> None:
     if future.done():  # the client went away
         return
     if isinstance(result, BaseException):

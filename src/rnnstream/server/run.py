@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
@@ -62,6 +63,16 @@ def tune_process() -> None:
     mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024)  # free memory kept in the heap before it is returned
 
 
+def http_protocol() -> type[asyncio.Protocol] | str:
+    """InferProtocol (rnnstream.server.protocol), which answers small infer requests without ASGI; it
+    builds on httptools, which ``uvicorn[standard]`` brings: without it, uvicorn's own choice."""
+    try:
+        from rnnstream.server.protocol import InferProtocol
+    except ImportError:
+        return "auto"
+    return InferProtocol
+
+
 def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     try:
         import uvicorn
@@ -86,7 +97,8 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     # Float tensors barely compress: per-message deflate would only cost CPU. No access log and no
     # proxy-header rewriting either: per-request work whose result nothing here reads.
     options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30,
-               "ws_per_message_deflate": False, "access_log": False, "proxy_headers": False}
+               "ws_per_message_deflate": False, "access_log": False, "proxy_headers": False,
+               "http": http_protocol()}
     if workers > 1:
         from rnnstream.server.app import CONFIG_ENV
 
