@@ -49,6 +49,19 @@ def test_two_replicas_on_one_redis_serve_any_stream(redis_url: str) -> None:
             replica.stop()
 
 
+def test_worker_processes_on_one_redis_serve_any_stream(redis_url: str) -> None:
+    """``--workers 2``: each request on a connection of its own, so either process may answer it."""
+    server = ServerProcess("seed", "--store", redis_url, "--workers", "2").start()
+    try:
+        T, stream = 10, f"work-{uuid.uuid4().hex[:8]}"
+        xs = np.random.default_rng(1).normal(0, 1, (T, 4)).astype(np.float32)
+        got = [output(httpx.post(server.url + INFER, json=body(xs[t], stream, sequence_start=t == 0)))
+               for t in range(T)]
+        np.testing.assert_allclose(got, reference(xs), rtol=1e-6, atol=1e-6)
+    finally:
+        server.stop()
+
+
 def test_bearer_token(tmp_path: Path) -> None:
     server = ServerProcess("builtin:identity", "--token", "s3cret").start()
     try:
