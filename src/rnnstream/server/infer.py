@@ -125,11 +125,12 @@ class InferEndpoint:
         self, served: ServedModel, request: InferRequest, reply: Callable[[Reply], None], result: Result
     ) -> None:
         """Encode the step's outputs (or its error) and hand the response to ``reply``."""
+        if isinstance(result, RnnstreamError):
+            reply(self.refuse(served.name, result))
+            return
         try:
-            if isinstance(result, RnnstreamError):
-                raise result
             content, extra = encode_infer(served.name, request, served.outputs_by_name(result))
-        except RnnstreamError as error:  # the step's, or an output the request names that the model lacks
+        except RnnstreamError as error:  # an output the request names that the model lacks
             reply(self.refuse(served.name, error))
             return
         except Exception:  # a bug: logged, and answered as uvicorn answers one
