@@ -23,7 +23,8 @@ lint: $(TEST_STAMP)
 BENCH_STAMP := $(VENV)/.installed-bench
 
 # Benchmarks (not part of `make test`): the seed blog's experiment, the engine against ONNX Runtime,
-# PyTorch and Keras, context length, streams and stores. Figures and charts go to bench-results/.
+# PyTorch and Keras, context length, streams and stores, generation, and the server under 1,000 streams
+# (~9 minutes of its own). Figures, charts and the serving report go to bench-results/.
 bench: $(BENCH_STAMP)
 	mkdir -p bench-results
 	$(PY) -m rnnstream bench seed --png bench-results/bench_seed.png
@@ -31,6 +32,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m rnnstream bench context
 	$(PY) -m rnnstream bench streams
 	$(PY) -m rnnstream bench generate
+	bash -o pipefail -c '$(PY) -m rnnstream bench serve | tee bench-results/serve.txt'
 
 # Retrain the bundled text model and CO2 forecaster (Keras, fixed seeds; ~15 minutes on 2 cores).
 demo-models: $(TEST_STAMP)

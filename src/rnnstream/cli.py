@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_bench.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     serve_bench.add_argument("--models", nargs="+", default=["identity", "seed", "large"])
     serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket"])
+    serve_bench.add_argument("--pairs", type=int, default=3,
+                             help="alternating identity/seed closed-loop pairs for the seed / identity ratio "
+                                  "(default %(default)s; 0: none)")
     serve_bench.add_argument("--rates", type=float, nargs="*", default=[1.0, 10.0],
                              help="steps/s per stream of the open-loop latency runs (default: 1 10; none: skip)")
     seed = benches.add_parser("seed", help="the seed blog's experiment, every approach timed")
@@ -176,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rnnstream.bench import serve as bench_serve
 
             print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols),
-                                  tuple(args.rates)))
+                                  tuple(args.rates), args.pairs))
             return 0
         if args.bench == "generate":
             from rnnstream.bench import generate as bench_generate

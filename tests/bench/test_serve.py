@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from rnnstream.bench.serve import LoadResult, report, run
+from rnnstream.bench.serve import LoadResult, paired_ratios, report, run
 from tests.server.conftest import ServerProcess
 
 
@@ -46,3 +46,8 @@ def test_an_open_loop_beyond_the_closed_loop_capacity_is_not_run() -> None:
     text = run(streams=10, seconds=0.5, models=("identity",), protocols=("websocket",), rates=(2.0, 1e9))
     assert "identity  websocket  on        2/s each" in text
     assert "open loop at 1e+09 steps/s per stream not run: 10,000,000,000 steps/s offered" in text
+
+
+def test_seed_and_identity_are_compared_in_alternating_pairs() -> None:
+    ratios = paired_ratios("websocket", streams=10, seconds=0.3, pairs=2)
+    assert len(ratios) == 2 and all(0 < r < 10 for r in ratios)

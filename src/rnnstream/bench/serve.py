@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -104,9 +105,11 @@ def report(results: list[LoadResult]) -> str:
 
 
 def run(streams: int = 1000, seconds: float = 5.0, models: tuple[str, ...] = tuple(MODELS),
-        protocols: tuple[str, ...] = ("http", "websocket"), rates: tuple[float, ...] = (1.0, 10.0)) -> str:
+        protocols: tuple[str, ...] = ("http", "websocket"), rates: tuple[float, ...] = (1.0, 10.0),
+        pairs: int = 0) -> str:
     """Every model × protocol: closed loop with batching on and off, then open loops at each of ``rates``
-    (steps/s per stream) that the closed loop showed the server can carry."""
+    (steps/s per stream) that the closed loop showed the server can carry; then, with identity and seed
+    among ``models``, ``pairs`` more closed loops of each per protocol, alternating (``paired_ratios``)."""
     results, skipped = [], []
     for model in models:
         for protocol in protocols:
@@ -122,7 +125,32 @@ def run(streams: int = 1000, seconds: float = 5.0, models: tuple[str, ...] = tup
                     continue
                 results.append(measure(model, protocol, "on", streams, seconds, rate))
                 print(report(results[-1:]).splitlines()[1], flush=True)
-    return "\n".join([report(results), *skipped])
+    lines = [report(results), *skipped]
+    if pairs and {"identity", "seed"} <= set(models):
+        lines += [pairs_report(protocol, paired_ratios(protocol, streams, seconds, pairs)) for protocol in protocols]
+    return "\n".join(lines)
+
+
+def pairs_report(protocol: str, ratios: list[float]) -> str:
+    """
+    >>> pairs_report("http", [0.9, 0.8, 0.85])
+    'http: seed / identity in 3 alternating pairs of runs: 0.90, 0.80, 0.85; median 0.85 (goal >= 0.80)'
+    """
+    return (f"{protocol}: seed / identity in {len(ratios)} alternating pairs of runs: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f} (goal >= 0.80)")
+
+
+def paired_ratios(protocol: str, streams: int, seconds: float, pairs: int) -> list[float]:
+    """Seed ÷ identity throughput (closed loop, batching on) from ``pairs`` runs of each, one right after
+    the other: on a shared machine two runs minutes apart differ by ±15%, so one pair proves little."""
+    ratios = []
+    for _ in range(pairs):
+        identity = measure("identity", protocol, "on", streams, seconds).steps_per_second
+        seed = measure("seed", protocol, "on", streams, seconds).steps_per_second
+        ratios.append(seed / identity)
+        print(f"{protocol}: pair {len(ratios)}: identity {identity:,.0f}, seed {seed:,.0f} steps/s, "
+              f"{ratios[-1]:.2f}", flush=True)
+    return ratios
 
 
 OPEN_LOOP_SHARE = 0.8
