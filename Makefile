@@ -24,7 +24,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 # Benchmarks (not part of `make test`): the seed blog's experiment, the engine against ONNX Runtime,
 # PyTorch and Keras, context length, streams and stores, generation, and the server under 1,000 streams
-# (~9 minutes of its own). Figures, charts and the serving report go to bench-results/.
+# (~5 minutes of its own). Figures, charts and the serving report go to bench-results/.
 bench: $(BENCH_STAMP)
 	mkdir -p bench-results
 	$(PY) -m rnnstream bench seed --png bench-results/bench_seed.png
