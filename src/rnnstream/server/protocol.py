@@ -43,6 +43,20 @@ FAST_BODY_LIMIT = HIGH_WATER_LIMIT
 flow control never pauses reading a body. Larger ones are dominated by their payload, not the overhead."""
 
 
+UVICORN_HOOKS = ("on_message_begin", "on_headers_complete", "on_message_complete", "on_response_complete",
+                 "_unset_keepalive_if_required", "_start_asgi_task", "timeout_keep_alive_handler")
+"""The methods of uvicorn's protocol that InferProtocol overrides or calls (uvicorn's internals)."""
+
+
+def missing_hooks(base: type = HttpToolsProtocol) -> list[str]:
+    """The hooks ``base`` lacks: a uvicorn whose protocol changed shape serves without InferProtocol.
+
+    >>> missing_hooks(), missing_hooks(object)[:2]
+    ([], ['on_message_begin', 'on_headers_complete'])
+    """
+    return [name for name in UVICORN_HOOKS if not callable(getattr(base, name, None))]
+
+
 class _NoWaiter:
     """Stands for a cycle's ``message_event``: no ASGI task waits on a request answered here."""
 

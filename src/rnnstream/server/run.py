@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -64,11 +65,23 @@ def tune_process() -> None:
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:
-    """InferProtocol (rnnstream.server.protocol), which answers small infer requests without ASGI; it
-    builds on httptools, which ``uvicorn[standard]`` brings: without it, uvicorn's own choice."""
+    """InferProtocol (rnnstream.server.protocol), which answers small infer requests without ASGI. It
+    builds on uvicorn's httptools protocol (``uvicorn[standard]`` brings httptools): without it, or with
+    a uvicorn whose protocol lacks a method InferProtocol builds on, uvicorn's own choice, and a warning.
+
+    >>> http_protocol().__name__
+    'InferProtocol'
+    """
     try:
-        from rnnstream.server.protocol import InferProtocol
-    except ImportError:
+        from rnnstream.server.protocol import InferProtocol, missing_hooks
+    except ImportError as error:
+        print(f"warning: serving HTTP through plain uvicorn, which is slower ({error}); "
+              "pip install 'uvicorn[standard]' for httptools", file=sys.stderr)
+        return "auto"
+    missing = missing_hooks()
+    if missing:
+        print(f"warning: serving HTTP through plain uvicorn, which is slower: this uvicorn's httptools "
+              f"protocol lacks {missing}", file=sys.stderr)
         return "auto"
     return InferProtocol
 
