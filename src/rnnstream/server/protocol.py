@@ -13,7 +13,7 @@ protocol when it is
 
 its body is read as it arrives, its step queued in the model's batcher when it is whole, and the reply
 written by the batcher's callback when the step is done (``InferEndpoint.start``, the same code as the
-ASGI path takes, so the replies are the same but for uvicorn's ``date`` header). Anything
+ASGI path takes, so the replies are the same, uvicorn's ``date`` and ``server`` headers too). Anything
 else — every other route, large or chunked bodies, a missing token (401), WebSocket upgrades, a
 server over its ``limit_concurrency``, a request pipelined behind one still being answered — goes
 to the ASGI app as before. uvicorn's bookkeeping is kept: a request answered here has a cycle too
