@@ -66,9 +66,12 @@ def can_begin(streams: Streams) -> bool:
     return streams.store.in_process and streams.model.can_launch
 
 
-def begin(streams: Streams, requests: Sequence[StepRequest], fd: int) -> SteadyBatch | None:
+def begin(
+    streams: Streams, requests: Sequence[StepRequest], fd: int, threads: int | None = None
+) -> SteadyBatch | None:
     """Read and launch ``requests`` when every one is a plain next step of a stream the store holds;
-    None (nothing read or started) otherwise. ``fd`` gets 8 bytes when the step is done."""
+    None (nothing read or started) otherwise. ``fd`` gets 8 bytes when the step is done; ``threads``:
+    how many of the engine's threads share it (default all)."""
     if not can_begin(streams) or not requests:
         return None
     if any(r.start or r.end or r.step_number is not None for r in requests):
@@ -84,7 +87,7 @@ def begin(streams: Streams, requests: Sequence[StepRequest], fd: int) -> SteadyB
         return None
     state = State.adopt(records.rows, streams.model.fingerprint)  # the loaded rows are ours (Store.load)
     try:
-        pending = streams.model.launch(batch[0] if len(batch) == 1 else batch, state, fd)
+        pending = streams.model.launch(batch[0] if len(batch) == 1 else batch, state, fd, threads)
     except InputError:  # e.g. a value of the wrong kind: step_each finds the culprit and steps the rest
         return None
     return SteadyBatch(streams, ids, records.versions, records.steps, pending)

@@ -184,11 +184,11 @@ class StreamModel:
         every layer one its kernel steps)."""
         return bool(getattr(self.backend, "can_launch", False))
 
-    def launch(self, x: Inputs, state: State, fd: int) -> PendingStep:
+    def launch(self, x: Inputs, state: State, fd: int, threads: int | None = None) -> PendingStep:
         """Start ``step(x, state)`` on a background thread of the compiled kernel and return at once;
         8 bytes are written to ``fd`` (a pipe or eventfd an event loop watches) when it is done. The
-        inputs are checked first: bad input raises InputError and starts nothing. Needs
-        :attr:`can_launch`.
+        inputs are checked first: bad input raises InputError and starts nothing. ``threads``: how many
+        of the backend's threads share the step (default all). Needs :attr:`can_launch`.
 
         >>> import os, numpy as np, rnnstream
         >>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
@@ -203,7 +203,8 @@ class StreamModel:
             raise InputError(f"model {self.name!r} cannot launch on backend {self.backend.name!r}; call step()")
         self._check_state(state)
         inputs = [a for a, _ in self._prepare(x, state.batch_size, False, time_axis=False)]
-        return PendingStep(self, inputs, self.backend.launch(inputs, state.rows, fd))  # type: ignore[attr-defined]
+        launched = self.backend.launch(inputs, state.rows, fd, threads)  # type: ignore[attr-defined]
+        return PendingStep(self, inputs, launched)
 
     def run(self, xs: Inputs, state: State, *, check_finite: bool = False) -> tuple[Outputs, State]:
         """Advance every stream through a whole sequence ``xs [B, T, *features]``: T calls of ``step``.

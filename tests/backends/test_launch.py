@@ -76,6 +76,22 @@ def test_launch_equals_step_exactly(rng: np.random.Generator, pipe: tuple[int, i
     np.testing.assert_array_equal(new.rows, new_step.rows)
 
 
+def test_a_launch_on_fewer_threads_gives_the_same_step(rng: np.random.Generator, pipe: tuple[int, int]) -> None:
+    """The server launches on one thread while its event loop is busy: the same numbers, bit for bit."""
+    model = builtin.build("large").set_backend("fused", threads=2)  # big enough to share a step's work
+    state = State.adopt(rng.normal(0, 1, (64, model.state_size)).astype(np.float32), model.fingerprint)
+    x = rng.normal(0, 1, (64, 128)).astype(np.float32)
+    results = []
+    for threads in (None, 1, 2, 8):
+        pending = model.launch(x, state, pipe[1], threads)
+        wait(pipe[0], pending)
+        results.append(pending.result())
+    y_step, new_step = model.step(x, state)
+    for y, new in results:
+        np.testing.assert_array_equal(y, y_step)
+        np.testing.assert_array_equal(new.rows, new_step.rows)
+
+
 def test_many_launches_run_in_order_and_each_gets_its_own_results(
     rng: np.random.Generator, pipe: tuple[int, int]
 ) -> None:

@@ -109,9 +109,10 @@ class FusedBackend(NumpyBackend):
         """Whether :meth:`launch` can run this graph's step: every node is one the kernel steps."""
         return self._recipe is not None
 
-    def launch(self, xs: list[Array], state: FloatArray, fd: int) -> Launched:
+    def launch(self, xs: list[Array], state: FloatArray, fd: int, threads: int | None = None) -> Launched:
         """Start one step on the kernel's runner thread and return at once (``launcher.h``); 8 bytes are
-        written to ``fd`` when it is done. Needs :attr:`can_launch`."""
+        written to ``fd`` when it is done; ``threads`` (at most ``self.threads``) share its work. Needs
+        :attr:`can_launch`."""
         if self._recipe is None:
             raise RuntimeError("this graph has nodes the kernel does not step; call step() instead")
         values: list[Any] = [None] * len(self.graph.specs)
@@ -133,7 +134,8 @@ class FusedBackend(NumpyBackend):
                 items.append((node.plan, x, None))
                 for tensor, lo, hi in node.columns:
                     values[tensor] = new_state[:, lo:hi]
-        handle = self._kernel.launch(items, state, new_state, self.threads, fd)
+        share = self.threads if threads is None else max(1, min(threads, self.threads))
+        handle = self._kernel.launch(items, state, new_state, share, fd)
         return Launched(handle, self._kernel, [values[t] for t in self.graph.outputs], new_state)
 
     @property

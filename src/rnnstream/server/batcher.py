@@ -48,6 +48,7 @@ from typing import Any
 from rnnstream.background import SteadyBatch, begin, can_begin
 from rnnstream.errors import RnnstreamError
 from rnnstream.model import Outputs
+from rnnstream.server.loop_load import LoopLoad, engine_threads
 from rnnstream.server.metrics import Metrics
 from rnnstream.stepping import Result, StepRequest
 from rnnstream.streams import Streams
@@ -132,6 +133,8 @@ class Batcher:
         self._launched: deque[tuple[SteadyBatch, list[_Waiting], float, asyncio.Future[None]]] = deque()
         self._pipe: tuple[int, int] | None = None  # the runner thread writes to [1] when a launch is done
         self._second_half = False  # the last batch was the first half of a split one
+        self._engine_threads = int(getattr(streams.model.backend, "threads", 1))
+        self._loop_load = LoopLoad()  # launched steps get one engine thread while the loop is busy
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -236,7 +239,8 @@ class Batcher:
         assert self._pipe is not None
         started = time.perf_counter()
         try:
-            steady = begin(self.streams, [w.request for w in batch], self._pipe[1])
+            threads = engine_threads(self._engine_threads, self._loop_load.busy())
+            steady = begin(self.streams, [w.request for w in batch], self._pipe[1], threads)
         except Exception:  # the worker's step_each will report it, request by request
             return False
         if steady is None:

@@ -89,9 +89,8 @@ def server_threads(model: StreamModel, threads: int | None = None) -> int | None
     one, which the event loop keeps, for a lighter one. Measured with 1,000 WebSocket streams on 2
     cores: the seed model (283k parameters) carried ~15% more steps with one engine thread than with
     two, whose second thread shared the loop's core; the large model (3.4M) 33% fewer (15k against 22k
-    steps/s): there the engine is what limits. Over HTTP, whose loop works ~6× more per step, the large
-    model did better with one thread (21,000–21,500 against 18,000 steps/s on a Zen 5, where WebSocket
-    gave 33,600 against 40,000–45,000): a heavy model served mostly over HTTP may want ``--threads 1``.
+    steps/s): there the engine is what limits. While the event loop is busy (over HTTP), a launched step
+    of a heavy model still gets only one of its threads (rnnstream.server.loop_load).
 
     >>> from rnnstream.demo import builtin
     >>> server_threads(builtin.build("large")) is None, server_threads(builtin.build("large"), 4)
