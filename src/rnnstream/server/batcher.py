@@ -42,7 +42,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from rnnstream.background import SteadyBatch, begin, can_begin
@@ -71,11 +70,13 @@ class ShuttingDownError(RnnstreamError):
     """The server is shutting down and takes no new requests."""
 
 
-@dataclass
 class _Waiting:
-    request: StepRequest
-    done: Callable[[Result], None]  # called once, on the loop, with the outputs or the error
-    arrived: float = field(default_factory=time.perf_counter)
+    """A queued step: its request, the callback that settles it (once, on the loop) and when it came."""
+
+    __slots__ = ("arrived", "done", "request")
+
+    def __init__(self, request: StepRequest, done: Callable[[Result], None]) -> None:
+        self.request, self.done, self.arrived = request, done, time.perf_counter()
 
 
 def take_batch(queue: deque[_Waiting], max_batch: int, busy: AbstractSet[str] = frozenset()) -> list[_Waiting]:

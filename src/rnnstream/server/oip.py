@@ -164,12 +164,15 @@ def parse_infer(model: StreamModel, body: bytes, header_length: str | None) -> I
     for entry in entries:
         name, array, offset = _tensor(entry, binary, offset)
         tensors[name] = array
-    specs = {spec.name: spec for spec in model.inputs}
-    unknown, missing = sorted(set(tensors) - set(specs)), sorted(set(specs) - set(tensors))
-    if unknown or missing:
-        raise ProtocolError(f"inputs: unknown {unknown}, missing {missing}; the model's inputs are {sorted(specs)}")
-    steps = {name: _one_step(name, tensors[name], spec) for name, spec in specs.items()}
-    x: Any = steps[model.inputs[0].name] if len(specs) == 1 else steps
+    specs = model.inputs
+    if len(tensors) != len(specs) or any(spec.name not in tensors for spec in specs):
+        names = {spec.name for spec in specs}
+        unknown, missing = sorted(set(tensors) - names), sorted(names - set(tensors))
+        raise ProtocolError(f"inputs: unknown {unknown}, missing {missing}; the model's inputs are {sorted(names)}")
+    if len(specs) == 1:
+        x: Any = _one_step(specs[0].name, tensors[specs[0].name], specs[0])
+    else:
+        x = {spec.name: _one_step(spec.name, tensors[spec.name], spec) for spec in specs}
     number = parameters.get("sequence_step")
     if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
         raise ProtocolError(f"parameters.sequence_step must be an integer from 1, got {number!r}")
