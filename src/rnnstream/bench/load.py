@@ -21,7 +21,7 @@ import struct
 import sys
 import time
 from collections.abc import Coroutine, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -34,25 +34,72 @@ def _summary(latencies: list[float], steps: int, seconds: float) -> dict[str, fl
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
 
 
-class _Connection:
-    """One keep-alive HTTP/1.1 connection (a load generator must not be slower than the server)."""
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time, its replies parsed by hand: the load
+    generator shares the machine with the server (on these 2-core machines the two cores slow each other
+    down like hyperthreads), so every microsecond it spends per request is taken from the server."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
-        self.reader, self.writer, self.host = reader, writer, host
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.reply: asyncio.Future[bytes] | None = None
 
-    async def post(self, path: str, body: bytes) -> bytes:
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        content = await self.reader.readexactly(length)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_exception(ConnectionError(f"the server closed the connection ({exc})"))
+
+    def post(self, request: bytes) -> asyncio.Future[bytes]:
+        """Send a whole request (``http_request``); the future gets the reply's body."""
+        assert self.transport is not None
+        self.reply = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.reply
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        length = _content_length(head)
+        if len(self.buffer) < end + 4 + length:
+            return
+        content = bytes(self.buffer[end + 4 : end + 4 + length])
+        del self.buffer[: end + 4 + length]
+        reply, self.reply = self.reply, None
+        if reply is None or reply.done():
+            return
+        status = int(head[9:12])
         if status != 200:
-            raise RuntimeError(f"HTTP {status}: {content[:300]!r}")
-        return content
+            reply.set_exception(RuntimeError(f"HTTP {status}: {content[:300]!r}"))
+        else:
+            reply.set_result(content)
+
+
+def http_request(host: str, path: str, body: bytes) -> bytes:
+    """A POST with a JSON body, as bytes ready to send (made once per stream and reused).
+
+    >>> http_request("h", "/p", b"{}")
+    b'POST /p HTTP/1.1\\r\\nHost: h\\r\\nContent-Type: application/json\\r\\nContent-Length: 2\\r\\n\\r\\n{}'
+    """
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def _content_length(head: bytes) -> int:
+    """The content length a lower-cased response head gives, 0 if none.
+
+    >>> _content_length(b"http/1.1 200 ok\\r\\ncontent-length: 12\\r\\nserver: x"), _content_length(b"http/1.1 204")
+    (12, 0)
+    """
+    at = head.find(b"content-length:")
+    if at < 0:
+        return 0
+    stop = head.find(b"\r\n", at)
+    return int(head[at + len(b"content-length:") : stop if stop >= 0 else len(head)])
 
 
 async def http_load(
@@ -63,31 +110,30 @@ async def http_load(
     x = [0.1] * features
     latencies: list[float] = []
 
-    def body(k: int, start: bool) -> bytes:
-        return json.dumps({"inputs": [{"name": "input", "shape": [1, features], "datatype": "FP32", "data": x}],
+    def request(k: int, start: bool) -> bytes:
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, features], "datatype": "FP32", "data": x}],
                            "parameters": {"sequence_id": f"load-{k}", "sequence_start": start}}).encode()
+        return http_request(host, path, body)
 
-    async def connect() -> _Connection:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        return _Connection(reader, writer, host)
-
-    connections = [await connect() for _ in range(streams)]
-    await asyncio.gather(*(c.post(path, body(k, True)) for k, c in enumerate(connections)))
+    loop = asyncio.get_running_loop()
+    connections = [(await loop.create_connection(_Connection, host, int(port)))[1] for _ in range(streams)]
+    await asyncio.gather(*(c.post(request(k, True)) for k, c in enumerate(connections)))
     started = time.perf_counter()
     end = started + seconds
 
-    async def loop(k: int) -> None:
-        request = body(k, False)
+    async def drive(k: int) -> None:
+        step = request(k, False)
         for due in _schedule(started, end, rate, k / streams):
             await _until(due)
             began = due if rate else time.perf_counter()
-            await connections[k].post(path, request)
+            await connections[k].post(step)
             latencies.append(time.perf_counter() - began)
 
-    await asyncio.gather(*(loop(k) for k in range(streams)))
+    await asyncio.gather(*(drive(k) for k in range(streams)))
     elapsed = time.perf_counter() - started
     for connection in connections:
-        connection.writer.close()
+        if connection.transport is not None:
+            connection.transport.close()
     return _summary(latencies, len(latencies), elapsed)
 
 
