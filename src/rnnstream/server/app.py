@@ -203,6 +203,15 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def bearer_matches(given: bytes, token: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <token>`` (compared in constant time).
+
+    >>> bearer_matches(b"Bearer s3cret", "s3cret"), bearer_matches(b"Bearer nope", "s3cret")
+    (True, False)
+    """
+    return hmac.compare_digest(given, f"Bearer {token}".encode())
+
+
 class BearerAuth:
     """Refuse (401) any request but the public paths without ``Authorization: Bearer <token>``."""
 
@@ -215,9 +224,8 @@ class BearerAuth:
                 or path.startswith(PUBLIC_PREFIX):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-        given = headers.get("authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+        given = dict(scope.get("headers", [])).get(b"authorization", b"")  # ASGI names are lower-case
+        if bearer_matches(given, self.token):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":

@@ -11,7 +11,7 @@ loop has lately been busy at least ``BUSY_LOOP`` of the time, and every thread o
 >>> load.busy()  # the first call starts the clock
 0.0
 >>> _ = sum(i * i for i in range(200_000))  # this thread computes: busy
->>> load.busy() > 0.5, engine_threads(4, busy=0.9), engine_threads(4, busy=0.2), engine_threads(1, busy=0.9)
+>>> load.busy() > 0.2, engine_threads(4, busy=0.9), engine_threads(4, busy=0.2), engine_threads(1, busy=0.9)
 (True, 1, None, None)
 """
 

@@ -30,12 +30,12 @@ has none, and when it fires it closes the connection only if it has been idle fo
 from __future__ import annotations
 
 import functools
-import hmac
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from rnnstream.server.app import bearer_matches
 from rnnstream.server.infer import SERVER_ERROR, InferEndpoint, Reply, infer_target
 
 FAST_BODY_LIMIT = HIGH_WATER_LIMIT
@@ -185,8 +185,7 @@ class InferProtocol(HttpToolsProtocol):
         if b"transfer-encoding" in headers:
             return None
         token = endpoint.state.config.token
-        if token is not None and not hmac.compare_digest(headers.get(b"authorization", b""),
-                                                         f"Bearer {token}".encode()):
+        if token is not None and not bearer_matches(headers.get(b"authorization", b""), token):
             return None  # the ASGI app's BearerAuth answers 401
         return (*target, headers)
 

@@ -75,15 +75,14 @@ def http_protocol() -> type[asyncio.Protocol] | str:
     try:
         from rnnstream.server.protocol import InferProtocol, missing_hooks
     except ImportError as error:
-        print(f"warning: serving HTTP through plain uvicorn, which is slower ({error}); "
-              "pip install 'uvicorn[standard]' for httptools", file=sys.stderr)
-        return "auto"
-    missing = missing_hooks()
-    if missing:
-        print(f"warning: serving HTTP through plain uvicorn, which is slower: this uvicorn's httptools "
-              f"protocol lacks {missing}", file=sys.stderr)
-        return "auto"
-    return InferProtocol
+        reason = f"{error}; pip install 'uvicorn[standard]' for httptools"
+    else:
+        missing = missing_hooks()
+        if not missing:
+            return InferProtocol
+        reason = f"this uvicorn's httptools protocol lacks {missing}"
+    print(f"warning: serving HTTP through plain uvicorn, which is slower ({reason})", file=sys.stderr)
+    return "auto"
 
 
 def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
