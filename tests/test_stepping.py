@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import rnnstream
+from rnnstream.batch_inputs import stack_inputs
 from rnnstream.graph import GraphBuilder
 from rnnstream.layers.base import TensorSpec
 from rnnstream.layers.dense import Dense
-from rnnstream.stepping import StepRequest, stack_inputs
+from rnnstream.stepping import StepRequest
 from tests.stores.small import inputs, small_model
 
 

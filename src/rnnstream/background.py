@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rnnstream.batch_inputs import stack_inputs
 from rnnstream.errors import InputError
 from rnnstream.model import Outputs, PendingStep
 from rnnstream.state import State
-from rnnstream.stepping import StepRequest, stack_inputs
+from rnnstream.stepping import StepRequest
 from rnnstream.streams import Streams
 from rnnstream.types import IntArray
 
@@ -67,11 +68,17 @@ def can_begin(streams: Streams) -> bool:
 
 
 def begin(
-    streams: Streams, requests: Sequence[StepRequest], fd: int, threads: int | None = None
+    streams: Streams,
+    requests: Sequence[StepRequest],
+    fd: int,
+    threads: int | None = None,
+    *,
+    check_finite: bool = False,
 ) -> SteadyBatch | None:
     """Read and launch ``requests`` when every one is a plain next step of a stream the store holds;
     None (nothing read or started) otherwise. ``fd`` gets 8 bytes when the step is done; ``threads``:
-    how many of the engine's threads share it (default all)."""
+    how many of the engine's threads share it (default all); ``check_finite``: a NaN or ±Inf input is not
+    begun here either (``step_each`` refuses that request alone)."""
     if not can_begin(streams) or not requests:
         return None
     if any(r.start or r.end or r.step_number is not None for r in requests):
@@ -79,7 +86,7 @@ def begin(
     ids = [r.stream_id for r in requests]
     if len(set(ids)) != len(ids):
         return None  # step_each says which
-    batch, errors = stack_inputs(streams.model, requests)
+    batch, errors = stack_inputs(streams.model, requests, check_finite=check_finite)
     if errors:
         return None
     records = streams.store.load(ids)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -88,6 +89,22 @@ class StreamModel:
     @property
     def layers(self) -> list[Layer]:
         return [node.layer for node in self.graph.nodes]
+
+    @functools.cached_property
+    def token_ranges(self) -> dict[str, int]:
+        """For each input of token ids that an Embedding reads, how many ids it takes (ids are 0..n-1).
+
+        >>> import rnnstream
+        >>> rnnstream.load(rnnstream.demo.TEXT_MODEL).token_ranges
+        {'chars': 76}
+        """
+        ranges: dict[str, int] = {}
+        for spec in self.graph.inputs:
+            for node in self.graph.nodes:
+                E = getattr(node.layer, "E", None)
+                if node.layer.kind == "embedding" and spec.tensor in node.inputs and isinstance(E, np.ndarray):
+                    ranges[spec.name] = min(ranges.get(spec.name, E.shape[0]), int(E.shape[0]))
+        return ranges
 
     @property
     def parameter_count(self) -> int:

@@ -3,16 +3,30 @@
 ``advance`` serves both ``Streams.step`` (any error fails the whole call, before anything is written)
 and ``Streams.step_each`` (``isolate=True``: a request's error is that request's result, and the
 others go ahead), which the server's batcher uses.
+
+Exactly-once (requests with a ``step_number``; the first step of a stream is 1):
+
+- the number of the stream's last applied step is a retry: its stored output, nothing changes — a start
+  step and an ending step too (an ended stream's last step and output are kept for the store's
+  ``end_retention``);
+- a start numbered 1 on a live stream that has applied steps since is refused (StepOrderError): it is a
+  late duplicate, and applying it would discard acknowledged steps (end the stream first, or use a new id);
+- any other number but the next is refused (StepOrderError, with the number expected).
+
+Everything is decided before the engine runs, so a refused request changes nothing. Without step numbers
+a start always begins the stream afresh (Triton's semantics).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from rnnstream.batch_inputs import stack_inputs
 from rnnstream.errors import (
     ConflictError,
     InputError,
@@ -24,7 +38,10 @@ from rnnstream.errors import (
 from rnnstream.model import Inputs, Outputs, StreamModel
 from rnnstream.state import State
 from rnnstream.stores import Store
-from rnnstream.types import Array, FloatArray, IntArray
+from rnnstream.stores.base import Records
+from rnnstream.types import Array, FloatArray
+
+logger = logging.getLogger(__name__)
 
 Result = Outputs | RnnstreamError
 
@@ -79,43 +96,25 @@ class Codec:
         return [list(outputs) for outputs in zip(*parts, strict=True)]
 
 
-def stack_inputs(model: StreamModel, requests: Sequence[StepRequest]) -> tuple[list[Array], dict[int, InputError]]:
-    """One batch array per model input from each request's own input; bad requests are set aside."""
-    specs = model.inputs
-    if len(specs) == 1:  # the usual case: a one-input model and arrays of the right shape, stacked at once
-        shape = specs[0].spec.shape
-        arrays = [x for request in requests if isinstance(x := request.x, np.ndarray) and x.shape == shape]
-        if len(arrays) == len(requests):
-            if not shape:  # 0-d values (token ids) do not concatenate
-                return [np.stack(arrays)], {}
-            return [np.concatenate(arrays).reshape(len(arrays), *shape)], {}  # a third of np.stack's time
-    columns: list[list[Array]] = [[] for _ in specs]
-    errors: dict[int, InputError] = {}
-    for k, request in enumerate(requests):
-        x, stream_id = request.x, request.stream_id
-        if isinstance(x, Mapping):
-            parts = [x.get(spec.name) for spec in specs]
-        elif len(specs) > 1:
-            parts = list(x) if isinstance(x, list | tuple) else []
-        else:
-            parts = [x]
-        if len(parts) != len(specs) or any(p is None for p in parts):
-            errors[k] = InputError(f"stream {stream_id!r}: give one value per model input {[s.name for s in specs]}")
-            continue
-        arrays = [np.asarray(p) for p in parts]
-        wrong = [(s, a) for s, a in zip(specs, arrays, strict=True) if a.shape != s.spec.shape]
-        if wrong:
-            spec, array = wrong[0]
-            errors[k] = InputError(
-                f"stream {stream_id!r}: input {spec.name!r} has shape {array.shape}, "
-                f"expected {spec.spec.shape} (one step, no batch axis)"
-            )
-            continue
-        for column, array in zip(columns, arrays, strict=True):
-            column.append(array)
-    if len(errors) == len(requests):
-        return [], errors
-    return [np.stack(column) for column in columns], errors
+@dataclass
+class _Batch:
+    """One ``advance`` call: its requests, their stacked inputs (``row_of``: request → row) and results."""
+
+    model: StreamModel
+    store: Store
+    codec: Codec
+    requests: Sequence[StepRequest]
+    inputs: list[Array]
+    row_of: dict[int, int]
+    results: dict[int, Result]
+    isolate: bool
+    max_streams: int | None
+
+    def fail(self, errors: Mapping[int, RnnstreamError]) -> None:
+        """Record each request's error; when not isolating, the first one fails the whole call."""
+        if errors and not self.isolate:
+            raise next(iter(errors.values()))
+        self.results.update(errors)
 
 
 def advance(
@@ -126,143 +125,144 @@ def advance(
     *,
     isolate: bool,
     check_finite: bool,
-    check_limit: Callable[[int], None],
+    max_streams: int | None,
     conflict_retries: int,
 ) -> list[Result]:
     """Step every request's stream once (see the module docstring); one result per request."""
-    results: dict[int, Result] = {}
-    batch, input_errors = stack_inputs(model, requests)
-    _fail(results, input_errors, isolate)
+    inputs, input_errors = stack_inputs(model, requests, check_finite=check_finite)
     ok = [k for k in range(len(requests)) if k not in input_errors]
-    row_of = {k: row for row, k in enumerate(ok)}  # request → its row in ``batch``
+    batch = _Batch(model, store, codec, requests, inputs, {k: row for row, k in enumerate(ok)}, {}, isolate,
+                   max_streams)
+    batch.fail(input_errors)
     pending = ok
     for _ in range(conflict_retries + 1):
         if not pending:
             break
-        pending = _attempt(model, store, codec, requests, batch, row_of, pending, results,
-                           isolate=isolate, check_finite=check_finite, check_limit=check_limit)
+        pending = _attempt(batch, pending)
     if pending:
         conflicted = [requests[k].stream_id for k in pending]
         error = ConflictError(
             f"streams {conflicted} were advanced by another process during each of {conflict_retries + 1} "
             "attempts; retry the call (with step numbers it is safe)",
             stream_ids=conflicted,
-            applied={requests[k].stream_id: r for k, r in results.items() if not isinstance(r, Exception)},
+            applied={requests[k].stream_id: r for k, r in batch.results.items() if not isinstance(r, Exception)},
         )
-        _fail(results, dict.fromkeys(pending, error), isolate)
-    return [results[k] for k in range(len(requests))]
+        batch.fail(dict.fromkeys(pending, error))
+    return [batch.results[k] for k in range(len(requests))]
 
 
-def _fail(results: dict[int, Result], errors: Mapping[int, RnnstreamError], isolate: bool) -> None:
-    if errors and not isolate:
-        raise next(iter(errors.values()))
-    results.update(errors)
-
-
-def _attempt(
-    model: StreamModel,
-    store: Store,
-    codec: Codec,
-    requests: Sequence[StepRequest],
-    batch: list[Array],
-    row_of: dict[int, int],
-    pending: list[int],
-    results: dict[int, Result],
-    *,
-    isolate: bool,
-    check_finite: bool,
-    check_limit: Callable[[int], None],
-) -> list[int]:
-    """One read-decide-compute-write round; returns the requests whose write met a conflict."""
+def _attempt(batch: _Batch, pending: list[int]) -> list[int]:
+    """One read-decide-compute-write round over ``pending`` (positions in the requests); returns the
+    requests whose write met a conflict."""
+    requests, store = batch.requests, batch.store
     ids = [requests[k].stream_id for k in pending]
-    records = store.load(ids)
-    rows, steps, outputs = records.rows, records.steps, records.outputs  # ours to change (Store.load)
-    exists = records.exists.tolist()  # Python values: indexing a list is ~10× faster than an array
-    # The steady state: known streams taking their next steps, nothing to decide (or delete) per stream.
-    steady = all(exists) and not any([(r := requests[k]).start or r.end or r.step_number is not None
-                                      for k in pending])
-    if steady:
-        apply, new_streams = list(range(len(pending))), []  # positions in ``pending``
-    else:
-        apply = _decide(codec, requests, pending, rows, steps, outputs, exists, results, isolate)
-        new_streams = [j for j in apply if not exists[j]]
+    records = store.load(ids)  # its arrays are ours to change (Store.load)
+    live = records.exists.tolist()  # Python values: indexing a list is ~10× faster than an array
+    # The steady state: live streams taking their next steps, nothing to decide (or end) per stream.
+    steady = all(live) and not any([(r := requests[k]).start or r.end or r.step_number is not None for k in pending])
+    apply = list(range(len(pending))) if steady else _decide(batch, pending, records)  # positions in ``pending``
+    new = [ids[j] for j in apply if not live[j]]
+    reserved = _admit(batch, pending, apply, new)
+    if batch.max_streams is not None and new:
+        apply = [j for j in apply if live[j] or ids[j] in reserved]
     try:
-        check_limit(len(new_streams))
-    except StreamLimitError as error:
-        _fail(results, {pending[j]: error for j in new_streams}, isolate)
-        apply = [j for j in apply if exists[j]]
-    if not apply:
-        return []
-    versions = records.versions
-    apply, ys, new_rows = _compute(model, requests, batch, row_of, pending, apply, rows, results,
-                                   isolate=isolate, check_finite=check_finite)
-    if not apply:
-        return []
-    flat = codec.flatten(ys)  # (n, O)
-    everyone = len(apply) == len(pending)
-    if everyone:  # no gathers
-        written = store.commit(ids, versions, new_rows, steps + 1, flat).tolist()
-    else:
-        written = store.commit([ids[j] for j in apply], versions[apply], new_rows, steps[apply] + 1, flat).tolist()
-    outputs_of = codec.unflatten_rows(flat)
-    if steady and everyone and all(written):
-        results.update(zip(pending, outputs_of, strict=True))
+        apply, ys, new_rows = _compute(batch, pending, apply, records.rows)
+        if not apply:
+            store.release(sorted(reserved))
+            return []
+        if reserved:
+            store.release(sorted(reserved - {ids[j] for j in apply}))  # admitted, then refused by the engine
+        ending = np.array([requests[pending[j]].end for j in apply], bool)
+        flat = batch.codec.flatten(ys)  # (n, O)
+        if len(apply) == len(pending):  # no gathers
+            written = store.commit(ids, records.versions, new_rows, records.steps + 1, flat,
+                                   ending if not steady else None).tolist()
+        else:
+            written = store.commit([ids[j] for j in apply], records.versions[apply], new_rows,
+                                   records.steps[apply] + 1, flat, ending).tolist()
+    except BaseException:
+        store.release(sorted(reserved))  # nothing of this round was written
+        raise
+    outputs_of = batch.codec.unflatten_rows(flat)
+    if steady and all(written):
+        batch.results.update(zip(pending, outputs_of, strict=True))
         return []
     conflicts = []
     for row, j in enumerate(apply):
-        k = pending[j]
-        if not written[row]:
-            conflicts.append(k)
-            continue
-        results[k] = outputs_of[row]
-        if requests[k].end:
-            store.delete(requests[k].stream_id)
+        if written[row]:
+            batch.results[pending[j]] = outputs_of[row]
+        else:
+            conflicts.append(pending[j])
     return conflicts
 
 
-def _decide(
-    codec: Codec,
-    requests: Sequence[StepRequest],
-    pending: list[int],
-    rows: FloatArray,
-    steps: IntArray,
-    outputs: FloatArray,
-    exists: list[bool],
-    results: dict[int, Result],
-    isolate: bool,
-) -> list[int]:
-    """Each request's fate: the positions in ``pending`` to step; a start zeroes its row and count, a
-    retry of the last applied step gets its stored output, an unknown stream or a wrong number an error."""
+def _admit(batch: _Batch, pending: list[int], apply: list[int], new: list[str]) -> set[str]:
+    """Reserve room in the store for the new streams of ``apply`` under ``max_streams`` and return the ids
+    reserved; the ones refused get a StreamLimitError (when not isolating, the call fails and nothing
+    stays reserved)."""
+    if not new or batch.max_streams is None:
+        return set()
+    admitted = batch.store.admit(new, batch.max_streams)
+    refused = {stream_id for stream_id, ok in zip(new, admitted, strict=True) if not ok}
+    if refused:
+        if not batch.isolate:
+            batch.store.release([i for i, ok in zip(new, admitted, strict=True) if ok])
+        error = StreamLimitError(
+            f"starting {len(refused)} new stream(s) would exceed max_streams={batch.max_streams}; close idle "
+            "streams, set a ttl, or raise max_streams"
+        )
+        batch.fail({pending[j]: error for j in apply if batch.requests[pending[j]].stream_id in refused})
+    return {stream_id for stream_id, ok in zip(new, admitted, strict=True) if ok}
+
+
+def _decide(batch: _Batch, pending: list[int], records: Records) -> list[int]:
+    """Each request's fate (see the module docstring): the positions in ``pending`` to step. A start, or a
+    new stream, gets the initial state and a count of 0; a retry its stored output; a wrong number, a late
+    start or an unknown sequence its error."""
+    rows, steps, ended = records.rows, records.steps, records.ended.tolist()
+    held = (records.versions > 0).tolist()
     apply: list[int] = []
     errors: dict[int, RnnstreamError] = {}
     for j, k in enumerate(pending):
-        request = requests[k]
-        if request.start:  # a fresh stream, written over whatever the store holds
-            rows[j], steps[j] = 0.0, 0
-        elif request.must_exist and not exists[j]:
-            errors[k] = StreamNotFoundError(
-                f"unknown sequence {request.stream_id!r} (never started, ended, or expired): "
-                "its first step must start it"
-            )
+        request, applied = batch.requests[k], int(steps[j])
+        n, live = request.step_number, held[j] and not ended[j]
+        if n is not None and held[j] and n == applied > 0:  # a retry of the last applied step
+            batch.results[k] = batch.codec.unflatten(records.outputs[j])
             continue
-        verdict = _order(request, int(steps[j]))
+        if request.start:
+            if n is not None and live and applied > 0:
+                errors[k] = StepOrderError(
+                    f"stream {request.stream_id!r} has applied {applied} steps since it started: a start "
+                    f"numbered {n} now would discard them (a late duplicate?); its next step is {applied + 1}. "
+                    "To begin again, end it (sequence_end) or use a new sequence id",
+                    stream_id=request.stream_id, expected=applied + 1, received=n,
+                )
+                continue
+            rows[j], steps[j], applied = 0.0, 0, 0
+        elif not live:
+            if request.must_exist:
+                errors[k] = StreamNotFoundError(
+                    f"sequence {request.stream_id!r} ended after step {applied}; a new sequence with this id begins "
+                    "with sequence_start" if ended[j] else
+                    f"unknown sequence {request.stream_id!r} (never started, ended, or expired): "
+                    "its first step must start it"
+                )
+                continue
+            steps[j], applied = 0, 0  # an ended record: the stream begins again from the initial state
+        verdict = _order(request, applied)
         if isinstance(verdict, StepOrderError):
             errors[k] = verdict
-        elif verdict:
+        else:
             apply.append(j)
-        else:  # a retry of the last applied step: its stored output
-            results[k] = codec.unflatten(outputs[j])
-    _fail(results, errors, isolate)
+    batch.fail(errors)
     return apply
 
 
 def _order(request: StepRequest, applied: int) -> bool | StepOrderError:
-    """True: apply the step; False: it repeats the last applied step; or the error for a wrong number."""
+    """True to apply the step, or the error for a number that is not the next."""
     n = request.step_number
     if n is None or n == applied + 1:
         return True
-    if n == applied and applied > 0:
-        return False
     history = "it is new, or expired" if applied == 0 else f"it has applied {applied} steps"
     return StepOrderError(
         f"stream {request.stream_id!r} takes step number {applied + 1} next ({history}); got {n}",
@@ -273,45 +273,41 @@ def _order(request: StepRequest, applied: int) -> bool | StepOrderError:
 
 
 def _compute(
-    model: StreamModel,
-    requests: Sequence[StepRequest],
-    batch: list[Array],
-    row_of: dict[int, int],
-    pending: list[int],
-    apply: list[int],
-    rows: FloatArray,
-    results: dict[int, Result],
-    *,
-    isolate: bool,
-    check_finite: bool,
+    batch: _Batch, pending: list[int], apply: list[int], rows: FloatArray
 ) -> tuple[list[int], Any, FloatArray]:
-    """The engine call for ``apply``; when isolating, a request whose values the engine refuses
-    (a token id out of range, NaN) is found by stepping alone, and the rest are stepped without it."""
+    """The engine call for ``apply``. When isolating, a request the engine refuses (or fails on) is found by
+    stepping each alone, and the rest are stepped without it."""
+    if not apply:
+        return [], None, rows[:0]
     everyone = len(apply) == len(rows)  # the steady state: every loaded row steps, no gather needed
-    in_order = len(apply) == len(batch[0])  # and every input row, in order: no gather either
+    in_order = len(apply) == len(batch.inputs[0])  # and every input row, in order: no gather either
     try:
-        return apply, *_engine(model, batch, None if in_order else [row_of[pending[j]] for j in apply],
-                               rows if everyone else rows[apply], check_finite)
-    except InputError:
-        if not isolate:
+        return apply, *_engine(batch, None if in_order else [batch.row_of[pending[j]] for j in apply],
+                               rows if everyone else rows[apply])
+    except Exception:
+        if not batch.isolate:
             raise
     survivors = []
     for j in apply:
+        k = pending[j]
         try:
-            _engine(model, batch, [row_of[pending[j]]], rows[[j]], check_finite)
+            _engine(batch, [batch.row_of[k]], rows[[j]])
             survivors.append(j)
-        except InputError as error:
-            results[pending[j]] = InputError(f"stream {requests[pending[j]].stream_id!r}: {error}")
+        except RnnstreamError as error:
+            batch.results[k] = type(error)(f"stream {batch.requests[k].stream_id!r}: {error}") \
+                if isinstance(error, InputError) else error
+        except Exception as error:  # a bug: this request fails, with the others stepped without it
+            logger.exception("the engine failed on stream %r alone", batch.requests[k].stream_id)
+            batch.results[k] = RnnstreamError(f"internal error stepping stream {batch.requests[k].stream_id!r}: "
+                                              f"{error!r}")
     if not survivors:
         return [], None, rows[:0]
-    return survivors, *_engine(model, batch, [row_of[pending[j]] for j in survivors], rows[survivors], check_finite)
+    return survivors, *_engine(batch, [batch.row_of[pending[j]] for j in survivors], rows[survivors])
 
 
-def _engine(
-    model: StreamModel, batch: list[Array], picked: list[int] | None, rows: FloatArray, check_finite: bool
-) -> tuple[Outputs, FloatArray]:
+def _engine(batch: _Batch, picked: list[int] | None, rows: FloatArray) -> tuple[Outputs, FloatArray]:
     # ``picked`` (None: all) is increasing and distinct, so as many as the batch has rows means all, in order.
-    xs = [x if picked is None or len(picked) == len(x) else x[picked] for x in batch]
-    state = State.adopt(rows, model.fingerprint)  # rows are this call's own (loaded or gathered)
-    ys, new_state = model.step(xs[0] if len(xs) == 1 else xs, state, check_finite=check_finite)
+    xs = [x if picked is None or len(picked) == len(x) else x[picked] for x in batch.inputs]
+    state = State.adopt(rows, batch.model.fingerprint)  # rows are this call's own (loaded or gathered)
+    ys, new_state = batch.model.step(xs[0] if len(xs) == 1 else xs, state)
     return ys, new_state.rows

@@ -117,17 +117,7 @@ class Streams:
             return []
         with self._lock:
             return advance(self.model, self.store, self._codec, requests, isolate=isolate, check_finite=check_finite,
-                           check_limit=self._check_limit, conflict_retries=self.conflict_retries)
-
-    def _check_limit(self, new_streams: int) -> None:
-        if self.max_streams is None or new_streams == 0:
-            return
-        held = self.store.count()
-        if held + new_streams > self.max_streams:
-            raise StreamLimitError(
-                f"starting {new_streams} new stream(s) would exceed max_streams={self.max_streams} "
-                f"({held} held); close idle streams, set a ttl, or raise max_streams"
-            )
+                           max_streams=self.max_streams, conflict_retries=self.conflict_retries)
 
     # -- managing streams ----------------------------------------------------------------------------
 
@@ -192,8 +182,11 @@ class Streams:
         exists = bool(self.store.load([stream_id]).exists[0])
         if exists and not overwrite:
             raise RnnstreamError(f"stream {stream_id!r} already exists; pass overwrite=True or close it first")
-        if not exists:
-            self._check_limit(1)
+        if not exists and self.max_streams is not None and not self.store.admit([stream_id], self.max_streams)[0]:
+            raise StreamLimitError(
+                f"starting stream {stream_id!r} would exceed max_streams={self.max_streams}; close idle streams, "
+                "set a ttl, or raise max_streams"
+            )
 
     def states(self, stream_ids: Sequence[str]) -> State:
         """The current states of ``stream_ids`` as one State (the initial state for unknown ids)."""
@@ -201,8 +194,9 @@ class Streams:
         return State.adopt(rows, self.model.fingerprint)
 
     def steps_applied(self, stream_id: str) -> int:
-        """How many steps ``stream_id`` has applied (0 for an unknown stream)."""
-        return int(self.store.load([stream_id]).steps[0])
+        """How many steps ``stream_id`` has applied (0 for an unknown or ended stream)."""
+        records = self.store.load([stream_id])
+        return int(records.steps[0]) if records.exists[0] else 0
 
     def ids(self) -> list[str]:
         return self.store.ids()

@@ -268,8 +268,10 @@ def test_step_each_isolates_each_requests_error(make_streams: MakeStreams, model
     assert_output(results[5], reference, 0)
     assert sorted(streams.ids()) == ["new", "old", "other"] and streams.steps_applied("other") == 1
     limited = streams.step_each([StepRequest("n1", x[0]), StepRequest("n2", x[0]), StepRequest("old", x[2])])
-    assert all(isinstance(r, StreamLimitError) for r in limited[:2])  # 3 held + 2 new > 4
+    assert_output(limited[0], reference, 0)  # new streams are admitted in order while there is room:
+    assert isinstance(limited[1], StreamLimitError)  # 3 held + n1 = 4, the limit
     assert_output(limited[2], reference, 2)
+    assert len(streams) == 4
 
 
 def test_sequence_start_end_and_unknown_sequences(make_streams: MakeStreams, model: StreamModel) -> None:
@@ -287,3 +289,35 @@ def test_sequence_start_end_and_unknown_sequences(make_streams: MakeStreams, mod
     assert "seq" not in streams
     with pytest.raises(InputError, match="repeated ids"):
         streams.step_each([StepRequest("a", x[0]), StepRequest("a", x[1])])
+
+
+def test_an_ended_stream_answers_a_retry_of_its_last_step(make_streams: MakeStreams, model: StreamModel) -> None:
+    streams = make_streams()
+    x = inputs(17, 3)[0]
+    reference = solo(model, x)
+    streams.step_each([StepRequest("seq", x[0], step_number=1, start=True, must_exist=True)])
+    (last,) = streams.step_each([StepRequest("seq", x[1], step_number=2, end=True, must_exist=True)])
+    assert_output(last, reference, 1)
+    assert "seq" not in streams and streams.ids() == [] and len(streams) == 0
+    (retried,) = streams.step_each([StepRequest("seq", x[1], step_number=2, end=True, must_exist=True)])
+    assert all(np.array_equal(a, b) for a, b in zip(last, retried, strict=True))  # the stored output
+    (after,) = streams.step_each([StepRequest("seq", x[2], step_number=3, must_exist=True)])
+    assert isinstance(after, StreamNotFoundError) and "ended after step 2" in str(after)
+    (again,) = streams.step_each([StepRequest("seq", x[0], step_number=1, start=True, must_exist=True)])
+    assert_output(again, reference, 0)  # the id begins a new sequence
+    assert "seq" in streams and streams.steps_applied("seq") == 1
+
+
+def test_a_late_start_is_refused_and_a_retried_start_answered(make_streams: MakeStreams, model: StreamModel) -> None:
+    streams = make_streams()
+    x = inputs(18, 3)[0]
+    reference = solo(model, x)
+    (first,) = streams.step_each([StepRequest("s", x[0], step_number=1, start=True)])
+    (retried,) = streams.step_each([StepRequest("s", x[0], step_number=1, start=True)])
+    assert all(np.array_equal(a, b) for a, b in zip(first, retried, strict=True))
+    streams.step_each([StepRequest("s", x[1], step_number=2)])
+    (late,) = streams.step_each([StepRequest("s", x[0], step_number=1, start=True)])
+    assert isinstance(late, StepOrderError) and late.expected == 3 and "late duplicate" in str(late)
+    (third,) = streams.step_each([StepRequest("s", x[2], step_number=3)])
+    assert_output(third, reference, 2)  # the late start changed nothing
+

@@ -5,13 +5,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rnnstream import MissingDependencyError, StoreError, Streams
+from rnnstream import MissingDependencyError, StoreError, StreamLimitError, Streams
+from rnnstream.stepping import StepRequest
 from tests.redis_server import RedisServer, free_port
 from tests.stores.small import small_model
 from tests.stores.worker import stream_inputs
@@ -151,3 +153,65 @@ def test_a_foreign_record_is_a_store_error(redis_server: RedisServer) -> None:
     streams = Streams(small_model(), redis_server.url, namespace=ns)
     with pytest.raises(StoreError, match=r"'bad'.*not a state of this model"):
         streams.step({"bad": np.zeros(3, np.float32)})
+
+
+def _scans(redis_server: RedisServer) -> int:
+    import redis
+
+    stats = redis.Redis.from_url(redis_server.url).info("commandstats")
+    return int(stats.get("cmdstat_scan", {}).get("calls", 0))
+
+
+def test_counting_and_admitting_streams_scans_nothing(redis_server: RedisServer) -> None:
+    """``len`` and ``max_streams`` read the index of live streams (O(log n)), never a SCAN of the keys."""
+    streams = Streams(small_model(), redis_server.url, namespace=namespace(), max_streams=5_000, ttl=60)
+    x = np.zeros(3, np.float32)
+    for start in range(0, 2_000, 500):
+        streams.step({f"s{k}": x for k in range(start, start + 500)})
+    scans = _scans(redis_server)
+    assert len(streams) == 2_000
+    streams.step({"one-more": x})
+    streams.step_each([StepRequest("ending", x, start=True)])
+    assert len(streams) == 2_002
+    streams.step_each([StepRequest("ending", x, end=True)])  # an ended stream counts no more
+    assert len(streams) == 2_001 and _scans(redis_server) == scans
+    streams.close("s0")
+    assert len(streams) == 2_000
+
+
+def test_a_reservation_that_is_never_written_lapses(redis_server: RedisServer) -> None:
+    streams = Streams(small_model(), redis_server.url, namespace=namespace(), max_streams=1)
+    assert streams.store.admit(["ghost"], 1) == [True]  # a replica admitted it, then died before writing
+    with pytest.raises(StreamLimitError):
+        streams.step({"real": np.zeros(3, np.float32)})
+    streams.store.release(["ghost"])
+    streams.step({"real": np.zeros(3, np.float32)})
+    assert len(streams) == 1
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_max_streams_holds_for_replicas_sharing_the_store(request: pytest.FixtureRequest, kind: str) -> None:
+    """Two Streams on one store (two replicas) start streams at once: never more than the limit between them."""
+    url = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster").url
+    ns = namespace()
+    replicas = [Streams(small_model(), url, namespace=ns, max_streams=30) for _ in range(2)]
+    x = np.zeros(3, np.float32)
+    started: list[int] = [0, 0]
+
+    def start(k: int) -> None:
+        for n in range(40):
+            try:
+                replicas[k].step({f"r{k}-{n}": x})
+                started[k] += 1
+            except StreamLimitError:
+                pass
+
+    threads = [threading.Thread(target=start, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(started) == 30 and len(replicas[0]) == 30 and len(replicas[0].ids()) == 30
+    replicas[1].close("r0-0" if "r0-0" in replicas[1] else "r1-0")
+    replicas[0].step({"late": x})  # a close makes room at once
+    assert len(replicas[1]) == 30

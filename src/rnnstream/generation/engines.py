@@ -52,7 +52,7 @@ class TokenModel:
         self.kind = _output_kind(model, self.index) if outputs == "auto" else outputs
         if self.kind not in ("logits", "probabilities"):
             raise InputError(f"outputs must be 'auto', 'logits' or 'probabilities', got {outputs!r}")
-        self.input_vocabulary = _embedding_rows(model)
+        self.input_vocabulary = model.token_ranges.get(inputs[0].name)
         if self.input_vocabulary is not None and self.input_vocabulary < self.vocabulary:
             raise InputError(
                 f"the model scores {self.vocabulary} tokens but its Embedding takes ids below "
@@ -215,13 +215,3 @@ def _output_kind(model: StreamModel, index: int) -> str:
             return "logits"
         tensor = producer[tensor].inputs[0]
     return "logits"
-
-
-def _embedding_rows(model: StreamModel) -> int | None:
-    """How many ids the Embedding that reads the model's input takes (None: no Embedding reads it)."""
-    source = model.inputs[0].tensor
-    for node in model.graph.nodes:
-        E = getattr(node.layer, "E", None)
-        if node.layer.kind == "embedding" and source in node.inputs and isinstance(E, np.ndarray):
-            return int(E.shape[0])
-    return None

@@ -4,6 +4,14 @@ A store holds, per stream id: the state row (``S`` float32), the number of steps
 the last step (``O`` float32, for exactly-once retries) and a write version. ``commit`` writes a batch
 with compare-and-set on the versions, so two processes can never both advance a stream from the same
 state: one write wins, the other is reported as a conflict.
+
+A stream's last step may *end* it: the store then keeps an ended record (steps and last output, no state)
+for ``end_retention`` seconds, so that a retry of that step is answered with its output. An ended
+stream is not live: it is not counted, not listed, and a start begins it afresh.
+
+``count`` and ``admit`` keep the number of live streams without a scan (``max_streams``): ``admit``
+reserves room for new streams atomically, so that processes sharing a store never start more than the
+limit between them.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnstream.types import BoolArray, FloatArray, IntArray
+
+END_RETENTION = 600.0
+"""Seconds an ended stream's record is kept for retries of its last step when the store has no ttl."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +40,12 @@ class Records:
     steps: IntArray  # (N,)
     versions: IntArray  # (N,)
     outputs: FloatArray  # (N, O)
+    ended: BoolArray  # (N,): an ended record (steps and output kept for retries, the state row is zeros)
 
     @property
     def exists(self) -> BoolArray:
-        return np.asarray(self.versions > 0)
+        """The live streams (held and not ended)."""
+        return np.asarray((self.versions > 0) & ~self.ended)
 
     @staticmethod
     def empty(n: int, state_size: int, output_size: int) -> Records:
@@ -41,6 +54,7 @@ class Records:
             steps=np.zeros(n, np.int64),
             versions=np.zeros(n, np.int64),
             outputs=np.zeros((n, output_size), np.float32),
+            ended=np.zeros(n, bool),
         )
 
 
@@ -54,6 +68,8 @@ class Store(ABC):
         self.state_size = state_size
         self.output_size = output_size
         self.ttl = ttl
+        self.end_retention = ttl if ttl is not None else END_RETENTION
+        """Seconds an ended stream's last step and output are kept for retries."""
 
     @abstractmethod
     def load(self, ids: Sequence[str]) -> Records:
@@ -70,11 +86,24 @@ class Store(ABC):
         rows: FloatArray,
         steps: IntArray,
         outputs: FloatArray,
+        ended: BoolArray | None = None,
     ) -> BoolArray:
-        """Write each stream whose version is still ``versions[i]`` (0: must not exist yet).
+        """Write each stream whose version is still ``versions[i]`` (0: must not be held yet).
 
-        Returns one bool per stream: True if written, False on a conflict (its version had changed).
+        ``ended[i]``: the step ends the stream; its record is kept ended (steps and output) for
+        ``end_retention`` seconds. Returns one bool per stream: True if written, False on a conflict
+        (its version had changed).
         """
+
+    @abstractmethod
+    def admit(self, ids: Sequence[str], limit: int) -> list[bool]:
+        """Reserve room for new streams ``ids`` in order while fewer than ``limit`` streams are live (or
+        reserved); one bool per id. Atomic across every process sharing the store. A reservation not
+        followed by a commit lapses (``release`` ends it at once)."""
+
+    @abstractmethod
+    def release(self, ids: Sequence[str]) -> None:
+        """Give back the reservations of ``ids`` (admitted, then not written)."""
 
     @abstractmethod
     def put(self, stream_id: str, row: FloatArray, steps: int, output: FloatArray) -> None:
@@ -82,15 +111,15 @@ class Store(ABC):
 
     @abstractmethod
     def delete(self, stream_id: str) -> bool:
-        """Forget a stream; False if it was not held."""
+        """Forget a stream (an ended record too); False if it was not live."""
 
     @abstractmethod
     def ids(self) -> list[str]:
-        """The ids of every stream held (expired ones excluded)."""
+        """The ids of every live stream (expired and ended ones excluded)."""
 
     @abstractmethod
     def count(self) -> int:
-        """How many streams are held."""
+        """How many streams are live (reservations included), without a scan of the store."""
 
     def close(self) -> None:  # noqa: B027 (an optional hook: most stores hold no connection)
         """Release connections; the default has none."""

@@ -4,7 +4,8 @@ All streams' rows live in an arena of fixed-size chunks of ``[CHUNK_ROWS, S]`` f
 each id to its row, and a batch is a gather and a scatter by row index. Freed rows are reused; a full
 arena gains a chunk (nothing is copied, and at most one chunk is ever unused). The small per-stream
 columns (steps, versions, write times, last outputs) are flat arrays that double. Idle streams expire
-``ttl`` seconds after their last write.
+``ttl`` seconds after their last write. An ended stream gives its row back at once; its step count and
+last output stay in a small table, oldest first, for ``end_retention`` seconds (at most ``MAX_ENDED``).
 
 >>> import numpy as np
 >>> store = MemoryStore(state_size=2, output_size=1)
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +31,15 @@ from rnnstream.types import Array, BoolArray, FloatArray, IntArray
 
 INITIAL_CAPACITY = 1024
 CHUNK_ROWS = 4096
+MAX_ENDED = 100_000
+"""Ended streams whose last step and output are kept for retries; past it the oldest is forgotten first."""
+
+
+class _Ended(NamedTuple):
+    version: int
+    steps: int
+    output: FloatArray  # (O,)
+    ended_at: float
 
 
 class ChunkedRows:
@@ -98,6 +110,8 @@ class MemoryStore(Store):
         self._written_at = np.zeros(0, np.float64)
         self._next_version = 1
         self._next_sweep = 0.0
+        self._ended: OrderedDict[str, _Ended] = OrderedDict()  # oldest first
+        self._reserved: set[str] = set()  # admitted new streams not written yet
 
     @property
     def capacity(self) -> int:
@@ -129,6 +143,7 @@ class MemoryStore(Store):
                     steps=self._steps[rows_of],
                     versions=self._versions[rows_of],
                     outputs=self._outputs[rows_of],
+                    ended=np.zeros(len(ids), bool),
                 )
             records = Records.empty(len(ids), self.state_size, self.output_size)
             at = rows_of[present]
@@ -136,6 +151,13 @@ class MemoryStore(Store):
             records.outputs[present] = self._outputs[at]
             records.steps[present] = self._steps[at]
             records.versions[present] = self._versions[at]
+            if self._ended:
+                self._expire_ended()
+                for position in np.flatnonzero(~present).tolist():
+                    ended = self._ended.get(ids[position])
+                    if ended is not None:
+                        records.versions[position], records.steps[position] = ended.version, ended.steps
+                        records.outputs[position], records.ended[position] = ended.output, True
             return records
 
     def ids(self) -> list[str]:
@@ -144,26 +166,60 @@ class MemoryStore(Store):
             return list(self._index)
 
     def count(self) -> int:
+        """Live streams and reservations; idle streams are swept at most every ttl/4 here (``admit`` sweeps
+        at the limit), so the count may include streams expired since the last sweep."""
         with self._lock:
-            self._expire_due(force=True)
-            return len(self._index)
+            self._expire_due()
+            return len(self._index) + len(self._reserved)
+
+    def admit(self, ids: Sequence[str], limit: int) -> list[bool]:
+        with self._lock:
+            admitted = []
+            for stream_id in ids:
+                if stream_id in self._index or stream_id in self._reserved:
+                    admitted.append(True)
+                    continue
+                if len(self._index) + len(self._reserved) >= limit:
+                    self._expire_due(force=True)
+                ok = len(self._index) + len(self._reserved) < limit
+                if ok:
+                    self._reserved.add(stream_id)
+                admitted.append(ok)
+            return admitted
+
+    def release(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            self._reserved.difference_update(ids)
 
     # -- writing ------------------------------------------------------------------------------------
 
     def commit(
-        self, ids: Sequence[str], versions: IntArray, rows: FloatArray, steps: IntArray, outputs: FloatArray
+        self,
+        ids: Sequence[str],
+        versions: IntArray,
+        rows: FloatArray,
+        steps: IntArray,
+        outputs: FloatArray,
+        ended: BoolArray | None = None,
     ) -> BoolArray:
         with self._lock:
             found = [self._index.get(i, -1) for i in ids]
             held = np.array(found, np.int64)
-            if min(found, default=0) >= 0 and (self._versions[held] == versions).all():
+            plain = ended is None or not ended.any()
+            if plain and min(found, default=0) >= 0 and (self._versions[held] == versions).all():
                 self._write(held, rows, steps, outputs)  # the usual case: known streams, no conflict
                 return np.ones(len(found), bool)
-            current = np.array([self._versions[row] if row >= 0 else 0 for row in found], np.int64)
+            self._expire_ended()
+            current = np.array([self._versions[row] if row >= 0 else self._ended_version(i)
+                                for i, row in zip(ids, found, strict=True)], np.int64)
             ok = current == versions
-            targets = np.array([self._row_for(i) for i, good in zip(ids, ok, strict=True) if good], np.int64)
+            ending = np.zeros(len(ids), bool) if ended is None else ended & ok
+            for k in np.flatnonzero(ending).tolist():
+                self._end(ids[k], int(steps[k]), outputs[k])
+            live = ok & ~ending
+            targets = np.array([self._row_for(i) for i, good in zip(ids, live, strict=True) if good], np.int64)
             if targets.size:
-                self._write(targets, rows[ok], steps[ok], outputs[ok])
+                self._write(targets, rows[live], steps[live], outputs[live])
             return np.asarray(ok, dtype=bool)
 
     def put(self, stream_id: str, row: FloatArray, steps: int, output: FloatArray) -> None:
@@ -173,10 +229,34 @@ class MemoryStore(Store):
 
     def delete(self, stream_id: str) -> bool:
         with self._lock:
+            self._ended.pop(stream_id, None)
             if stream_id not in self._index:
                 return False
             self._forget(stream_id)
             return True
+
+    def _ended_version(self, stream_id: str) -> int:
+        ended = self._ended.get(stream_id)
+        return 0 if ended is None else ended.version
+
+    def _end(self, stream_id: str, steps: int, output: FloatArray) -> None:
+        """Keep ``stream_id``'s last step count and output as an ended record; its row is freed."""
+        if stream_id in self._index:
+            self._forget(stream_id)
+        self._ended.pop(stream_id, None)
+        self._ended[stream_id] = _Ended(self._next_version, steps, np.array(output, np.float32), time.monotonic())
+        self._next_version += 1
+        while len(self._ended) > MAX_ENDED:
+            self._ended.popitem(last=False)
+
+    def _expire_ended(self) -> None:
+        """Forget ended records older than ``end_retention`` (they are in the order they ended)."""
+        cutoff = time.monotonic() - self.end_retention
+        while self._ended:
+            oldest = next(iter(self._ended.values()))
+            if oldest.ended_at >= cutoff:
+                return
+            self._ended.popitem(last=False)
 
     def _write(self, targets: IntArray, rows: FloatArray, steps: IntArray, outputs: FloatArray) -> None:
         self._rows.scatter(targets, rows)
@@ -191,6 +271,8 @@ class MemoryStore(Store):
         row = self._index.get(stream_id)
         if row is not None:
             return row
+        self._ended.pop(stream_id, None)
+        self._reserved.discard(stream_id)
         if not self._free:
             self._grow()
         row = self._free.pop()

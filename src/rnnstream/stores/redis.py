@@ -1,10 +1,12 @@
 """``redis://host:port/db`` (and ``redis-cluster://host:port``): stream state in Redis.
 
 One hash per stream, ``<namespace><stream id>``, with fields ``v`` (a random write token), ``n``
-(steps applied), ``s`` (the state row, little-endian float32) and ``y`` (the last output). Every write
+(steps applied), ``s`` (the state row, little-endian float32), ``y`` (the last output) and ``e`` once the
+stream has ended (its state is dropped; the record expires after ``end_retention``). Every write
 is a Lua script that touches that one key — a compare-and-set on ``v`` — so the store works on a
-Redis Cluster too. A batch of N streams is one pipelined read and one pipelined write. Idle streams
-expire through Redis' own key expiry.
+Redis Cluster too. A batch of N streams is one pipelined read and one pipelined write (with one more
+command: the live streams' index, a sorted set that ``count`` and ``admit`` read in O(log n); see
+``redis_scripts``). Idle streams expire through Redis' own key expiry.
 
 With persistence on (``appendonly yes``; ``appendfsync always`` to lose nothing), a write that
 returned is durable: any process can continue the stream where the last acknowledged step left it.
@@ -19,19 +21,12 @@ from typing import Any
 import numpy as np
 
 from rnnstream.errors import MissingDependencyError, StoreError
+from rnnstream.stores import redis_scripts
 from rnnstream.stores.base import Records, Store
 from rnnstream.types import BoolArray, FloatArray, IntArray
 
-# KEYS[1]: the stream. ARGV: expected token ("*" = unconditional), new token, steps, state, output, ttl ms.
-WRITE_SCRIPT = """
-local token = redis.call('HGET', KEYS[1], 'v') or '0'
-if ARGV[1] ~= '*' and token ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'n', ARGV[3], 's', ARGV[4], 'y', ARGV[5])
-if tonumber(ARGV[6]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6]) else redis.call('PERSIST', KEYS[1]) end
-return 1
-"""
-
 CLUSTER_SCHEMES = ("redis-cluster://", "redis+cluster://")
+SCRIPTS = ("WRITE", "ADMIT", "TOUCH", "COUNT", "DELETE")
 
 
 def _import_redis() -> Any:
@@ -60,21 +55,28 @@ class RedisStore(Store):
             else:
                 self._client = redis.Redis.from_url(url)
             self._client.ping()
-            self._sha = self._client.script_load(WRITE_SCRIPT)
+            self._scripts = {name: self._client.script_load(getattr(redis_scripts, name)) for name in SCRIPTS}
         except redis.exceptions.RedisError as exc:
             raise StoreError(f"cannot reach Redis at {url}: {exc}; is redis-server running there?") from None
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        self._end_ms = max(1, round(self.end_retention * 1000))
+        self.index = "rnnstream-index:" + namespace
+        """The sorted set of live streams (``redis_scripts``)."""
 
     def _key(self, stream_id: str) -> str:
         return self.namespace + stream_id
 
+    def _script(self, name: str, keys: list[str], *args: Any) -> tuple[Any, ...]:
+        return ("EVALSHA", self._scripts[name], len(keys), *keys, *args)
+
     def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Run commands in one pipeline; reload the script on nodes that lost it, and retry those."""
+        """Run commands in one pipeline; reload the scripts on nodes that lost them, and retry those."""
         try:
             results = self._pipeline(commands)
             lost = [i for i, r in enumerate(results) if isinstance(r, self._errors.NoScriptError)]
             if lost:
-                self._sha = self._client.script_load(WRITE_SCRIPT)
+                for name in SCRIPTS:
+                    self._client.script_load(getattr(redis_scripts, name))  # the same sha everywhere
                 for i, again in zip(lost, self._pipeline([commands[i] for i in lost]), strict=True):
                     results[i] = again
         except self._errors.RedisError as exc:
@@ -91,22 +93,23 @@ class RedisStore(Store):
         return list(pipe.execute(raise_on_error=False))
 
     def _write_command(
-        self, stream_id: str, expected: str, steps: int, row: FloatArray, output: FloatArray
+        self, stream_id: str, expected: str, steps: int, row: FloatArray, output: FloatArray, ended: bool = False
     ) -> tuple[Any, ...]:
         token = str(secrets.randbits(63) or 1)
-        state = np.asarray(row, "<f4").tobytes()
+        state = b"" if ended else np.asarray(row, "<f4").tobytes()
         out = np.asarray(output, "<f4").tobytes()
-        return ("EVALSHA", self._sha, 1, self._key(stream_id), expected, token, steps, state, out, self._ttl_ms)
+        return self._script("WRITE", [self._key(stream_id)], expected, token, steps, state, out, self._ttl_ms,
+                            "1" if ended else "0", self._end_ms)
 
     # -- Store ----------------------------------------------------------------------------------------
 
     def load(self, ids: Sequence[str]) -> Records:
-        replies = self._run([("HMGET", self._key(i), "v", "n", "s", "y") for i in ids])
+        replies = self._run([("HMGET", self._key(i), "v", "n", "s", "y", "e") for i in ids])
         records = Records.empty(len(ids), self.state_size, self.output_size)
-        for k, (token, steps, state, output) in enumerate(replies):
+        for k, (token, steps, state, output, ended) in enumerate(replies):
             if token is None:
                 continue
-            sizes = (len(state or b""), len(output or b""))
+            sizes = (len(state or b"") if ended is None else 4 * self.state_size, len(output or b""))
             if sizes != (4 * self.state_size, 4 * self.output_size):
                 raise StoreError(
                     f"the record of stream {ids[k]!r} in {self.url} ({self._key(ids[k])}) is not a state of this "
@@ -114,34 +117,67 @@ class RedisStore(Store):
                 )
             records.versions[k] = int(token)
             records.steps[k] = int(steps)
-            records.rows[k] = np.frombuffer(state, "<f4")
             records.outputs[k] = np.frombuffer(output, "<f4")
+            if ended is None:
+                records.rows[k] = np.frombuffer(state, "<f4")
+            else:
+                records.ended[k] = True
         return records
 
     def commit(
-        self, ids: Sequence[str], versions: IntArray, rows: FloatArray, steps: IntArray, outputs: FloatArray
+        self,
+        ids: Sequence[str],
+        versions: IntArray,
+        rows: FloatArray,
+        steps: IntArray,
+        outputs: FloatArray,
+        ended: BoolArray | None = None,
     ) -> BoolArray:
+        ending = [False] * len(ids) if ended is None else ended.tolist()
         commands = [
-            self._write_command(i, str(int(versions[k])), int(steps[k]), rows[k], outputs[k])
+            self._write_command(i, str(int(versions[k])), int(steps[k]), rows[k], outputs[k], ending[k])
             for k, i in enumerate(ids)
         ]
-        return np.array([reply == 1 for reply in self._run(commands)], dtype=bool)
+        live = [i for i, end in zip(ids, ending, strict=True) if not end]
+        gone = [i for i, end in zip(ids, ending, strict=True) if end]
+        if live:  # the index follows the writes (a stream that lost its write is another writer's, and live)
+            commands.append(self._script("TOUCH", [self.index], self._ttl_ms, *live))
+        if gone:
+            commands.append(("ZREM", self.index, *gone))
+        replies = self._run(commands)
+        return np.array([reply == 1 for reply in replies[: len(ids)]], dtype=bool)
+
+    def admit(self, ids: Sequence[str], limit: int) -> list[bool]:
+        if not ids:
+            return []
+        (replies,) = self._run([self._script("ADMIT", [self.index], limit, redis_scripts.RESERVATION_MS, *ids)])
+        return [reply == 1 for reply in replies]
+
+    def release(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._run([("ZREM", self.index, *ids)])
 
     def put(self, stream_id: str, row: FloatArray, steps: int, output: FloatArray) -> None:
-        self._run([self._write_command(stream_id, "*", steps, row, output)])
+        self._run([self._write_command(stream_id, "*", steps, row, output),
+                   self._script("TOUCH", [self.index], self._ttl_ms, stream_id)])
 
     def delete(self, stream_id: str) -> bool:
-        return bool(self._run([("DEL", self._key(stream_id))])[0])
+        removed, _ = self._run([self._script("DELETE", [self._key(stream_id)]), ("ZREM", self.index, stream_id)])
+        return bool(removed)
 
     def ids(self) -> list[str]:
+        """Every live stream, by a SCAN of the namespace (for listing; ``count`` needs no scan)."""
         try:
-            keys = self._client.scan_iter(match=self.namespace + "*", count=1000)
-            return [k.decode()[len(self.namespace) :] for k in keys]
+            keys = [k.decode()[len(self.namespace) :] for k in self._client.scan_iter(match=self.namespace + "*",
+                                                                                     count=1000)]
         except self._errors.RedisError as exc:
             raise StoreError(f"Redis at {self.url} failed: {exc}") from None
+        ended = self._run([("HEXISTS", self.namespace + i, "e") for i in keys])
+        return [i for i, gone in zip(keys, ended, strict=True) if not gone]
 
     def count(self) -> int:
-        return len(self.ids())
+        (count,) = self._run([self._script("COUNT", [self.index])])
+        return int(count)
 
     def close(self) -> None:
         self._client.close()
