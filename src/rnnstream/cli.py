@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rnnstream.errors import RnnstreamError
+from rnnstream.server.limits import LIMITS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,16 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
     serve.add_argument("--token", default=os.environ.get("RNNSTREAM_TOKEN"),
                        help="require 'Authorization: Bearer TOKEN' (default: $RNNSTREAM_TOKEN)")
-    serve.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
-    serve.add_argument("--max-streams", type=int, default=None)
+    serve.add_argument("--max-streams", type=int, default=None,
+                       help="live streams at most (shared by replicas on one Redis); more get 503 (default: no limit)")
     serve.add_argument("--ttl", type=float, default=None, help="seconds before an idle stream is forgotten")
     serve.add_argument("--threads", type=int, default=None,
                        help="engine threads per model (default: every core but one for models under 1M parameters, "
                        "which leaves the event loop a core; every core for heavier ones)")
-    serve.add_argument("--max-tokens", type=int, default=2000, help="most tokens one generation may ask for "
-                       "(default %(default)s)")
-    serve.add_argument("--max-generations", type=int, default=1000,
-                       help="generations running at once; more get 503 (default %(default)s)")
+    serve.add_argument("--allow-nonfinite", action="store_true",
+                       help="accept NaN and ±Inf inputs (refused with a 400 by default)")
+    for limit in LIMITS:
+        serve.add_argument(limit.flag, type=int, default=limit.default,
+                           help=f"{limit.what}; past it: {limit.answer} (default %(default)s)")
     summary = commands.add_parser("summary", help="describe a model file")
     summary.add_argument("model", help="a .keras or .h5 file")
     generate = commands.add_parser("generate", help="generate text, printing each token as it is sampled")
@@ -140,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = ServerConfig(models=args.models, store=args.store, max_batch=args.max_batch,
                                   max_delay_ms=args.max_delay_ms, timeout=args.timeout, token=args.token,
-                                  max_body_bytes=args.max_body_bytes, max_streams=args.max_streams, ttl=args.ttl,
-                                  threads=args.threads, max_tokens=args.max_tokens,
-                                  max_generations=args.max_generations)
+                                  max_streams=args.max_streams, ttl=args.ttl, threads=args.threads,
+                                  allow_nonfinite=args.allow_nonfinite,
+                                  **{limit.name: getattr(args, limit.name) for limit in LIMITS})
             return serve(config, args.host, args.port, args.workers)
         if args.command == "generate":
             from rnnstream.generation.commands import generate_command

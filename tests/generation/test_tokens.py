@@ -262,14 +262,18 @@ def test_leaving_an_async_stream_early_cancels_it() -> None:
     assert not generation
 
 
-def test_an_engine_error_ends_the_streams_it_touched() -> None:
+def test_an_engine_error_ends_only_the_streams_it_touched() -> None:
     streams = Streams(token_model(), max_streams=1)
     generation = Generation(streams)
     generation.add("a", [1], max_tokens=2, seed=0)
     generation.add("b", [2], max_tokens=2, seed=0)
-    events = generation.step()
-    assert [(e.finish, type(e.error)) for e in events] == [("error", StreamLimitError)] * 2
-    assert not generation and len(streams) == 0
+    events = generation.step()  # both prompts at once exceed max_streams; each alone, "a" fits
+    assert [(e.stream_id, e.finish, type(e.error)) for e in events] == [
+        ("b", "error", StreamLimitError), ("a", None, type(None))]
+    assert len(generation) == 1 and len(streams) == 1
+    generation.cancel("a")
+    generation.step()
+    streams.close("a")
     with pytest.raises(StreamLimitError):
         list(rnnstream.generate(streams, {"a": [1], "b": [2]}, max_tokens=2))
 

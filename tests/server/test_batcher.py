@@ -12,7 +12,8 @@ import pytest
 
 import rnnstream
 from rnnstream.errors import InputError
-from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError, _Waiting, take_batch
+from rnnstream.server.batcher import Batcher, _Waiting, take_batch
+from rnnstream.server.errors import QueueTimeoutError, ShuttingDownError
 from rnnstream.stepping import Result, StepRequest
 from rnnstream.stores.memory import MemoryStore
 from tests.stores.small import inputs, small_model
@@ -236,11 +237,11 @@ class RacingStore(MemoryStore):
 
     raced = False
 
-    def commit(self, ids, versions, rows, steps, outputs):  # type: ignore[no-untyped-def]
+    def commit(self, ids, versions, rows, steps, outputs, ended=None):  # type: ignore[no-untyped-def]
         if "a" in ids and steps.min() > 1 and not self.raced:
             self.raced = True
             self.put("a", np.zeros(self.state_size, np.float32), 0, np.zeros(self.output_size, np.float32))
-        return super().commit(ids, versions, rows, steps, outputs)
+        return super().commit(ids, versions, rows, steps, outputs, ended)
 
 
 @pytest.mark.skipif(not MODEL.can_launch, reason="the fused kernel is not built")

@@ -84,16 +84,19 @@ def test_bad_forecast_requests_get_4xx_naming_the_problem(demo_server: ServerPro
         good = {"sequence_id": sequence_id, "horizon": 4, "exogenous": {"calendar": calendar}}
         cases = [
             ({**good, "sequence_id": "never-stepped"}, 400, "no stream 'never-stepped'"),
-            ({**good, "horizon": 0}, 400, "horizon must be an integer"),
+            ({**good, "horizon": 0}, 400, "Expected `int` >= 1 - at `$.horizon`"),
             ({k: v for k, v in good.items() if k != "horizon"}, 400, "horizon"),
             ({**good, "paths": 10}, 400, "needs noise"),
-            ({**good, "noise": -1}, 400, "noise must be"),
-            ({**good, "noise": 0.1, "paths": 500_000}, 400, "the limit is 1,000,000"),
+            ({**good, "noise": -1}, 400, "`$.noise`"),
+            ({**good, "noise": 0.1, "paths": 500_000}, 400, "max_forecast_paths"),
+            ({**good, "noise": 0.1, "paths": 10_000, "horizon": 100}, 400, "max_forecast_steps"),
+            ({**good, "quantiles": [0.5] * 100}, 400, "max_quantiles"),
+            ({**good, "quantiles": []}, 400, "quantiles must list"),
             ({**good, "exogenous": {"calendar": calendar[:2]}}, 400, "exogenous for input 'calendar'"),
             ({**good, "exogenous": None}, 400, "exogenous="),
             ({**good, "quantiles": [1.5]}, 400, "quantiles"),
             ({**good, "feedback": {"nope": [0]}}, 400, "feedback names inputs ['nope']"),
-            ({**good, "extra": 1}, 400, "unknown fields ['extra']"),
+            ({**good, "extra": 1}, 400, "unknown field `extra`"),
             ({**good, "sequence_id": True}, 400, "sequence_id"),
         ]
         for body, status, message in cases:

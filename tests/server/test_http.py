@@ -72,7 +72,7 @@ def test_sequence_start_steps_and_end(server: ServerProcess) -> None:
             got = output(client.post(INFER, json=body(xs[t], stream, **flags)))
             assert got == pytest.approx(expected[t], abs=1e-6)
         after_end = client.post(INFER, json=body(xs[0], stream))
-        assert after_end.status_code == 400 and "unknown sequence" in after_end.json()["error"]
+        assert after_end.status_code == 400 and "ended after step 5" in after_end.json()["error"]
 
 
 def test_integer_sequence_ids_and_restart(server: ServerProcess) -> None:
@@ -117,7 +117,7 @@ def test_triton_client_unchanged(server: ServerProcess) -> None:
         assert result.as_numpy("output")[0, 0] == pytest.approx(expected[t], abs=1e-6)
     x = tritonclient.InferInput("input", [1, 4], "FP32")
     x.set_data_from_numpy(xs[:1])
-    with pytest.raises(tritonclient.InferenceServerException, match="unknown sequence"):
+    with pytest.raises(tritonclient.InferenceServerException, match="ended after step 3"):
         client.infer("seed", [x], sequence_id=sequence)
 
 
@@ -149,18 +149,20 @@ def bad_bodies(stream: str) -> list[tuple[str, bytes, str]]:
 
     no_id = json.loads(json.dumps(good))
     del no_id["parameters"]["sequence_id"]
+    without_data = {k: v for k, v in good["inputs"][0].items() if k != "data"}
     return [
         ("invalid json", b"{not json", "not valid JSON"),
-        ("no inputs", json.dumps({"parameters": {"sequence_id": stream}}).encode(), "'inputs'"),
+        ("no inputs", json.dumps({"parameters": {"sequence_id": stream}}).encode(), "field `inputs`"),
         ("wrong shape", variant(shape=[1, 5], data=[0.0] * 5), "shape [1, 5]"),
-        ("data vs shape", variant(data=[0.0] * 3), "'data' has 3 values"),
-        ("wrong datatype", variant(datatype="BYTES"), "datatype 'BYTES'"),
-        ("not numbers", variant(data=["a", "b", "c", "d"]), "not a list of FP32"),
+        ("data vs shape", variant(data=[0.0] * 3), "$.inputs[0].data has 3 values"),
+        ("wrong datatype", variant(datatype="BYTES"), "Invalid enum value 'BYTES' - at `$.inputs[0].datatype`"),
+        ("not numbers", variant(data=["a", "b", "c", "d"]), "Expected `float`, got `str` - at `$.inputs[0].data[0]`"),
         ("unknown input", variant(name="other"), "unknown ['other']"),
-        ("missing data", variant(data=None), "neither 'data' nor"),
+        ("missing data", variant(data=None), "got `null` - at `$.inputs[0].data`"),
+        ("no data", json.dumps({**good, "inputs": [without_data]}).encode(), "neither 'data' nor"),
         ("no sequence id", json.dumps(no_id).encode(), "sequence_id"),
         ("bad flag", json.dumps({**good, "parameters": {"sequence_id": stream, "sequence_end": "yes"}}).encode(),
-         "sequence_end"),
+         "`$.parameters.sequence_end`"),
     ]
 
 

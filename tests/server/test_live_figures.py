@@ -47,13 +47,13 @@ def test_live_figures_are_rates_and_percentiles_over_the_window() -> None:
 
 
 def test_existing_prometheus_series_are_unchanged() -> None:
-    metrics = Metrics()
+    metrics = Metrics(["seed", "text"])
     metrics.batch_size.observe(3, model="seed")
     metrics.tokens.inc(5, model="text")
     lines = metrics.render().splitlines()
-    assert 'rnnstream_batch_size_bucket{model="seed",le="4"} 1' in lines
-    assert 'rnnstream_batch_size_sum{model="seed"} 3' in lines
-    assert 'rnnstream_generated_tokens_total{model="text"} 5' in lines
+    assert 'rnnstream_batch_size_bucket{le="4",model="seed"} 1.0' in lines
+    assert 'rnnstream_batch_size_sum{model="seed"} 3.0' in lines
+    assert 'rnnstream_generated_tokens_total{model="text"} 5.0' in lines
     new = lines.index("# TYPE rnnstream_generated_tokens_total counter")
     assert lines.index("# TYPE rnnstream_active_streams gauge") < new  # the new series come after the old ones
 

@@ -76,8 +76,8 @@ def test_batched_messages_and_errors_keep_the_socket_open(server: ServerProcess)
             return replies
 
     bad_json, bad_model, unknown, batch, skipped = run(drive())
-    assert bad_json["code"] == 400 and "not a valid request" in bad_json["error"]
-    assert bad_model["code"] == 400 and "no model 'nope'" in bad_model["error"]
+    assert bad_json["code"] == 400 and "not valid JSON" in bad_json["error"]
+    assert bad_model["code"] == 404 and "no model 'nope'" in bad_model["error"]
     assert unknown["code"] == 400 and "unknown sequence" in unknown["error"]
     first, wrong, second = batch["responses"]
     assert first["outputs"]["output"][0] == pytest.approx(ys[0, 0, 0], abs=1e-6)

@@ -124,6 +124,13 @@ class ModelEngine:
         self._append(ids, rows)
         return self.tokens.scores(last)
 
+    def advance(self, prompts: list[IntArray], starts: list[State | None]) -> list[State]:
+        """Run ``prompts`` (all of one length) from ``starts`` without adding them: each one's new state."""
+        model = self.tokens.model
+        rows = State.concat([s if s is not None else model.initial_state(1) for s in starts])
+        _, rows = model.run(np.stack(prompts), rows)
+        return [rows.select([i]) for i in range(len(prompts))]
+
     def _append(self, ids: list[str], rows: State) -> None:
         self.state = rows if self.state is None else State.concat([self.state, rows])
         self.ids.extend(ids)
@@ -167,6 +174,14 @@ class StreamsEngine:
                     last[i] = self.tokens.scores(_batch(out[i]))[0]
         self.ids.extend(ids)
         return np.stack([last[i] for i in ids])
+
+    def advance(self, ids: list[str], prompts: list[IntArray], restart: list[bool]) -> None:
+        """Step ``prompts`` (all of one length) into the streams ``ids`` without adding them to the order."""
+        for stream_id, fresh in zip(ids, restart, strict=True):
+            if fresh and stream_id in self.streams:
+                self.streams.close(stream_id)
+        for t in range(len(prompts[0])):
+            self.streams.step({i: p[t] for i, p in zip(ids, prompts, strict=True)})
 
     def feed(self, tokens: IntArray) -> FloatArray:
         out = self.streams.step(dict(zip(self.ids, tokens, strict=True)))

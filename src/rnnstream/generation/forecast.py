@@ -215,7 +215,10 @@ def _plan(model: StreamModel, index: int, feedback: Mapping[Any, Any] | None) ->
         maps = {}
         for name, spec in feedback.items():
             if isinstance(spec, Mapping):
-                maps[name] = {int(k): v for k, v in spec.items()}
+                maps[name] = {_column(name, k): v for k, v in spec.items()}
+            elif not isinstance(spec, Sequence) or isinstance(spec, str):
+                raise InputError(f"feedback for input {name!r} is a list of output columns or a dict "
+                                 f"{{column: output_column}}, got {spec!r}")
             elif len(spec) != widths[name]:
                 raise InputError(f"feedback for input {name!r} lists {len(spec)} output columns for its "
                                  f"{widths[name]} columns; give all, or a dict {{column: output_column}}")
@@ -233,6 +236,15 @@ def _plan(model: StreamModel, index: int, feedback: Mapping[Any, Any] | None) ->
             fed[column], source[column] = True, out
         columns.append(_Column(fed, source))
     return columns
+
+
+def _column(name: str, key: Any) -> int:
+    """A column of input ``name`` named by a feedback key: an integer, or its digits (JSON keys are text)."""
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return int(key)
+    if isinstance(key, str) and key.isdigit():
+        return int(key)
+    raise InputError(f"feedback for input {name!r}: columns are named by their index (0, 1, ...), got {key!r}")
 
 
 def _exogenous(model: StreamModel, columns: list[_Column], exogenous: Any, horizon: int) -> list[FloatArray]:
@@ -257,7 +269,10 @@ def _exogenous(model: StreamModel, columns: list[_Column], exogenous: Any, horiz
     for name, column in zip(names, columns, strict=True):
         full = np.zeros((horizon, len(column.fed)), np.float32)  # (H, F)
         if name in wanted:
-            e = np.asarray(given[name], np.float32)
+            try:
+                e = np.asarray(given[name], np.float32)
+            except (TypeError, ValueError):
+                raise InputError(f"exogenous for input {name!r} must be rows of numbers, [H][columns]") from None
             if e.ndim != 2 or e.shape[1] != wanted[name] or e.shape[0] not in (horizon - 1, horizon):
                 raise InputError(
                     f"exogenous for input {name!r} has shape {e.shape}; expected ({horizon}, {wanted[name]}): one row "

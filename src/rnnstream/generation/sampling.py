@@ -31,6 +31,9 @@ import numpy as np
 from rnnstream.errors import InputError, RnnstreamError
 from rnnstream.types import Array, FloatArray, IntArray
 
+TOP_K_ALL = 2**31
+"""Any ``top_k`` from here on keeps every id (no vocabulary is this large); larger values are stored as it."""
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -76,7 +79,7 @@ class Rules:
             raise InputError(f"got {len(rules)} Sampling rules for {rows} rows of scores; give one, or one per row")
         return Rules(
             T=np.array([r.temperature for r in rules], np.float64),
-            k=np.array([r.top_k or 0 for r in rules], np.int64),
+            k=np.array([min(r.top_k or 0, TOP_K_ALL) for r in rules], np.int64),  # k past V keeps every id
             p=np.array([1.0 if r.top_p is None else r.top_p for r in rules], np.float64),
         )
 

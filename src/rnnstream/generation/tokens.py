@@ -28,6 +28,7 @@ form a server uses: every client's tokens come from the same batched steps, run 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ from rnnstream.types import FloatArray, IntArray
 
 BLOCK = 64
 """Uniforms a stream draws from its generator at a time (the same numbers as one by one, in order)."""
+PRIME_CHUNK = 256
+"""Prompt tokens a joining stream runs per step: a longer prompt is primed over several steps, so one long
+prompt never holds up the other streams' tokens for longer than this many steps of its own."""
+
+logger = logging.getLogger(__name__)
+
+
+class ReaderLagError(RnnstreamError):
+    """A stream's reader left ``limit`` tokens unread while the generation went on; the stream was cancelled."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class TokenEvent(NamedTuple):
@@ -69,6 +83,7 @@ class _Request:
     rng: np.random.Generator
     start: State | None = None
     restart: bool = False
+    primed: int = 0  # prompt tokens run so far (a long prompt is primed PRIME_CHUNK tokens a step)
 
 
 class _Rows:
@@ -138,11 +153,13 @@ class Generation:
             self._engine = ModelEngine(self.tokens)
         self._active = _Rows()  # in the engine's order
         self._joining: list[_Request] = []
+        self._priming: list[_Request] = []  # long prompts, primed a chunk per step before they join
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()  # guards _joining, _cancelled and the set of known ids
         self._stepping = threading.Lock()
         self._known: set[str] = set()
         self._queues: dict[str, asyncio.Queue[TokenEvent | BaseException]] = {}  # async readers, by stream
+        self._buffers: dict[str, int] = {}  # the readers' max_buffer
         self._driver: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -223,23 +240,32 @@ class Generation:
             cancelled, self._cancelled = self._cancelled, set()
         active = self._active
         events: list[TokenEvent] = []
-        joining = [r for r in joining if r.stream_id not in cancelled]
+        joining = [r for r in self._priming + joining if r.stream_id not in cancelled]
         if cancelled:
             self._leave({i for i, r in enumerate(active.requests) if r.stream_id in cancelled})
+        events += self._warm([r for r in joining if len(r.prompt) - r.primed > PRIME_CHUNK])
+        long = [r for r in joining if len(r.prompt) - r.primed > PRIME_CHUNK]
+        self._priming = [r for r in long if r.stream_id in self._known]  # those whose chunk failed have left
+        joining = [r for r in joining if len(r.prompt) - r.primed <= PRIME_CHUNK]
         scores: list[FloatArray] = []
         if len(active):
             try:
                 scores.append(self._engine.feed(active.pending))
-            except RnnstreamError as error:
+            except Exception as error:  # the engine failed for every stream: each hears why
                 events += self._fail(active.requests, active.produced.tolist(), error)
                 self._leave(set(range(len(active))))
         if joining:
             try:
                 scores.append(self._prime(joining))
                 active.append(joining)
-            except RnnstreamError as error:
-                events += self._fail(joining, [0] * len(joining), error)
-                self._forget({r.stream_id for r in joining})
+            except Exception:  # one prompt's failure is that stream's own: the others are primed without it
+                for request in joining:
+                    try:
+                        scores.append(self._prime([request]))
+                        active.append([request])
+                    except Exception as error:
+                        events += self._fail([request], [0], error)
+                        self._forget({request.stream_id})
         self._forget(cancelled)
         if not len(active):
             return events
@@ -259,13 +285,38 @@ class Generation:
         return events
 
     def _prime(self, joining: list[_Request]) -> FloatArray:
+        """Run the rest of each prompt and add the streams to the engine's order: their first scores."""
         ids = [r.stream_id for r in joining]
-        prompts = [r.prompt for r in joining]
+        prompts = [r.prompt[r.primed :] for r in joining]
         if isinstance(self._engine, StreamsEngine):
             return self._engine.prime(ids, prompts, [r.restart for r in joining])
         return self._engine.prime(ids, prompts, [r.start for r in joining])
 
-    def _fail(self, requests: list[_Request], produced: list[int], error: RnnstreamError) -> list[TokenEvent]:
+    def _warm(self, long: list[_Request]) -> list[TokenEvent]:
+        """Run the next ``PRIME_CHUNK`` tokens of each prompt that is longer than that, without sampling: a
+        long prompt is primed over several steps, and the other streams get a token at each of them."""
+        if not long:
+            return []
+        try:
+            chunks = [r.prompt[r.primed : r.primed + PRIME_CHUNK] for r in long]
+            if isinstance(self._engine, StreamsEngine):
+                self._engine.advance([r.stream_id for r in long], chunks, [r.restart for r in long])
+                for request in long:
+                    request.restart = False
+            else:
+                for request, state in zip(long, self._engine.advance(chunks, [r.start for r in long]), strict=True):
+                    request.start = state
+        except Exception as error:
+            self._forget({r.stream_id for r in long})
+            return self._fail(long, [0] * len(long), error)
+        for request in long:
+            request.primed += PRIME_CHUNK
+        return []
+
+    def _fail(self, requests: list[_Request], produced: list[int], error: Exception) -> list[TokenEvent]:
+        if not isinstance(error, RnnstreamError):
+            logger.exception("token generation failed for %d stream(s)", len(requests), exc_info=error)
+            error = RnnstreamError(f"internal error while generating: {error!r}")
         return [TokenEvent(r.stream_id, -1, n, "error", error) for r, n in zip(requests, produced, strict=True)]
 
     def _leave(self, leaving: set[int]) -> None:
@@ -283,17 +334,23 @@ class Generation:
 
     # -- async: one driver task runs the steps on a worker thread; each stream reads its own queue ------
 
-    async def stream(self, stream_id: str, prompt: object, **options: object) -> AsyncIterator[TokenEvent]:
+    async def stream(
+        self, stream_id: str, prompt: object, *, max_buffer: int | None = None, **options: object
+    ) -> AsyncIterator[TokenEvent]:
         """Add ``stream_id`` (``options`` as for :meth:`add`) and yield its tokens as they are sampled.
 
         Every stream of this Generation shares the batched steps, which run on a worker thread
         (``asyncio.to_thread``), never on the event loop. Leaving the loop early cancels the stream; an
-        engine error ends it by raising that error.
+        engine error ends it by raising that error. ``max_buffer``: a reader that leaves this many tokens
+        unread while the generation goes on (a client that does not read) is cancelled, and raises
+        ReaderLagError once it reads them.
         """
         if stream_id in self._queues:
             raise InputError(f"stream {stream_id!r} is already generating; cancel it or use another id")
         queue: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
         self._queues[stream_id] = queue  # before add: the driver may step as soon as the stream joins
+        if max_buffer is not None:
+            self._buffers[stream_id] = max_buffer
         try:
             self.add(stream_id, prompt, **options)  # type: ignore[arg-type]
         except BaseException:
@@ -312,7 +369,8 @@ class Generation:
                 done = item.finish is not None
                 yield item
         finally:
-            del self._queues[stream_id]
+            self._queues.pop(stream_id, None)
+            self._buffers.pop(stream_id, None)
             if not done:
                 self.cancel(stream_id)
 
@@ -327,5 +385,15 @@ class Generation:
                 return
             for event in events:
                 reader = self._queues.get(event.stream_id)
-                if reader is not None:
-                    reader.put_nowait(event)
+                if reader is None:
+                    continue
+                limit = self._buffers.get(event.stream_id)
+                if limit is not None and reader.qsize() >= limit and event.finish is None:
+                    self.cancel(event.stream_id)  # the reader is this far behind: it is cut, not buffered
+                    del self._buffers[event.stream_id]
+                    del self._queues[event.stream_id]  # later events of the stream go nowhere
+                    reader.put_nowait(ReaderLagError(
+                        f"stream {event.stream_id!r} was cancelled: its reader left {limit} tokens unread "
+                        "(a client that does not read its events)", limit=limit))
+                    continue
+                reader.put_nowait(event)

@@ -5,6 +5,7 @@ Every step goes through the model's Batcher; the engine never runs on the event 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hmac
@@ -13,26 +14,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from rnnstream import __version__
-from rnnstream.errors import (
-    ConflictError,
-    InputError,
-    RnnstreamError,
-    StepOrderError,
-    StoreError,
-    StreamLimitError,
-    StreamNotFoundError,
-)
 from rnnstream.model import StreamModel
-from rnnstream.server.batcher import Batcher, QueueTimeoutError, ShuttingDownError
+from rnnstream.server.batcher import Batcher
 from rnnstream.server.config import ServerConfig, load_models, sidecars
+from rnnstream.server.errors import (
+    BodyTooLargeError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ProtocolError,
+    UnauthorizedError,
+    error_body,
+    status_for,
+)
 from rnnstream.server.metrics import Metrics
-from rnnstream.server.oip import ProtocolError, model_metadata
+from rnnstream.server.oip import model_metadata
 from rnnstream.streams import Streams
 
 CONFIG_ENV = "RNNSTREAM_SERVE_CONFIG"
@@ -60,57 +63,30 @@ class ServerState:
 
     def __init__(self, config: ServerConfig, models: dict[str, StreamModel]) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(models)
         self.models: dict[str, ServedModel] = {}
         for name, model in models.items():
             streams = Streams(model, config.store, ttl=config.ttl, max_streams=config.max_streams)
             batcher = Batcher(streams, name=name, max_batch=config.max_batch,
-                              max_delay=config.max_delay_ms / 1000, timeout=config.timeout, metrics=self.metrics)
+                              max_delay=config.max_delay_ms / 1000, timeout=config.timeout, metrics=self.metrics,
+                              check_finite=not config.allow_nonfinite)
             self.models[name] = ServedModel(name, model, streams, batcher)
             self.metrics.active_streams[name] = streams.__len__
         self.ready = False
 
     def find(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model ``name`` (version ``1`` or none); NotFoundError (a 404) lists the served ones."""
         served = self.models.get(name)
         if served is None or version not in (None, "1"):
             known = ", ".join(sorted(self.models))
-            which = f"{name!r}" + (f" version {version!r}" if version else "")
-            raise LookupError(f"no model {which}; serving {known}")
+            which = f"{_shown(name)}" + (f" version {_shown(version)}" if version else "")
+            raise NotFoundError(f"no model {which}; serving {known}")
         return served
 
 
-class BodyTooLargeError(RnnstreamError):
-    """The request body is larger than the server takes."""
-
-
-STATUS: list[tuple[type[Exception], int]] = [
-    (ProtocolError, 400),
-    (BodyTooLargeError, 413),
-    (InputError, 400),
-    (StreamNotFoundError, 400),
-    (StepOrderError, 409),
-    (ConflictError, 409),
-    (StreamLimitError, 503),
-    (StoreError, 503),
-    (ShuttingDownError, 503),
-    (QueueTimeoutError, 504),
-]
-
-
-def status_for(error: Exception) -> int:
-    for kind, status in STATUS:
-        if isinstance(error, kind):
-            return status
-    return 500
-
-
-def error_body(error: Exception) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": str(error)}
-    if isinstance(error, StepOrderError):
-        body["expected_step"] = error.expected
-    if isinstance(error, ConflictError | QueueTimeoutError | StreamLimitError | StoreError | ShuttingDownError):
-        body["retryable"] = True
-    return body
+def _shown(name: str) -> str:
+    """A name from a request, quoted and cut short for an error message."""
+    return repr(name if len(name) <= 80 else name[:77] + "...")
 
 
 def error_response(error: Exception) -> JSONResponse:
@@ -176,8 +152,8 @@ async def repository_index(request: Request) -> Response:
 async def model_info(request: Request) -> Response:
     try:
         served = _state(request).find(request.path_params["name"], request.path_params.get("version"))
-    except LookupError as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
+    except NotFoundError as error:
+        return error_response(error)
     return JSONResponse(model_metadata(served.name, served.model))
 
 
@@ -185,14 +161,32 @@ async def model_ready(request: Request) -> Response:
     state = _state(request)
     try:
         state.find(request.path_params["name"], request.path_params.get("version"))
-    except LookupError as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
+    except NotFoundError as error:
+        return error_response(error)
     return JSONResponse({"name": request.path_params["name"], "ready": state.ready},
                         status_code=200 if state.ready else 503)
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    """Prometheus' text format; rendered on a worker thread (the stream counts may ask a Redis store)."""
+    text = await asyncio.to_thread(_state(request).metrics.render)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return Response(request.app.state.openapi, media_type="application/json")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method the route lacks) as JSON errors, like every other."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: Exception = MethodNotAllowedError(f"{request.url.path} does not take {request.method}")
+    elif exc.status_code == 404:
+        error = NotFoundError(f"no route {_shown(request.url.path)}; the server's routes are in /v2/openapi.json")
+    else:
+        error = ProtocolError(str(exc.detail))
+    return JSONResponse(error_body(error), status_code=exc.status_code, headers=exc.headers)
 
 
 # -- the app -----------------------------------------------------------------------------------------
@@ -204,12 +198,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def bearer_matches(given: bytes, token: str) -> bool:
-    """Whether an ``Authorization`` header value is ``Bearer <token>`` (compared in constant time).
+    """Whether an ``Authorization`` header value is ``Bearer <token>``: the scheme in any case (RFC 9110),
+    the token compared in constant time.
 
-    >>> bearer_matches(b"Bearer s3cret", "s3cret"), bearer_matches(b"Bearer nope", "s3cret")
-    (True, False)
+    >>> bearer_matches(b"Bearer s3cret", "s3cret"), bearer_matches(b"bearer s3cret", "s3cret")
+    (True, True)
+    >>> bearer_matches(b"Bearer nope", "s3cret"), bearer_matches(b"Basic s3cret", "s3cret")
+    (False, False)
     """
-    return hmac.compare_digest(given, f"Bearer {token}".encode())
+    scheme, _, credentials = given.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), token.encode())
 
 
 class BearerAuth:
@@ -231,7 +229,7 @@ class BearerAuth:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong bearer token"})
             return
-        response = JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer ...)"}, 401)
+        response = error_response(UnauthorizedError("missing or wrong bearer token (Authorization: Bearer ...)"))
         await response(scope, receive, send)
 
 
@@ -256,6 +254,7 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
     """The ASGI app serving ``models`` (default: the ones ``config`` names) under ``config``."""
     from rnnstream.server import forecast, generate
     from rnnstream.server.live import LivePage
+    from rnnstream.server.openapi import openapi_document
     from rnnstream.server.ws import stream_socket
 
     config = config or ServerConfig()
@@ -302,13 +301,16 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
             *generate.routes(),
             *forecast.routes(),
             Route("/metrics", metrics),
+            Route("/v2/openapi.json", openapi),
             WebSocketRoute("/v2/stream", stream_socket),
             *page.routes(),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
         state=state,
         token=config.token,
     )
+    app.state.openapi = openapi_document(__version__)
     app.state.server = state
     app.state.tokens = tokens
     app.state.sidecars = notes

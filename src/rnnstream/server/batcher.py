@@ -47,6 +47,7 @@ from typing import Any
 from rnnstream.background import SteadyBatch, begin, can_begin
 from rnnstream.errors import RnnstreamError
 from rnnstream.model import Outputs
+from rnnstream.server.errors import QueueTimeoutError, ShuttingDownError
 from rnnstream.server.loop_load import LoopLoad, engine_threads
 from rnnstream.server.metrics import Metrics
 from rnnstream.stepping import Result, StepRequest
@@ -60,14 +61,6 @@ PIPELINE = 2
 SPLIT_WORK = 10_000_000
 """Multiply-adds (streams × the model's parameters) each half of a batch needs before an idle engine's
 batch goes as two: below it, the second batch's own overhead outweighs the overlap."""
-
-
-class QueueTimeoutError(RnnstreamError, TimeoutError):
-    """A request waited longer than the server's timeout for its batch; it was not applied."""
-
-
-class ShuttingDownError(RnnstreamError):
-    """The server is shutting down and takes no new requests."""
 
 
 class _Waiting:
@@ -113,8 +106,10 @@ class Batcher:
         timeout: float = 30.0,
         metrics: Metrics | None = None,
         split_work: int = SPLIT_WORK,
+        check_finite: bool = True,
     ) -> None:
         self.streams = streams
+        self.check_finite = check_finite
         self.name = name
         self.max_batch = max(1, max_batch)
         self.max_delay = max(0.0, max_delay)
@@ -241,7 +236,8 @@ class Batcher:
         started = time.perf_counter()
         try:
             threads = engine_threads(self._engine_threads, self._loop_load.busy())
-            steady = begin(self.streams, [w.request for w in batch], self._pipe[1], threads)
+            steady = begin(self.streams, [w.request for w in batch], self._pipe[1], threads,
+                           check_finite=self.check_finite)
         except Exception:  # the worker's step_each will report it, request by request
             return False
         if steady is None:
@@ -300,7 +296,7 @@ class Batcher:
     def _step(self, requests: list[StepRequest]) -> tuple[list[Result], float, float]:
         """On the worker thread: one engine call, when it started and how long it took."""
         started = time.perf_counter()
-        results = self.streams.step_each(requests)
+        results = self.streams.step_each(requests, check_finite=self.check_finite)
         return results, started, time.perf_counter() - started
 
     async def _gather_more(self) -> None:

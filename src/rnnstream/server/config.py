@@ -24,6 +24,7 @@ from rnnstream.demo import CO2_MODEL, SEED_MODEL, TEXT_MODEL, builtin
 from rnnstream.errors import InputError, ModelFileError
 from rnnstream.importers import load
 from rnnstream.model import StreamModel
+from rnnstream.server.limits import DEFAULTS, LIMITS
 
 BUNDLED = {"seed": SEED_MODEL, "text": TEXT_MODEL, "co2": CO2_MODEL}
 """Model specs that name a bundled model: the seed blog's model, the Shakespeare text model, the CO2 forecaster."""
@@ -42,18 +43,32 @@ class ServerConfig:
     max_delay_ms: float = 2.0
     timeout: float = 30.0
     token: str | None = None
-    max_body_bytes: int = 16 * 1024 * 1024
     max_streams: int | None = None
     ttl: float | None = None
     threads: int | None = None
-    max_tokens: int = 2000
-    max_generations: int = 1000
+    allow_nonfinite: bool = False
+    """Accept NaN and ±Inf inputs (refused with a 400 by default)."""
+    # The limits (rnnstream.server.limits lists what each bounds and what exceeding it answers):
+    max_body_bytes: int = DEFAULTS["max_body_bytes"]
+    max_id_length: int = DEFAULTS["max_id_length"]
+    max_ws_requests: int = DEFAULTS["max_ws_requests"]
+    max_ws_inflight: int = DEFAULTS["max_ws_inflight"]
+    max_prompt_tokens: int = DEFAULTS["max_prompt_tokens"]
+    max_tokens: int = DEFAULTS["max_tokens"]
+    max_stop: int = DEFAULTS["max_stop"]
+    max_stop_length: int = DEFAULTS["max_stop_length"]
+    max_generations: int = DEFAULTS["max_generations"]
+    max_sse_buffer: int = DEFAULTS["max_sse_buffer"]
+    max_forecast_steps: int = DEFAULTS["max_forecast_steps"]
+    max_forecast_paths: int = DEFAULTS["max_forecast_paths"]
+    max_forecast_values: int = DEFAULTS["max_forecast_values"]
+    max_quantiles: int = DEFAULTS["max_quantiles"]
 
     def __post_init__(self) -> None:
-        for key in ("max_tokens", "max_generations"):
-            value = getattr(self, key)
+        for limit in LIMITS:
+            value = getattr(self, limit.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{key} must be a positive integer, got {value!r}")
+                raise InputError(f"{limit.name} ({limit.flag}) must be a positive integer, got {value!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

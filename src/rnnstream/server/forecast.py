@@ -22,75 +22,54 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from rnnstream.errors import RnnstreamError
 from rnnstream.generation.forecast import Forecast, forecast_stream
+from rnnstream.model import StreamModel
+from rnnstream.server import limits
 from rnnstream.server.app import ServedModel, ServerState, error_response, read_body
-from rnnstream.server.oip import ProtocolError, json_object
+from rnnstream.server.config import ServerConfig
+from rnnstream.server.errors import ProtocolError
+from rnnstream.server.oip import check_id
+from rnnstream.server.schema import ForecastRequest, decode
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-MAX_STEPS = 1_000_000
-"""The most stream-steps one forecast may take: horizon × (paths + 1)."""
-FIELDS = {"sequence_id", "horizon", "noise", "paths", "seed", "exogenous", "feedback", "quantiles"}
 
 
-def parse_forecast(body: bytes, default_feedback: Any) -> tuple[str, int, dict[str, Any], tuple[float, ...]]:
+def parse_forecast(body: bytes, model: StreamModel, default_feedback: Any, config: ServerConfig
+                   ) -> tuple[str, int, dict[str, Any], tuple[float, ...]]:
     """The stream id, the horizon, the other arguments of ``forecast_stream`` and the quantiles of a request
-    body; a bad field raises ProtocolError naming it.
+    body; a bad field raises ProtocolError naming it, a request past a limit LimitError (both before any work).
 
-    >>> stream_id, horizon, options, quantiles = parse_forecast(b'{"sequence_id": 7, "horizon": 3}', None)
+    >>> import rnnstream
+    >>> from rnnstream.server.config import ServerConfig
+    >>> seed = rnnstream.load(rnnstream.demo.SEED_MODEL)
+    >>> stream_id, horizon, options, quantiles = parse_forecast(b'{"sequence_id": 7, "horizon": 3}', seed, None,
+    ...                                                         ServerConfig())
     >>> stream_id, horizon, options["paths"], quantiles
     ('7', 3, None, (0.05, 0.25, 0.5, 0.75, 0.95))
     """
-    data = json_object(body)
-    unknown = sorted(set(data) - FIELDS)
-    if unknown:
-        raise ProtocolError(f"unknown fields {unknown}; a forecast request takes {sorted(FIELDS)}")
-    sequence_id = data.get("sequence_id")
-    if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str) or sequence_id in (0, ""):
-        raise ProtocolError(f"sequence_id must be a non-zero integer or a non-empty string, got {sequence_id!r}")
-    horizon = _integer(data, "horizon", 1, MAX_STEPS)
-    paths = _integer(data, "paths", 1, MAX_STEPS) if data.get("paths") is not None else None
-    if horizon is None:
-        raise ProtocolError("horizon (forecast steps, an integer ≥ 1) is required")
-    steps = horizon * ((paths or 0) + 1)
-    if steps > MAX_STEPS:
-        raise ProtocolError(f"horizon × (paths + 1) = {steps:,} steps; the limit is {MAX_STEPS:,}")
-    seed = _integer(data, "seed", 0, 2**64 - 1)
-    noise = data.get("noise")
-    numbers: list[Any] = noise if isinstance(noise, list) else [noise]
-    if noise is not None and not all(_number(n) and n >= 0 for n in numbers):
-        raise ProtocolError(f"noise must be σ ≥ 0, one number or one per output column, or null; got {noise!r}")
-    quantiles: Any = data.get("quantiles", list(QUANTILES))
-    if not isinstance(quantiles, list) or not 1 <= len(quantiles) <= 99 or \
-            not all(_number(q) and 0 <= q <= 1 for q in quantiles):
-        raise ProtocolError(f"quantiles must be a list of 1 to 99 numbers in [0, 1], got {quantiles!r}")
-    exogenous, feedback = data.get("exogenous"), data.get("feedback", default_feedback)
-    if exogenous is not None and not isinstance(exogenous, list | dict):
-        raise ProtocolError(f"exogenous must be rows [H][E] or {{input: rows}}, got {exogenous!r}")
-    if feedback is not None and not isinstance(feedback, dict):
-        raise ProtocolError(f"feedback must be {{input: [output columns]}} or {{column: output column}}, "
-                            f"got {feedback!r}")
-    if isinstance(feedback, dict) and all(isinstance(k, str) and k.isdigit() for k in feedback):
+    request = decode(ForecastRequest, body)
+    check_id(request.sequence_id, "sequence_id", config)
+    quantiles = request.quantiles if request.quantiles is not None else list(QUANTILES)
+    if not quantiles:
+        raise ProtocolError("quantiles must list at least one number in [0, 1] (or be left out)")
+    limits.check("max_quantiles", len(quantiles), config.max_quantiles)
+    if request.paths is not None:
+        limits.check("max_forecast_paths", request.paths, config.max_forecast_paths)
+    limits.check("max_forecast_steps", request.horizon * ((request.paths or 0) + 1), config.max_forecast_steps)
+    outputs = max((math.prod(spec.shape) for spec in model.output_specs), default=1)
+    limits.check("max_forecast_values", request.horizon * outputs * (len(quantiles) + 1), config.max_forecast_values)
+    feedback: Any = request.feedback if request.feedback is not None else default_feedback
+    if isinstance(feedback, dict) and feedback and all(k.isdigit() for k in feedback):
         feedback = {int(k): v for k, v in feedback.items()}  # JSON keys are strings: {"0": 0} is column 0
-    options = {"feedback": feedback, "exogenous": exogenous, "noise": noise, "paths": paths, "seed": seed}
-    return str(sequence_id), horizon, options, tuple(float(q) for q in quantiles)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(data: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ProtocolError(f"{key} must be an integer from {low} to {high:,}, got {value!r}")
-    return value
+    options = {"feedback": feedback, "exogenous": request.exogenous, "noise": request.noise, "paths": request.paths,
+               "seed": request.seed}
+    return str(request.sequence_id), request.horizon, options, tuple(quantiles)
 
 
 def forecast_reply(name: str, sequence_id: str, result: Forecast, quantiles: tuple[float, ...]) -> dict[str, Any]:
@@ -116,19 +95,25 @@ def forecast_reply(name: str, sequence_id: str, result: Forecast, quantiles: tup
 
 async def forecast(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    try:
-        served: ServedModel = state.find(request.path_params["name"], request.path_params.get("version"))
-    except LookupError as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
+    name = request.path_params["name"]
     sidecars: Mapping[str, Mapping[str, Any]] = request.app.state.sidecars
     try:
+        served: ServedModel = state.find(name, request.path_params.get("version"))
         body = await read_body(request, state.config.max_body_bytes)
-        stream_id, horizon, options, quantiles = parse_forecast(body, sidecars.get(served.name, {}).get("feedback"))
-        result = await asyncio.to_thread(forecast_stream, served.streams, stream_id, horizon, **options)
+        stream_id, horizon, options, quantiles = parse_forecast(
+            body, served.model, sidecars.get(served.name, {}).get("feedback"), state.config)
+        reply = await asyncio.to_thread(_forecast, served, stream_id, horizon, options, quantiles)
     except RnnstreamError as error:
-        state.metrics.errors.inc(model=served.name, error=type(error).__name__)
+        state.metrics.refused(name, "forecast", error)
         return error_response(error)
-    return JSONResponse(forecast_reply(served.name, stream_id, result, quantiles))
+    return Response(reply, media_type="application/json")
+
+
+def _forecast(served: ServedModel, stream_id: str, horizon: int, options: dict[str, Any],
+              quantiles: tuple[float, ...]) -> bytes:
+    """On a worker thread: the forecast and its JSON reply (a big reply is encoded here, not on the loop)."""
+    result = forecast_stream(served.streams, stream_id, horizon, **options)
+    return orjson.dumps(forecast_reply(served.name, stream_id, result, quantiles), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def routes() -> list[Route]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -34,21 +34,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rnnstream.errors import InputError, ModelFileError, RnnstreamError, StreamLimitError
+from rnnstream.errors import InputError, ModelFileError, RnnstreamError
 from rnnstream.generation.engines import TokenModel
-from rnnstream.generation.tokens import Generation, TokenEvent
+from rnnstream.generation.tokens import Generation, ReaderLagError, TokenEvent
 from rnnstream.generation.vocab import Vocabulary
 from rnnstream.model import StreamModel
-from rnnstream.server.app import ServerState, error_body, read_body, status_for
+from rnnstream.server import limits
+from rnnstream.server.app import ServerState, read_body
+from rnnstream.server.config import ServerConfig
+from rnnstream.server.errors import (
+    GenerationLimitError,
+    LimitError,
+    NotFoundError,
+    ProtocolError,
+    error_body,
+    status_for,
+)
 from rnnstream.server.metrics import Metrics
-from rnnstream.server.oip import ProtocolError, json_object
+from rnnstream.server.oip import check_id
+from rnnstream.server.schema import GenerateParameters, GenerateRequest, decode
 from rnnstream.server.sse import EventStream, unless_disconnected
 
+logger = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 200
-
-
-class GenerationLimitError(StreamLimitError):
-    """The server is generating as many streams as it takes (a 503); retry later."""
 
 
 class ServedGeneration(Generation):
@@ -81,8 +89,8 @@ FINISH = {None: b"null", "stop": b'"stop"', "length": b'"length"'}
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
-    """A parsed request: the prompt's ids, the options of ``Generation.add`` and the text stop sequences."""
+class GenerateCall:
+    """A checked request: the prompt's ids, the options of ``Generation.add`` and the text stop sequences."""
 
     prompt: list[int]
     options: dict[str, Any]
@@ -126,59 +134,58 @@ class TokenService:
         return (self._event_head + request_id + b',"index":%d,"token_id":%d' % (token.position, token.token_id)
                 + piece + b',"finish_reason":' + FINISH[token.finish] + b"}\n\n")
 
-    def parse(self, body: bytes) -> GenerateRequest:
-        """Check a request body; a bad field raises ProtocolError naming it."""
-        data = json_object(body)
-        unknown = sorted(set(data) - {"id", "text_input", "input_ids", "parameters"})
-        if unknown:
-            raise ProtocolError(f"unknown fields {unknown}; a request has text_input or input_ids, parameters, id")
-        request_id = data.get("id")
-        if request_id is not None and not isinstance(request_id, str):
-            raise ProtocolError(f"id must be a string, got {request_id!r}")
-        prompt = self._prompt(data)
-        parameters = data.get("parameters", {})
-        if not isinstance(parameters, dict):
-            raise ProtocolError(f"parameters must be an object, got {parameters!r}")
-        return GenerateRequest(prompt, *_options(parameters, self.max_tokens, self._stops(parameters.get("stop"))),
-                               request_id=request_id)
+    def parse(self, body: bytes, config: ServerConfig) -> GenerateCall:
+        """Check a request body against this model and the server's limits; a bad field raises ProtocolError
+        naming it, a value past a limit LimitError."""
+        request = decode(GenerateRequest, body)
+        check_id(request.id, "id", config)
+        prompt = self._prompt(request, config)
+        parameters = request.parameters or GenerateParameters()
+        max_tokens = parameters.max_tokens if parameters.max_tokens is not None else \
+            min(DEFAULT_MAX_TOKENS, config.max_tokens)
+        limits.check("max_tokens", max_tokens, config.max_tokens)
+        if parameters.top_k is not None and parameters.top_k > self.token_model.vocabulary:
+            raise ProtocolError(f"parameters.top_k must be from 1 to the vocabulary's {self.token_model.vocabulary} "
+                                f"tokens, got {parameters.top_k}")
+        stop_ids, stop_texts = self._stops(parameters.stop, config)
+        options = {"max_tokens": max_tokens, "temperature": parameters.temperature, "top_k": parameters.top_k,
+                   "top_p": parameters.top_p, "seed": parameters.seed, "stop": stop_ids}
+        return GenerateCall(prompt, options, stop_texts, request.id)
 
-    def _prompt(self, data: dict[str, Any]) -> list[int]:
-        if ("text_input" in data) == ("input_ids" in data):
+    def _prompt(self, request: GenerateRequest, config: ServerConfig) -> list[int]:
+        if (request.text_input is None) == (request.input_ids is None):
             raise ProtocolError("give the prompt as text_input (a string) or input_ids (token ids), one of them")
-        if "text_input" in data:
-            text = data["text_input"]
-            if not isinstance(text, str) or not text:
-                raise ProtocolError(f"text_input must be a non-empty string, got {text!r}")
+        if request.text_input is not None:
+            limits.check("max_prompt_tokens", len(request.text_input), config.max_prompt_tokens)  # ≥ its tokens
             if self.vocabulary is None:
                 raise ProtocolError(f"model {self.name!r} has no vocabulary (no sidecar JSON with \"tokens\"): "
                                     "send the prompt as input_ids")
             try:
-                return self.vocabulary.encode(text)
+                ids = self.vocabulary.encode(request.text_input)
             except InputError as error:
                 raise ProtocolError(f"text_input: {error}") from None
-        ids = data["input_ids"]
-        if not isinstance(ids, list) or not ids or not all(_is_int(i) for i in ids):
-            raise ProtocolError(f"input_ids must be a non-empty list of integer token ids, got {ids!r}")
+        else:
+            assert request.input_ids is not None
+            ids = request.input_ids
+        limits.check("max_prompt_tokens", len(ids), config.max_prompt_tokens)
         top = self.token_model.input_vocabulary  # None: no Embedding bounds the ids
-        bad = [i for i in ids if i < 0 or (top is not None and i >= top)]
-        if bad:
-            expected = f"0..{top - 1}" if top is not None else "≥ 0"
-            raise ProtocolError(f"input_ids: token {bad[0]} is out of range; this model takes ids {expected}")
-        return list(ids)
+        if top is not None and (bad := [i for i in ids if i >= top]):
+            raise ProtocolError(f"input_ids: token {bad[0]} is out of range; this model takes ids 0..{top - 1}")
+        return ids
 
-    def _stops(self, stop: Any) -> tuple[list[int], tuple[str, ...]]:
+    def _stops(self, stop: Any, config: ServerConfig) -> tuple[list[int], tuple[str, ...]]:
         """Stop ids (sampled: the stream ends) and stop texts (the output ends with one: the stream ends)."""
         if stop is None:
             return [], ()
-        entries = [stop] if isinstance(stop, str) else stop
-        if not isinstance(entries, list):
-            raise ProtocolError(f"parameters.stop must be a string or a list of strings and token ids, got {stop!r}")
+        entries = stop if isinstance(stop, list) else [stop]
+        limits.check("max_stop", len(entries), config.max_stop)
         ids: list[int] = []
         texts: list[str] = []
         for entry in entries:
-            if _is_int(entry) and 0 <= entry < self.token_model.vocabulary:
+            if isinstance(entry, int) and entry < self.token_model.vocabulary:
                 ids.append(entry)
-            elif isinstance(entry, str) and entry and self.vocabulary is not None:
+            elif isinstance(entry, str) and self.vocabulary is not None:
+                limits.check("max_stop_length", len(entry), config.max_stop_length)
                 try:
                     encoded = self.vocabulary.encode(entry)
                 except InputError as error:
@@ -193,11 +200,12 @@ class TokenService:
                                     f"got {entry!r}")
         return ids, tuple(texts)
 
-    async def stream(self, request: GenerateRequest) -> AsyncGenerator[Token, None]:
+    async def stream(self, request: GenerateCall, max_buffer: int | None = None) -> AsyncGenerator[Token, None]:
         """The request's tokens as the shared Generation samples them; leaving early cancels the stream."""
         tail, keep = "", max((len(s) for s in request.stop_texts), default=0)
         stream = cast(AsyncGenerator[TokenEvent, None],
-                      self.generation.stream(f"http-{uuid.uuid4().hex}", request.prompt, **request.options))
+                      self.generation.stream(f"http-{uuid.uuid4().hex}", request.prompt, max_buffer=max_buffer,
+                                             **request.options))
         async with contextlib.aclosing(stream):
             async for event in stream:
                 finish = event.finish
@@ -230,14 +238,14 @@ class TokenServices:
             state.metrics.generations[name] = generation.__len__
 
     def find(self, request: Request) -> TokenService:
-        """The token model the path names; LookupError (a 404) for an unknown or non-token model."""
+        """The token model the path names; NotFoundError (a 404) for an unknown or non-token model."""
         name = request.path_params["name"]
         served = self.state.find(name, request.path_params.get("version"))
         service = self.services.get(served.name)
         if service is None:
             specs = ", ".join(f"{s.name} {s.spec.describe()}" for s in served.model.inputs)
             which = ", ".join(sorted(self.services)) or "none"
-            raise LookupError(f"model {name!r} is not a token model (its inputs: {specs}); generate serves models "
+            raise NotFoundError(f"model {name!r} is not a token model (its inputs: {specs}); generate serves models "
                               f"with one input of token ids and one score per token out: {which}")
         return service
 
@@ -264,40 +272,6 @@ def _vocabulary(name: str, tokens: TokenModel, sidecar: Mapping[str, Any]) -> Vo
     return vocabulary
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _options(parameters: dict[str, Any], cap: int, stops: tuple[list[int], tuple[str, ...]]
-             ) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """``Generation.add`` options from the request's parameters; a bad one raises ProtocolError naming it."""
-    known = {"max_tokens", "temperature", "top_k", "top_p", "seed", "stop"}
-    unknown = sorted(set(parameters) - known)
-    if unknown:
-        raise ProtocolError(f"unknown parameters {unknown}; known: {sorted(known)}")
-    max_tokens = parameters.get("max_tokens", min(DEFAULT_MAX_TOKENS, cap))
-    if not _is_int(max_tokens) or not 1 <= max_tokens <= cap:
-        raise ProtocolError(f"parameters.max_tokens must be an integer from 1 to {cap} (this server's "
-                            f"--max-tokens), got {max_tokens!r}")
-    temperature = parameters.get("temperature", 1.0)
-    if not isinstance(temperature, int | float) or isinstance(temperature, bool) or not math.isfinite(temperature) \
-            or temperature < 0:
-        raise ProtocolError(f"parameters.temperature must be a number ≥ 0 (0 is greedy), got {temperature!r}")
-    top_k = parameters.get("top_k")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise ProtocolError(f"parameters.top_k must be a positive integer or null (no top-k), got {top_k!r}")
-    top_p = parameters.get("top_p")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0 < top_p <= 1):
-        raise ProtocolError(f"parameters.top_p must be a number in (0, 1] or null (no top-p), got {top_p!r}")
-    seed = parameters.get("seed")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**64):
-        raise ProtocolError(f"parameters.seed must be an integer from 0 to 2**64 - 1 or null, got {seed!r}")
-    stop_ids, stop_texts = stops
-    options = {"max_tokens": max_tokens, "temperature": float(temperature), "top_k": top_k, "top_p": top_p,
-               "seed": seed, "stop": stop_ids}
-    return options, stop_texts
-
-
 # -- routes ------------------------------------------------------------------------------------------
 
 
@@ -306,25 +280,33 @@ def _services(request: Request) -> TokenServices:
     return services
 
 
-async def _parse(request: Request) -> tuple[TokenServices, TokenService, GenerateRequest] | Response:
+async def _parse(request: Request) -> tuple[TokenServices, TokenService, GenerateCall] | Response:
     """The services, the model's service and the checked request; or the error response to send."""
     services = _services(request)
+    name = request.path_params["name"]
     try:
         service = services.find(request)
-    except LookupError as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
-    try:
         body = await read_body(request, services.state.config.max_body_bytes)
-        return services, service, service.parse(body)
+        return services, service, service.parse(body, services.state.config)
     except RnnstreamError as error:  # a body too large is a 413 by status_for, like the rest
-        return _failure(services, service.name, error)
+        return _failure(services, name, error)
 
 
-def _failure(services: TokenServices, model: str, error: RnnstreamError) -> JSONResponse:
-    code = status_for(error)
-    services.state.metrics.requests.inc(model=model, protocol="generate", code=str(code))
-    services.state.metrics.errors.inc(model=model, error=type(error).__name__)
-    return JSONResponse(error_body(error), status_code=code)
+def _failure(services: TokenServices, model: str, error: Exception) -> JSONResponse:
+    services.state.metrics.refused(model, "generate", error)
+    return JSONResponse(error_body(error), status_code=status_for(error))
+
+
+def _error_event(services: TokenServices, service: TokenService, error: Exception) -> bytes:
+    """The last event of a generation that failed after its events began (a status can no longer be sent)."""
+    if isinstance(error, ReaderLagError):
+        error = LimitError("max_sse_buffer", error.limit, error.limit, "token events left unread by this client",
+                           429)
+    elif not isinstance(error, RnnstreamError):
+        logger.error("a generation of %r failed", service.name, exc_info=error)
+    services.state.metrics.errors.inc(model=service.name, error=type(error).__name__)
+    reply = {**service.head, **error_body(error), "finish_reason": "error"}
+    return b"data: " + json.dumps(reply, ensure_ascii=False).encode() + b"\n\n"
 
 
 async def generate(request: Request) -> Response:
@@ -350,7 +332,9 @@ async def generate(request: Request) -> Response:
 
     try:
         reply = await unless_disconnected(collect(), request.receive)
-    except RnnstreamError as error:
+    except Exception as error:  # an engine error, or a bug (logged): a JSON error either way
+        if not isinstance(error, RnnstreamError):
+            logger.error("a generation of %r failed", service.name, exc_info=error)
         return _failure(services, service.name, error)
     if reply is None:  # the client left; nobody reads this
         return Response(status_code=204)
@@ -373,14 +357,13 @@ async def generate_stream(request: Request) -> Response:
         b',"id":' + json.dumps(generate_request.request_id, ensure_ascii=False).encode()
 
     async def events() -> AsyncGenerator[bytes, None]:
+        buffer = services.state.config.max_sse_buffer
         try:
-            async with services.slot(), contextlib.aclosing(service.stream(generate_request)) as tokens:
+            async with services.slot(), contextlib.aclosing(service.stream(generate_request, buffer)) as tokens:
                 async for token in tokens:
                     yield service.event(token, request_id)
-        except RnnstreamError as error:
-            services.state.metrics.errors.inc(model=service.name, error=type(error).__name__)
-            reply = {**service.head, **error_body(error), "finish_reason": "error"}
-            yield b"data: " + json.dumps(reply, ensure_ascii=False).encode() + b"\n\n"
+        except Exception as error:  # every failure ends the stream with an error event, a bug's too
+            yield _error_event(services, service, error)
             return
         services.state.metrics.requests.inc(model=service.name, protocol="generate", code="200")
 

@@ -26,19 +26,10 @@ from typing import Any
 import orjson
 
 from rnnstream.errors import RnnstreamError
-from rnnstream.server.app import (
-    ASGIApp,
-    Receive,
-    Scope,
-    Send,
-    ServedModel,
-    ServerState,
-    error_body,
-    receive_body,
-    status_for,
-)
+from rnnstream.server.app import ASGIApp, Receive, Scope, Send, ServedModel, ServerState, receive_body
+from rnnstream.server.errors import MethodNotAllowedError, error_body, status_for
 from rnnstream.server.metrics import labels_key
-from rnnstream.server.oip import HEADER_LENGTH, InferRequest, encode_infer, parse_infer
+from rnnstream.server.oip import HEADER_LENGTH, InferCall, encode_infer, parse_infer
 from rnnstream.stepping import Result
 
 Headers = list[tuple[bytes, bytes]]
@@ -88,7 +79,8 @@ class InferEndpoint:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "POST":
-            reply = json_reply(405, {"error": f"{scope['path']} takes POST"}, [(b"allow", b"POST")])
+            error = MethodNotAllowedError(f"{scope['path']} takes POST")
+            reply = json_reply(405, error_body(error), [(b"allow", b"POST")])
         else:
             reply = await self.infer(*target, dict(scope["headers"]), receive)
         await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
@@ -111,31 +103,21 @@ class InferEndpoint:
         when the request is refused (404, 400, 503...)."""
         try:
             served = self.state.find(name, version)
-        except LookupError as error:
-            reply(json_reply(404, {"error": str(error)}))
-            return
-        try:
-            header_length = headers.get(HEADER_LENGTH_KEY)
-            request = parse_infer(served.model, body, None if header_length is None else header_length.decode())
+            request = parse_infer(served.model, body, headers.get(HEADER_LENGTH_KEY), self.state.config)
             served.batcher.enqueue_call(request.step, functools.partial(self.answer, served, request, reply))
         except RnnstreamError as error:
             reply(self.refuse(name, error))
 
-    def answer(
-        self, served: ServedModel, request: InferRequest, reply: Callable[[Reply], None], result: Result
-    ) -> None:
+    def answer(self, served: ServedModel, request: InferCall, reply: Callable[[Reply], None], result: Result) -> None:
         """Encode the step's outputs (or its error) and hand the response to ``reply``."""
         if isinstance(result, RnnstreamError):
             reply(self.refuse(served.name, result))
             return
         try:
             content, extra = encode_infer(served.name, request, served.outputs_by_name(result))
-        except RnnstreamError as error:  # an output the request names that the model lacks
-            reply(self.refuse(served.name, error))
-            return
-        except Exception:  # a bug: logged, and answered as uvicorn answers one
+        except Exception as error:  # a bug: logged, and answered with a JSON 500
             logger.exception("the infer endpoint failed on a request for %r", served.name)
-            reply(SERVER_ERROR)
+            reply(self.refuse(served.name, error))
             return
         self.state.metrics.requests.add(self.answered[served.name])
         media = b"application/octet-stream" if HEADER_LENGTH in extra else b"application/json"
@@ -143,16 +125,15 @@ class InferEndpoint:
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         reply(Reply(200, content, headers))
 
-    def refuse(self, name: str, error: RnnstreamError) -> Reply:
+    def refuse(self, name: str, error: Exception) -> Reply:
         """The error reply to a request for model ``name``, counted in the metrics."""
         code = status_for(error)
-        self.state.metrics.requests.inc(model=name, protocol="http", code=str(code))
-        self.state.metrics.errors.inc(model=name, error=type(error).__name__)
+        self.state.metrics.refused(name, "http", error)
         return json_reply(code, error_body(error))
 
 
-SERVER_ERROR = Reply(500, b"Internal Server Error",
-                     [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")])
+SERVER_ERROR = Reply(500, b'{"error":"internal error (logged by the server); please report it"}',
+                     [(b"content-type", b"application/json"), (b"content-length", b"67")])
 
 
 def json_reply(status: int, body: dict[str, Any], headers: Headers | None = None) -> Reply:

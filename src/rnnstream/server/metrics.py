@@ -1,9 +1,17 @@
-"""Prometheus metrics in the text exposition format: counters and histograms with labels; and the live
+"""Prometheus metrics: counters and histograms with labels, exposed through prometheus_client; and the live
 figures of the last few seconds (``Metrics.live``) that ``GET /v2/stats`` and the live page show.
 
->>> m = Metrics()
+The hot path (a counter increment, a batch's observations) stays a dict update under a lock here; at
+scrape time a prometheus_client collector hands every series to its registry, whose exposition escapes
+label values. The ``model`` label only ever takes the names of served models, and ``_unknown`` for any
+other name a client sends (``Metrics.label``), so requests cannot grow the page or write into it.
+
+>>> m = Metrics(["seed"])
 >>> m.requests.inc(model="seed", protocol="http", code="200")
->>> "rnnstream_requests_total{code=\\"200\\",model=\\"seed\\",protocol=\\"http\\"} 1" in m.render()
+>>> 'rnnstream_requests_total{code="200",model="seed",protocol="http"} 1.0' in m.render()
+True
+>>> m.refused('x"} 1', "http", LookupError("no such model"))
+>>> 'rnnstream_requests_total{code="500",model="_unknown",protocol="http"} 1.0' in m.render()
 True
 >>> m.batch_size.observe(8, model="seed")
 >>> m.live("seed")["steps_per_second"] > 0
@@ -16,9 +24,12 @@ import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -30,13 +41,6 @@ def labels_key(**labels: str) -> Labels:
     (('model', 'seed'), ('protocol', 'http'))
     """
     return tuple(sorted(labels.items()))
-
-
-def _labels(labels: dict[str, str], extra: str = "") -> str:
-    parts = [f'{k}="{v}"' for k, v in sorted(labels.items())]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
 
 
 class Counter:
@@ -56,11 +60,15 @@ class Counter:
     def value(self, **labels: str) -> float:
         return self._values.get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} counter"]
-        for key, value in sorted(self._values.items()):
-            lines.append(f"{self.name}{_labels(dict(key))} {value:g}")
-        return lines
+    def family(self) -> Metric:
+        """The counter as a prometheus_client family (label names from its label sets)."""
+        with self._lock:
+            values = sorted(self._values.items())
+        names = [k for k, _ in values[0][0]] if values else []
+        family = CounterMetricFamily(self.name, self.help_text, labels=names)
+        for key, value in values:
+            family.add_metric([v for _, v in key], value)
+        return family
 
 
 class Window:
@@ -127,8 +135,8 @@ class Histogram:
 
         >>> h = Histogram("h", "", (1.0, 2.0))
         >>> h.observe_many([0.5, 1.5, 3.0], model="a")
-        >>> h.render()[2:5]
-        ['h_bucket{model="a",le="1"} 1', 'h_bucket{model="a",le="2"} 2', 'h_bucket{model="a",le="+Inf"} 3']
+        >>> [(s.labels["le"], s.value) for s in h.family().samples if s.name == "h_bucket"]
+        [('1', 1), ('2', 2), ('+Inf', 3)]
         """
         if not values:
             return
@@ -149,18 +157,17 @@ class Histogram:
         with self._lock:
             return self._window.recent(tuple(sorted(labels.items())), time.monotonic() if now is None else now)
 
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} histogram"]
-        for key, counts in sorted(self._counts.items()):
-            labels, running = dict(key), 0
-            for bound, count in zip([*self.buckets, float("inf")], counts, strict=True):
-                running += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                bucket = _labels(labels, 'le="' + le + '"')
-                lines.append(f"{self.name}_bucket{bucket} {running}")
-            lines.append(f"{self.name}_sum{_labels(labels)} {self._sums[key]:g}")
-            lines.append(f"{self.name}_count{_labels(labels)} {running}")
-        return lines
+    def family(self) -> Metric:
+        """The histogram as a prometheus_client family: cumulative buckets by label set, sum and count."""
+        with self._lock:
+            series = [(key, list(counts), self._sums[key]) for key, counts in sorted(self._counts.items())]
+        names = [k for k, _ in series[0][0]] if series else []
+        family = HistogramMetricFamily(self.name, self.help_text, labels=names)
+        bounds = [f"{bound:g}" for bound in self.buckets] + ["+Inf"]
+        for key, counts, total in series:
+            cumulative = np.cumsum(counts).tolist()
+            family.add_metric([v for _, v in key], list(zip(bounds, cumulative, strict=True)), total)
+        return family
 
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -169,10 +176,15 @@ LIVE_SECONDS = 5.0
 """The window of the live figures (``Metrics.live``)."""
 
 
-class Metrics:
-    """Everything the server reports at ``/metrics``."""
+UNKNOWN_MODEL = "_unknown"
+"""The ``model`` label of requests that name a model the server does not serve."""
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """Everything the server reports at ``/metrics``; ``models``: the served names (the ``model`` label's values)."""
+
+    def __init__(self, models: Iterable[str] = ()) -> None:
+        self.models = frozenset(models)
         self.requests = Counter("rnnstream_requests_total", "Step requests answered, by model, protocol and code.")
         self.errors = Counter("rnnstream_errors_total", "Step requests that failed, by model and error.")
         self.batch_size = Histogram("rnnstream_batch_size", "Streams per engine call.", _SIZES, LIVE_SECONDS)
@@ -187,21 +199,24 @@ class Metrics:
         self.token_step = Histogram("rnnstream_generate_step_seconds", "Duration of one token step: prime the new "
                                     "prompts, feed every stream, sample.", _SECONDS, LIVE_SECONDS)
         self.generations: dict[str, Callable[[], int]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+
+    def label(self, model: str) -> str:
+        """The ``model`` label for a name a request gave: itself when served, else ``UNKNOWN_MODEL``."""
+        return model if model in self.models else UNKNOWN_MODEL
+
+    def refused(self, model: str, protocol: str, error: Exception) -> None:
+        """Count a request for ``model`` (any name a client sent) that failed with ``error``."""
+        from rnnstream.server.errors import status_for  # it imports nothing of this module, but keep metrics light
+
+        label = self.label(model)
+        self.requests.inc(model=label, protocol=protocol, code=str(status_for(error)))
+        self.errors.inc(model=label, error=type(error).__name__)
 
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in (self.requests, self.errors, self.batch_size, self.queue_delay, self.step_latency):
-            lines += metric.render()
-        lines += ["# HELP rnnstream_active_streams Streams held by the store.", "# TYPE rnnstream_active_streams gauge"]
-        for model, count in sorted(self.active_streams.items()):
-            lines.append(f'rnnstream_active_streams{{model="{model}"}} {count()}')
-        for metric in (self.tokens, self.token_batch, self.token_step):
-            lines += metric.render()
-        lines += ["# HELP rnnstream_active_generations Token streams generating now.",
-                  "# TYPE rnnstream_active_generations gauge"]
-        for model, count in sorted(self.generations.items()):
-            lines.append(f'rnnstream_active_generations{{model="{model}"}} {count()}')
-        return "\n".join(lines) + "\n"
+        """The text exposition format (prometheus_client's, which escapes every label value)."""
+        return generate_latest(self.registry).decode()
 
     def live(self, model: str) -> dict[str, float]:
         """One model's figures over the last ``LIVE_SECONDS``: stream-steps/s through the batcher with the
@@ -221,6 +236,29 @@ class Metrics:
         figures["tokens_per_second"] = sum(streams) / span
         figures.update(_percentiles("token_step", self.token_step.recent(now, model=model)[1]))
         return figures
+
+
+class _Collector(Collector):
+    """Hands the server's series to prometheus_client's registry at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        for series in (m.requests, m.errors, m.batch_size, m.queue_delay, m.step_latency):
+            yield series.family()
+        yield _gauge("rnnstream_active_streams", "Streams held by the store.", m.active_streams)
+        for series in (m.tokens, m.token_batch, m.token_step):
+            yield series.family()
+        yield _gauge("rnnstream_active_generations", "Token streams generating now.", m.generations)
+
+
+def _gauge(name: str, help_text: str, counts: dict[str, Callable[[], int]]) -> Metric:
+    family = GaugeMetricFamily(name, help_text, labels=["model"])
+    for model, count in sorted(counts.items()):
+        family.add_metric([model], count())
+    return family
 
 
 def _percentiles(name: str, seconds: list[float]) -> dict[str, float]:

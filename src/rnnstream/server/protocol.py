@@ -38,12 +38,15 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from rnnstream.server.app import bearer_matches
 from rnnstream.server.infer import SERVER_ERROR, InferEndpoint, Reply, infer_target
 
+DRAIN_SECONDS = 1.0
+"""How long an idle connection stays open after SIGTERM for a request already on its way."""
+
 FAST_BODY_LIMIT = HIGH_WATER_LIMIT
 """The largest body answered in the protocol: uvicorn's read high-water mark (64 KiB), below which its
 flow control never pauses reading a body. Larger ones are dominated by their payload, not the overhead."""
 
 
-UVICORN_HOOKS = ("on_message_begin", "on_headers_complete", "on_message_complete", "on_response_complete",
+UVICORN_HOOKS = ("on_message_begin", "on_headers_complete", "on_message_complete", "on_response_complete", "shutdown",
                  "_unset_keepalive_if_required", "_start_asgi_task", "timeout_keep_alive_handler")
 """The methods of uvicorn's protocol that InferProtocol overrides or calls (uvicorn's internals)."""
 
@@ -101,6 +104,8 @@ class InferProtocol(HttpToolsProtocol):
         """uvicorn's default headers (date, server; a new list every 0.1 s) and their encoding."""
         self.idle_since: float | None = None
         """When the last response was sent, if no request has come since (the keep-alive clock)."""
+        self.draining = False
+        """The server is shutting down: every response closes the connection (``shutdown``)."""
 
     # -- keep-alive: one timer per connection, not one per response -----------------------------------
 
@@ -134,6 +139,27 @@ class InferProtocol(HttpToolsProtocol):
         else:
             self.timeout_keep_alive_handler()
 
+    # -- graceful shutdown ----------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Called by uvicorn on SIGTERM. uvicorn closes an idle keep-alive connection at once, so a request
+        its client has just sent is lost ("server disconnected without a response"). Here an idle
+        connection stays open ``DRAIN_SECONDS`` for such a request, which is answered with
+        ``connection: close``, as is a request being answered now."""
+        self.draining = True
+        if self.cycle is None or self.cycle.response_complete:
+            self.loop.call_later(DRAIN_SECONDS, self._close_if_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or (self.cycle.response_complete and not self.pipeline):
+            self.transport.close()
+        else:  # a request came: the connection closes after its response
+            self.cycle.keep_alive = False
+
     # -- infer requests -------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
@@ -151,8 +177,10 @@ class InferProtocol(HttpToolsProtocol):
             self.url, self.expect_100_continue = url, expect_100_continue
             self.headers.extend(headers)  # the list the scope holds
             super().on_headers_complete()
+            if self.draining and self.cycle is not None:
+                self.cycle.keep_alive = False
             return
-        cycle = InferCycle(self.parser.should_keep_alive(), self.url)
+        cycle = InferCycle(self.parser.should_keep_alive() and not self.draining, self.url)
         self.cycle = cycle  # type: ignore[assignment]  # it has every attribute uvicorn's protocol uses
         self.reading = (cycle, *taken)
 

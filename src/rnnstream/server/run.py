@@ -110,7 +110,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     # proxy-header rewriting either: per-request work whose result nothing here reads.
     options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30,
                "ws_per_message_deflate": False, "access_log": False, "proxy_headers": False,
-               "http": http_protocol()}
+               "ws_max_size": config.max_body_bytes, "http": http_protocol()}
     if workers > 1:
         from rnnstream.server.app import CONFIG_ENV
 

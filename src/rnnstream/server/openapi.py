@@ -1,0 +1,90 @@
+"""``GET /v2/openapi.json``: the server's HTTP API as an OpenAPI 3.1 document, from the request types.
+
+The request bodies' schemas are generated from the same msgspec types that decode them
+(``server/schema.py``), so the document cannot drift from what the server takes; the test suite runs
+schemathesis against it. The WebSocket's messages (``StreamMessage``, ``StreamStep``, ``FrameHeader``)
+are listed among the components for reference.
+
+>>> document = json.loads(openapi_document("0.1.0"))
+>>> document["openapi"], "/v2/models/{name}/infer" in document["paths"]
+('3.1.0', True)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from rnnstream.server.schema import (
+    ErrorReply,
+    ForecastRequest,
+    FrameHeader,
+    GenerateRequest,
+    InferenceRequest,
+    StreamMessage,
+    StreamStep,
+)
+
+REF = "#/components/schemas/{name}"
+_ERRORS = {"description": "a JSON error naming the field, the value and the limit",
+           "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorReply")}}}}
+_OBJECT = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _get(summary: str, *, errors: bool = False, media: str = "application/json") -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": summary, "content": {media: {"schema": {}}}}}
+    if errors:
+        responses["4XX"] = _ERRORS
+    return {"get": {"summary": summary, "responses": responses}}
+
+
+def _post(summary: str, body: type, *, media: str = "application/json") -> dict[str, Any]:
+    return {"post": {
+        "summary": summary,
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": {"$ref": REF.format(name=body.__name__)}}}},
+        "responses": {"200": {"description": summary, "content": {media: {"schema": {}}}}, "4XX": _ERRORS,
+                      "503": _ERRORS, "504": _ERRORS},
+    }}
+
+
+def _with_params(operations: dict[str, Any], params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"parameters": params, **operations}
+
+
+def openapi_document(version: str) -> bytes:
+    """The document as JSON bytes (built once, at start-up)."""
+    _, components = msgspec.json.schema_components(
+        [InferenceRequest, GenerateRequest, ForecastRequest, ErrorReply, StreamMessage, StreamStep, FrameHeader],
+        ref_template=REF,
+    )
+    paths: dict[str, Any] = {
+        "/v2": _get("server metadata"),
+        "/v2/health/live": _get("the server is live"),
+        "/v2/health/ready": _get("the server is ready (503 while starting or draining)"),
+        "/v2/models": _get("the served models"),
+        "/v2/repository/index": {"post": {"summary": "the model repository", "responses": {"200": _OBJECT}}},
+        "/v2/stats": _get("every model's live figures over the last seconds"),
+        "/metrics": _get("Prometheus metrics", media="text/plain"),
+    }
+    for prefix, params in (("/v2/models/{name}", [_NAME]), ("/v2/models/{name}/versions/{version}", [_NAME, _VERSION])):
+        paths[prefix] = _with_params(_get("model metadata", errors=True), params)
+        paths[prefix + "/ready"] = _with_params(_get("the model is ready", errors=True), params)
+        paths[prefix + "/infer"] = _with_params(_post("one step of one sequence", InferenceRequest), params)
+        paths[prefix + "/generate"] = _with_params(_post("a whole generation", GenerateRequest), params)
+        paths[prefix + "/generate_stream"] = _with_params(
+            _post("a generation as Server-Sent Events", GenerateRequest, media="text/event-stream"), params)
+        paths[prefix + "/forecast"] = _with_params(_post("a forecast from a live stream", ForecastRequest), params)
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "rnnstream", "version": version,
+                 "description": "The Open Inference Protocol v2 (KServe / Triton) with Triton's sequence and "
+                                "generate extensions, and rnnstream's forecast endpoint. WebSocket: /v2/stream."},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+    return json.dumps(document).encode()
