@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo demo-models test lint bench redis-server browser clean
+.PHONY: run demo demo-models test lint bench soak redis-server browser clean
 
 run: $(RUN_STAMP)
 	$(PY) -m rnnstream serve
@@ -33,6 +33,11 @@ bench: $(BENCH_STAMP)
 	$(PY) -m rnnstream bench streams
 	$(PY) -m rnnstream bench generate
 	bash -o pipefail -c '$(PY) -m rnnstream bench serve | tee bench-results/serve.txt'
+
+# The fuzz suites of `make test` (hypothesis against a real server, schemathesis against its OpenAPI document)
+# with ten times the cases and fresh seeds (~10 minutes); prints the cases by target and status.
+soak: $(TEST_STAMP)
+	RNNSTREAM_FUZZ_SCALE=10 $(PY) -m pytest -s -p no:cacheprovider tests/server/test_fuzz.py tests/server/test_openapi.py
 
 # Retrain the bundled text model and CO2 forecaster (Keras, fixed seeds; ~15 minutes on 2 cores).
 demo-models: $(TEST_STAMP)

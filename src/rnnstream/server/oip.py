@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rnnstream.server.config import ServerConfig
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+UINT64_MAX = 2**64 - 1
 
 
 @dataclass
@@ -102,6 +103,9 @@ def step_request(
             "to say which stream the step belongs to"
         )
     check_id(sequence_id, prefix + "sequence_id", config)
+    if isinstance(sequence_id, int) and sequence_id > UINT64_MAX:
+        raise ProtocolError(f"{prefix}sequence_id: an integer id is an unsigned 64-bit one (Triton's), up to "
+                            f"{UINT64_MAX}; got {sequence_id}")
     if start and number is not None and number != 1:
         raise ProtocolError(f"{prefix}sequence_step: a start step is step 1, got {number}")
     return StepRequest(stream_id=str(sequence_id), x=x, step_number=number, start=start, end=end,

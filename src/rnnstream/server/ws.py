@@ -39,7 +39,7 @@ from rnnstream.errors import RnnstreamError
 from rnnstream.server import limits
 from rnnstream.server.app import ServedModel, ServerState
 from rnnstream.server.errors import ProtocolError, error_body, status_for
-from rnnstream.server.oip import check_id, step_request
+from rnnstream.server.oip import UINT64_MAX, check_id, step_request
 from rnnstream.server.schema import FrameHeader, StreamMessage, StreamStep, decode
 from rnnstream.server.tensors import step_values
 from rnnstream.stepping import StepRequest
@@ -211,7 +211,8 @@ async def _settle(
     step: StreamStep | None, outcome: asyncio.Future[Any] | Exception
 ) -> tuple[dict[str, Any], Any, Exception | None]:
     """The reply head of one request, its result (None if it failed) and its error (in the reply too)."""
-    reply: dict[str, Any] = {"id": step.id if step else None, "sequence_id": step.sequence_id if step else None}
+    reply: dict[str, Any] = {"id": _echo(step.id) if step else None,
+                             "sequence_id": _echo(step.sequence_id) if step else None}
     failure: Exception | None = outcome if isinstance(outcome, Exception) else None
     result = None
     if isinstance(outcome, asyncio.Future):
@@ -222,6 +223,11 @@ async def _settle(
     if failure is not None:
         reply.update(error_body(failure), code=status_for(failure))
     return reply, result, failure
+
+
+def _echo(value: int | str | None) -> int | str | None:
+    """An id as the reply echoes it: an integer beyond 64 bits (refused) as its digits, which JSON encoders take."""
+    return str(value) if isinstance(value, int) and not -(2**63) <= value <= UINT64_MAX else value
 
 
 def _split_frame(data: bytes) -> tuple[FrameHeader, bytes]:
