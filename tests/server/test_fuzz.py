@@ -181,7 +181,7 @@ def answered(kind: str, reply: str | bytes) -> None:
         head = json.loads(reply[4 : 4 + int.from_bytes(reply[:4], "little")])
     else:
         head = json.loads(reply)
-    entries = head["responses"] if "responses" in head else [head]
+    entries = head.get("responses", [head])
     for entry in entries:
         code = str(entry.get("code", 200))
         RESULTS[(kind, code)] += 1

@@ -57,16 +57,21 @@ def test_every_operation(openapi_server: ServerProcess, mode: schemathesis.Gener
     for operation in operations:
         if mode == schemathesis.GenerationMode.NEGATIVE and not operation.get_request_payload_content_types():
             continue  # nothing to break: no body, and any text is a valid path parameter
+        exercise(operation, mode)
 
-        @given(operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=60 * SCALE, deadline=None, derandomize=SCALE == 1, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def call(case: Any) -> None:
-            response = case.call_and_validate(checks=[not_a_server_error, content_type_conformance,
-                                                      negative_data_rejection])
-            CASES[(operation.label, mode.value, response.status_code)] += 1
 
-        call()
+def exercise(operation: Any, mode: schemathesis.GenerationMode) -> None:
+    """Run one operation's generated cases through schemathesis' checks."""
+
+    @given(operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=60 * SCALE, deadline=None, derandomize=SCALE == 1, database=None,
+              suppress_health_check=list(HealthCheck))
+    def call(case: Any) -> None:
+        response = case.call_and_validate(checks=[not_a_server_error, content_type_conformance,
+                                                  negative_data_rejection])
+        CASES[(operation.label, mode.value, response.status_code)] += 1
+
+    call()
 
 
 def test_no_case_changed_the_canary(openapi_server: ServerProcess) -> None:
