@@ -82,8 +82,9 @@ def parse_infer(model: StreamModel, body: bytes, header_length: bytes | None, co
 
 def check_id(value: int | str | None, field: str, config: ServerConfig) -> None:
     """An id (a request id, a sequence id; an integer by its digits) within ``max_id_length`` characters."""
-    if value is not None and len(text := str(value)) > config.max_id_length:
-        limits.check("max_id_length", len(text), config.max_id_length)
+    length = len(value) if isinstance(value, str) else len(str(value)) if isinstance(value, int) else 0
+    if length > config.max_id_length:
+        limits.check("max_id_length", length, config.max_id_length)
 
 
 def step_request(
@@ -97,19 +98,23 @@ def step_request(
     prefix: str = "",
 ) -> StepRequest:
     """The step of one sequence from Triton's sequence parameters (and rnnstream's ``sequence_step``)."""
-    if sequence_id is None:
+    if isinstance(sequence_id, str):
+        stream_id = sequence_id
+    elif sequence_id is None:
         raise ProtocolError(
             f"this model is stateful: pass {prefix}sequence_id (Triton's sequence extension) "
             "to say which stream the step belongs to"
         )
-    check_id(sequence_id, prefix + "sequence_id", config)
-    if isinstance(sequence_id, int) and sequence_id > UINT64_MAX:
+    elif sequence_id > UINT64_MAX:
         raise ProtocolError(f"{prefix}sequence_id: an integer id is an unsigned 64-bit one (Triton's), up to "
                             f"{UINT64_MAX}; got {sequence_id}")
+    else:
+        stream_id = str(sequence_id)
+    if len(stream_id) > config.max_id_length:
+        limits.check("max_id_length", len(stream_id), config.max_id_length)
     if start and number is not None and number != 1:
         raise ProtocolError(f"{prefix}sequence_step: a start step is step 1, got {number}")
-    return StepRequest(stream_id=str(sequence_id), x=x, step_number=number, start=start, end=end,
-                       must_exist=not start)
+    return StepRequest(stream_id, x, number, start, end, not start)
 
 
 def encode_infer(model_name: str, request: InferCall, outputs: dict[str, Array]) -> tuple[bytes, dict[str, str]]:

@@ -34,6 +34,7 @@ SequenceId = Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1)]
 """Triton's sequence id: a non-zero integer (Triton's are unsigned 64-bit ones), or a non-empty string; its
 length is bounded by ``max_id_length`` (``oip.check_id``)."""
 StepNumber = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Seed = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Count = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 VALUES = Annotated[Raw, Meta(extra_json_schema={
@@ -86,7 +87,7 @@ class StreamStep(Struct):
     inputs: Annotated[Raw, Meta(extra_json_schema={
         "description": "the step's inputs: a list for a one-input model, or {input name: values}"})] | UnsetType = UNSET
     model: str | None = None
-    id: str | int | None = None
+    id: str | Int64 | None = None
     sequence_start: bool = False
     sequence_end: bool = False
     sequence_step: StepNumber | None = None
@@ -98,13 +99,21 @@ class StreamMessage(Struct):
 
     requests: list[Raw] | None = None
     model: str | None = None
-    id: str | int | None = None
+    id: str | Int64 | None = None
 
 
 class FrameHeader(Struct):
     """The JSON header of a binary WebSocket frame; the values follow it."""
 
     requests: list[Raw]
+    model: str | None = None
+
+
+class FrameSteps(Struct):
+    """A frame header whose requests all decode: one decoder call for all of them (``FrameHeader`` then
+    decodes a header with a malformed request one request at a time, so that it fails alone)."""
+
+    requests: list[StreamStep]
     model: str | None = None
 
 

@@ -28,7 +28,7 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 import numpy as np
@@ -40,14 +40,16 @@ from rnnstream.server import limits
 from rnnstream.server.app import ServedModel, ServerState
 from rnnstream.server.errors import ProtocolError, error_body, status_for
 from rnnstream.server.oip import UINT64_MAX, check_id, step_request
-from rnnstream.server.schema import FrameHeader, StreamMessage, StreamStep, decode
+from rnnstream.server.schema import FrameHeader, FrameSteps, StreamMessage, StreamStep, decode
 from rnnstream.server.tensors import step_values
 from rnnstream.stepping import StepRequest
 
 logger = logging.getLogger(__name__)
 _LENGTH = struct.Struct("<I")
 _INPUTS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_FRAME = msgspec.json.Decoder(FrameSteps)
 Outcome = tuple[StreamStep | None, asyncio.Future[Any] | Exception]
+T = TypeVar("T")
 
 
 class StreamSocket:
@@ -114,11 +116,13 @@ class StreamSocket:
                 metrics.errors.inc(model=metrics.label(model), error=type(error).__name__)
 
     def _request(self, served: ServedModel, step: StreamStep, x: Any) -> StepRequest:
-        check_id(step.id, "id", self.state.config)
+        if isinstance(step.id, str):
+            check_id(step.id, "id", self.state.config)
         return step_request(step.sequence_id, step.sequence_start, step.sequence_end, step.sequence_step, x,
                             self.state.config)
 
-    def _entries(self, requests: list[msgspec.Raw]) -> list[msgspec.Raw]:
+    def _entries(self, requests: list[T]) -> list[T]:
+        """``requests`` of one message, within ``max_ws_requests``."""
         limits.check("max_ws_requests", len(requests), self.state.config.max_ws_requests)
         return requests
 
@@ -179,18 +183,19 @@ class StreamSocket:
 
     async def _binary(self, data: bytes) -> None:
         try:
-            header, values = _split_frame(data)
-            served = self._served(header.model)
-            entries = self._entries(header.requests)
+            steps, values = _split_frame(data)
+            served = self._served(steps.model)
+            entries = cast(list[StreamStep | msgspec.Raw], steps.requests)
+            limits.check("max_ws_requests", len(entries), self.state.config.max_ws_requests)
             inputs = _binary_inputs(served, values, len(entries))
         except RnnstreamError as error:
             await self._send_json({**error_body(error), "code": status_for(error)})
             return
         outcomes: list[Outcome] = []
-        for raw, x in zip(entries, inputs, strict=True):
+        for entry, x in zip(entries, inputs, strict=True):
             step: StreamStep | None = None
             try:
-                step = decode(StreamStep, raw)
+                step = entry if isinstance(entry, StreamStep) else decode(StreamStep, bytes(entry))
                 outcomes.append((step, served.batcher.enqueue(self._request(served, step, x))))
             except RnnstreamError as error:
                 outcomes.append((step, error))
@@ -211,8 +216,8 @@ async def _settle(
     step: StreamStep | None, outcome: asyncio.Future[Any] | Exception
 ) -> tuple[dict[str, Any], Any, Exception | None]:
     """The reply head of one request, its result (None if it failed) and its error (in the reply too)."""
-    reply: dict[str, Any] = {"id": _echo(step.id) if step else None,
-                             "sequence_id": _echo(step.sequence_id) if step else None}
+    reply: dict[str, Any] = {"id": step.id, "sequence_id": step.sequence_id} if step else \
+        {"id": None, "sequence_id": None}
     failure: Exception | None = outcome if isinstance(outcome, Exception) else None
     result = None
     if isinstance(outcome, asyncio.Future):
@@ -221,22 +226,30 @@ async def _settle(
         except RnnstreamError as error:
             failure = error
     if failure is not None:
-        reply.update(error_body(failure), code=status_for(failure))
+        reply.update(error_body(failure), code=status_for(failure), sequence_id=_echo(reply["sequence_id"]))
     return reply, result, failure
 
 
 def _echo(value: int | str | None) -> int | str | None:
-    """An id as the reply echoes it: an integer beyond 64 bits (refused) as its digits, which JSON encoders take."""
-    return str(value) if isinstance(value, int) and not -(2**63) <= value <= UINT64_MAX else value
+    """A refused sequence id as its reply echoes it: an integer beyond 64 bits as its digits (JSON encoders
+    refuse it; an accepted id is never one)."""
+    return str(value) if isinstance(value, int) and value > UINT64_MAX else value
 
 
-def _split_frame(data: bytes) -> tuple[FrameHeader, bytes]:
+def _split_frame(data: bytes) -> tuple[FrameSteps | FrameHeader, bytes]:
+    """The header and the values of a binary frame; a header whose requests all decode is decoded in one call."""
     if len(data) < _LENGTH.size:
         raise ProtocolError("a binary frame starts with a 4-byte header length")
     (length,) = _LENGTH.unpack_from(data)
     if _LENGTH.size + length > len(data):
         raise ProtocolError(f"the header length {length} runs past the frame ({len(data)} bytes)")
-    return decode(FrameHeader, data[_LENGTH.size : _LENGTH.size + length]), data[_LENGTH.size + length :]
+    head, values = data[_LENGTH.size : _LENGTH.size + length], data[_LENGTH.size + length :]
+    try:
+        return _FRAME.decode(head), values
+    except msgspec.ValidationError:  # a malformed request, or header: found one request at a time
+        return decode(FrameHeader, head), values
+    except msgspec.DecodeError as error:
+        raise ProtocolError(f"the frame's header is not valid JSON: {error}") from None
 
 
 def _binary_inputs(served: ServedModel, values: bytes, count: int) -> list[Any]:
