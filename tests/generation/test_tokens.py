@@ -10,7 +10,8 @@ import pytest
 import rnnstream
 from rnnstream import Generation, InputError, Sampling, State, StreamLimitError, StreamModel, Streams
 from rnnstream.generation.engines import TokenModel
-from rnnstream.generation.sampling import sample
+from rnnstream.generation.sampling import probabilities, sample
+from rnnstream.generation.tokens import PRIME_CHUNK, ReaderLagError
 from tests.generation.models import token_model
 
 PROMPTS = {"a": [1, 2, 3], "b": [4], "c": [5, 6, 7, 8, 9, 1], "d": [2, 2]}
@@ -311,3 +312,42 @@ def test_models_that_are_not_token_models_are_refused() -> None:
         Generation(seed_model)
     with pytest.raises(InputError, match="stream id"):
         rnnstream.generate(Streams(token_model()), [1, 2], max_tokens=2)
+
+
+@pytest.mark.parametrize("target", ["model", "streams"])
+def test_a_long_prompt_is_primed_a_chunk_per_step_and_the_others_keep_their_tokens(target: str) -> None:
+    model = token_model()
+    long = np.random.default_rng(3).integers(0, 12, PRIME_CHUNK * 2 + 10)
+    generation = Generation(model if target == "model" else Streams(model))
+    generation.add("short", [1], max_tokens=6, temperature=0)
+    generation.step()
+    generation.add("long", long, max_tokens=1, temperature=0)
+    steps = [generation.step() for _ in range(3)]  # 256 prompt tokens; 256, the last 10 and a token; done
+    assert [[e.stream_id for e in events] for events in steps] == [["short"], ["short", "long"], ["short"]]
+    ys, _ = model.run(long[None], model.initial_state(1))  # the whole prompt at once
+    assert steps[1][1].token == int(np.argmax(np.asarray(ys)[0, -1]))
+
+
+def test_a_huge_top_k_keeps_every_token() -> None:
+    scores = np.log(np.float32([[0.2, 0.3, 0.5]]))
+    np.testing.assert_allclose(probabilities(scores, Sampling(0.8, top_k=2**63)), probabilities(scores, Sampling(0.8)))
+
+
+def test_a_reader_that_falls_behind_is_cancelled_and_told_why() -> None:
+    generation = Generation(token_model())
+
+    async def main() -> tuple[int, str]:
+        stream = generation.stream("slow", [1], max_buffer=3, max_tokens=50, temperature=0)
+        first = await stream.__anext__()  # then it reads nothing while the generation goes on
+        await asyncio.sleep(0.3)
+        seen = 1
+        try:
+            async for _ in stream:
+                seen += 1
+        except ReaderLagError as error:
+            return seen, str(error)
+        return seen, f"finished at {first}"
+
+    seen, message = asyncio.run(main())
+    assert seen <= 5 and "left 3 tokens unread" in message
+    assert not generation

@@ -321,3 +321,14 @@ def test_a_late_start_is_refused_and_a_retried_start_answered(make_streams: Make
     (third,) = streams.step_each([StepRequest("s", x[2], step_number=3)])
     assert_output(third, reference, 2)  # the late start changed nothing
 
+
+
+def test_an_ended_record_is_kept_for_the_ttl(make_streams: MakeStreams) -> None:
+    streams = make_streams(ttl=0.3)
+    x = inputs(20, 1)[0]
+    streams.step_each([StepRequest("seq", x[0], step_number=1, start=True, end=True)])
+    (retried,) = streams.step_each([StepRequest("seq", x[0], step_number=1, start=True, end=True)])
+    assert not isinstance(retried, Exception)
+    time.sleep(0.6)
+    (later,) = streams.step_each([StepRequest("seq", x[0], step_number=2, must_exist=True)])
+    assert isinstance(later, StreamNotFoundError) and "unknown sequence" in str(later)

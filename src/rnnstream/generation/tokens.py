@@ -30,22 +30,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Collection
 from typing import NamedTuple
 
 import numpy as np
 
 from rnnstream.errors import InputError, RnnstreamError
 from rnnstream.generation.engines import ModelEngine, StreamsEngine, TokenModel
-from rnnstream.generation.sampling import Rules, Sampling, draw, probabilities
+from rnnstream.generation.rows import Rows, TokenRequest
+from rnnstream.generation.sampling import Sampling, draw, probabilities
 from rnnstream.model import StreamModel
 from rnnstream.state import State
 from rnnstream.streams import Streams
-from rnnstream.types import FloatArray, IntArray
+from rnnstream.types import FloatArray
 
-BLOCK = 64
-"""Uniforms a stream draws from its generator at a time (the same numbers as one by one, in order)."""
 PRIME_CHUNK = 256
 """Prompt tokens a joining stream runs per step: a longer prompt is primed over several steps, so one long
 prompt never holds up the other streams' tokens for longer than this many steps of its own."""
@@ -73,70 +71,6 @@ class TokenEvent(NamedTuple):
     error: RnnstreamError | None = None
 
 
-@dataclass(eq=False)
-class _Request:
-    stream_id: str
-    prompt: IntArray
-    rule: Sampling
-    max_tokens: int
-    stop: frozenset[int]
-    rng: np.random.Generator
-    start: State | None = None
-    restart: bool = False
-    primed: int = 0  # prompt tokens run so far (a long prompt is primed PRIME_CHUNK tokens a step)
-
-
-class _Rows:
-    """What the generating streams need at every step, as arrays in the engine's order: sampling rules,
-    each stream's next uniforms (drawn from its generator ``BLOCK`` at a time), tokens produced so far,
-    the limit, and the token sampled last (fed at the next step)."""
-
-    def __init__(self) -> None:
-        self.requests: list[_Request] = []
-        self.rules = Rules.of([], 0)
-        self.uniforms = np.zeros((0, BLOCK))  # (n, BLOCK)
-        self.cursor = np.zeros(0, np.int64)  # (n,): the next unused column of each row of ``uniforms``
-        self.produced = np.zeros(0, np.int64)
-        self.limit = np.zeros(0, np.int64)
-        self.pending = np.zeros(0, np.int64)
-        self.stopping: list[int] = []  # rows that have stop tokens
-
-    def __len__(self) -> int:
-        return len(self.requests)
-
-    def append(self, requests: Sequence[_Request]) -> None:
-        n = len(requests)
-        self.requests = [*self.requests, *requests]
-        self.rules = Rules.concat([self.rules, Rules.of([r.rule for r in requests], n)])
-        fresh = np.stack([r.rng.random(BLOCK) for r in requests])  # (n, BLOCK)
-        self.uniforms = np.concatenate([self.uniforms, fresh])
-        self.cursor = np.concatenate([self.cursor, np.zeros(n, np.int64)])
-        self.produced = np.concatenate([self.produced, np.zeros(n, np.int64)])
-        self.limit = np.concatenate([self.limit, [r.max_tokens for r in requests]]).astype(np.int64)
-        self.pending = np.concatenate([self.pending, np.full(n, -1, np.int64)])
-        self._index_stops()
-
-    def keep(self, rows: list[int]) -> None:
-        self.requests = [self.requests[i] for i in rows]
-        self.rules = self.rules.select(rows)
-        self.uniforms, self.cursor = self.uniforms[rows], self.cursor[rows]
-        self.produced, self.limit, self.pending = self.produced[rows], self.limit[rows], self.pending[rows]
-        self._index_stops()
-
-    def _index_stops(self) -> None:
-        self.stopping = [i for i, r in enumerate(self.requests) if r.stop]
-
-    def next_uniforms(self, rows: IntArray) -> FloatArray:
-        """One uniform for each of ``rows``, in order, each from that stream's own generator."""
-        spent = rows[self.cursor[rows] == BLOCK]
-        for i in spent.tolist():  # once every BLOCK tokens per stream
-            self.uniforms[i] = self.requests[i].rng.random(BLOCK)
-            self.cursor[i] = 0
-        u: FloatArray = self.uniforms[rows, self.cursor[rows]]
-        self.cursor[rows] += 1
-        return u
-
-
 class Generation:
     """Token streams over ``target``: a StreamModel (states kept here) or a Streams (states in its store).
 
@@ -151,9 +85,9 @@ class Generation:
         else:
             self.tokens = TokenModel(target, outputs=outputs, output=output)
             self._engine = ModelEngine(self.tokens)
-        self._active = _Rows()  # in the engine's order
-        self._joining: list[_Request] = []
-        self._priming: list[_Request] = []  # long prompts, primed a chunk per step before they join
+        self._active = Rows()  # in the engine's order
+        self._joining: list[TokenRequest] = []
+        self._priming: list[TokenRequest] = []  # long prompts, primed a chunk per step before they join
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()  # guards _joining, _cancelled and the set of known ids
         self._stepping = threading.Lock()
@@ -205,7 +139,7 @@ class Generation:
             self.tokens.model._check_state(state)
             if state.batch_size != 1:
                 raise InputError(f"stream {stream_id!r}: state has {state.batch_size} rows; give a one-row State")
-        request = _Request(stream_id, ids, rule, int(max_tokens), stops, np.random.default_rng(seed),
+        request = TokenRequest(stream_id, ids, rule, int(max_tokens), stops, np.random.default_rng(seed),
                            start=state, restart=restart)
         with self._lock:
             if stream_id in self._known:
@@ -284,7 +218,7 @@ class Generation:
         self._leave(set(np.flatnonzero(done).tolist()) | set(stopped))
         return events
 
-    def _prime(self, joining: list[_Request]) -> FloatArray:
+    def _prime(self, joining: list[TokenRequest]) -> FloatArray:
         """Run the rest of each prompt and add the streams to the engine's order: their first scores."""
         ids = [r.stream_id for r in joining]
         prompts = [r.prompt[r.primed :] for r in joining]
@@ -292,7 +226,7 @@ class Generation:
             return self._engine.prime(ids, prompts, [r.restart for r in joining])
         return self._engine.prime(ids, prompts, [r.start for r in joining])
 
-    def _warm(self, long: list[_Request]) -> list[TokenEvent]:
+    def _warm(self, long: list[TokenRequest]) -> list[TokenEvent]:
         """Run the next ``PRIME_CHUNK`` tokens of each prompt that is longer than that, without sampling: a
         long prompt is primed over several steps, and the other streams get a token at each of them."""
         if not long:
@@ -313,7 +247,7 @@ class Generation:
             request.primed += PRIME_CHUNK
         return []
 
-    def _fail(self, requests: list[_Request], produced: list[int], error: Exception) -> list[TokenEvent]:
+    def _fail(self, requests: list[TokenRequest], produced: list[int], error: Exception) -> list[TokenEvent]:
         if not isinstance(error, RnnstreamError):
             logger.exception("token generation failed for %d stream(s)", len(requests), exc_info=error)
             error = RnnstreamError(f"internal error while generating: {error!r}")
