@@ -61,6 +61,14 @@ BY_NAME = {limit.name: limit for limit in LIMITS}
 DEFAULTS = {limit.name: limit.default for limit in LIMITS}
 
 
+def markdown_table() -> str:
+    """The README's table of the limits (name, default, flag, what it bounds, what exceeding it answers)."""
+    rows = ["| name | default | flag | bounds | past it |", "|---|---:|---|---|---|"]
+    rows += [f"| `{limit.name}` | {limit.default:,} | `{limit.flag}` | {limit.what} | {limit.answer} |"
+             for limit in LIMITS]
+    return "\n".join(rows)
+
+
 def check(name: str, value: int, limit: int) -> None:
     """Refuse ``value`` past ``limit`` (the server's setting of limit ``name``) with a LimitError."""
     if value > limit:
