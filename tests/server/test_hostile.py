@@ -7,13 +7,16 @@ refused request that changed state, a 500 or an unanswered message for something
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +25,7 @@ import pytest
 import websockets
 
 import rnnstream
+from tests.redis_server import RedisServer
 from tests.server.conftest import ServerProcess
 
 SEED = rnnstream.load(rnnstream.demo.SEED_MODEL)
@@ -405,3 +409,54 @@ def test_the_bearer_scheme_is_case_insensitive() -> None:
     finally:
         server.stop()
 
+
+
+def test_sigterm_answers_every_websocket_message_it_received(tmp_path: Path) -> None:
+    """Steps pipelined over a WebSocket while the server gets SIGTERM: every step the server applied was
+    answered before it closed the socket (code 1012), so a client's count of acknowledged steps is the
+    stream's own; what it sent after that was never read and is resent elsewhere."""
+    redis = RedisServer(tmp_path).start()
+    server = ServerProcess("seed", "--store", redis.url).start()
+    acknowledged: Counter[str] = Counter()
+    streams = [f"ws-drain-{k}" for k in range(20)]
+
+    async def client() -> int | None:
+        async with websockets.connect(server.url.replace("http://", "ws://") + "/v2/stream") as socket:
+
+            async def send() -> None:
+                for t in range(1, 10_000):
+                    for stream in streams:
+                        await socket.send(json.dumps({"model": "seed", "sequence_id": stream, "inputs": [0.1] * 4,
+                                                      "sequence_start": t == 1, "sequence_step": t}))
+                    await asyncio.sleep(0.002)
+
+            sender = asyncio.get_running_loop().create_task(send())
+            try:
+                async for reply in socket:
+                    answer = json.loads(reply)
+                    assert "outputs" in answer, answer
+                    acknowledged[answer["sequence_id"]] += 1
+            except websockets.ConnectionClosed:
+                pass
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+                await sender
+            return socket.close_code
+
+    def stop_soon() -> None:
+        time.sleep(1.5)
+        assert server.process is not None
+        server.process.terminate()
+
+    try:
+        threading.Thread(target=stop_soon).start()
+        code = asyncio.run(client())
+        assert server.process is not None and server.process.wait(30) in (0, -signal.SIGTERM)
+        server.process = None
+        stored = rnnstream.Streams(SEED, redis.url)
+        applied = {stream: stored.steps_applied(stream) for stream in streams}
+        assert code == 1012 and sum(acknowledged.values()) > 200
+        assert applied == {stream: acknowledged[stream] for stream in streams}
+    finally:
+        server.stop()
+        redis.stop()

@@ -85,6 +85,26 @@ def http_protocol() -> type[asyncio.Protocol] | str:
     return "auto"
 
 
+def ws_protocol() -> type[asyncio.Protocol] | str:
+    """DrainingWebSocket (rnnstream.server.ws_protocol), which answers what it has received before closing
+    on SIGTERM; uvicorn's own choice, and a warning, when uvicorn's protocol lacks what it builds on.
+
+    >>> ws_protocol().__name__
+    'DrainingWebSocket'
+    """
+    try:
+        from rnnstream.server.ws_protocol import DrainingWebSocket, missing_hooks
+    except ImportError as error:
+        reason = f"{error}; pip install 'uvicorn[standard]' for websockets"
+    else:
+        missing = missing_hooks()
+        if not missing:
+            return DrainingWebSocket
+        reason = f"this uvicorn's sans-I/O websockets protocol lacks {missing}"
+    print(f"warning: WebSocket connections close at once on SIGTERM ({reason})", file=sys.stderr)
+    return "auto"
+
+
 def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     try:
         import uvicorn
@@ -110,7 +130,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     # proxy-header rewriting either: per-request work whose result nothing here reads.
     options = {"host": host, "port": port, "log_level": "warning", "timeout_graceful_shutdown": 30,
                "ws_per_message_deflate": False, "access_log": False, "proxy_headers": False,
-               "ws_max_size": config.max_body_bytes, "http": http_protocol()}
+               "ws_max_size": config.max_body_bytes, "http": http_protocol(), "ws": ws_protocol()}
     if workers > 1:
         from rnnstream.server.app import CONFIG_ENV
 

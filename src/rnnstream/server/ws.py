@@ -45,6 +45,8 @@ from rnnstream.server.tensors import step_values
 from rnnstream.stepping import StepRequest
 
 logger = logging.getLogger(__name__)
+SERVICE_RESTART = 1012
+"""The close code of a server that shuts down (RFC 6455): the client should reconnect elsewhere."""
 _LENGTH = struct.Struct("<I")
 _INPUTS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _FRAME = msgspec.json.Decoder(FrameSteps)
@@ -64,17 +66,22 @@ class StreamSocket:
 
     async def run(self) -> None:
         await self.websocket.accept()
+        code = None
         with contextlib.suppress(WebSocketDisconnect):  # the client hung up: finish what it sent
             while True:
                 await self._inflight.acquire()  # not read past the limit: TCP holds the client back
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    code = message.get("code")
                     break
                 task = asyncio.get_running_loop().create_task(self._answer(message))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if code == SERVICE_RESTART:  # the server drains (ws_protocol): every message received is answered
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await self.websocket.close(SERVICE_RESTART)
 
     async def _answer(self, message: MutableMapping[str, Any]) -> None:
         try:
