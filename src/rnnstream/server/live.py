@@ -79,7 +79,11 @@ class LivePage:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def stats(self, request: Request) -> Response:
-        """Every model's kind and live figures over the last few seconds."""
+        """Every model's kind and live figures over the last few seconds (on a worker thread: the stream
+        counts may ask a Redis store)."""
+        return JSONResponse(await asyncio.to_thread(self._stats))
+
+    def _stats(self) -> dict[str, Any]:
         models = []
         for name, served in self.state.models.items():
             service = self.tokens.services.get(name)
@@ -88,8 +92,8 @@ class LivePage:
                                      "vocabulary": service is not None and service.vocabulary is not None}
             entry.update(self.state.metrics.live(served.name))
             models.append(entry)
-        return JSONResponse({"window_seconds": LIVE_SECONDS, "models": models, "generations": self.tokens.running,
-                             "max_generations": self.tokens.limit})
+        return {"window_seconds": LIVE_SECONDS, "models": models, "generations": self.tokens.running,
+                "max_generations": self.tokens.limit}
 
     async def co2_json(self, request: Request) -> Response:
         if self.co2 is None:
