@@ -460,3 +460,17 @@ def test_sigterm_answers_every_websocket_message_it_received(tmp_path: Path) -> 
     finally:
         server.stop()
         redis.stop()
+
+
+def test_allow_nonfinite_lets_nan_through() -> None:
+    server = ServerProcess("builtin:identity", "--allow-nonfinite").start()
+    try:
+        nan = np.array([[np.nan, 1, 2, 3]], np.float32).tobytes()
+        header = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                                         "parameters": {"binary_data_size": 16}}],
+                             "parameters": {"sequence_id": "n", "sequence_start": True}}).encode()
+        response = httpx.post(server.url + "/v2/models/identity/infer", content=header + nan,
+                              headers={"Inference-Header-Content-Length": str(len(header))})
+        assert response.status_code == 200 and response.json()["outputs"][0]["data"][1:] == [1.0, 2.0, 3.0]
+    finally:
+        server.stop()

@@ -5,6 +5,9 @@ The hot path (a counter increment, a batch's observations) stays a dict update u
 scrape time a prometheus_client collector hands every series to its registry, whose exposition escapes
 label values. The ``model`` label only ever takes the names of served models, and ``_unknown`` for any
 other name a client sends (``Metrics.label``), so requests cannot grow the page or write into it.
+Measured on a Zen 4 core with four models' series (27 KB): a scrape takes 2.2 ms, on a worker thread (the
+hand-written exposition it replaced took 0.6 ms, on the event loop); a counter increment on the hot path
+is the same 0.41 µs as before.
 
 >>> m = Metrics(["seed"])
 >>> m.requests.inc(model="seed", protocol="http", code="200")
