@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rnnstream.errors import InputError, RnnstreamError
+from rnnstream.errors import InputError, RnnstreamError, StreamLimitError
 from rnnstream.generation.engines import ModelEngine, StreamsEngine, TokenModel
 from rnnstream.generation.rows import Rows, TokenRequest
 from rnnstream.generation.sampling import Sampling, draw, probabilities
@@ -192,7 +192,11 @@ class Generation:
             try:
                 scores.append(self._prime(joining))
                 active.append(joining)
-            except Exception:  # one prompt's failure is that stream's own: the others are primed without it
+            except Exception as error:  # one prompt's failure is that stream's own: the others go without it
+                if not self._can_retry_alone(error):
+                    events += self._fail(joining, [0] * len(joining), error)
+                    self._forget({r.stream_id for r in joining})
+                    joining = []
                 for request in joining:
                     try:
                         scores.append(self._prime([request]))
@@ -225,6 +229,12 @@ class Generation:
         if isinstance(self._engine, StreamsEngine):
             return self._engine.prime(ids, prompts, [r.restart for r in joining])
         return self._engine.prime(ids, prompts, [r.start for r in joining])
+
+    def _can_retry_alone(self, error: Exception) -> bool:
+        """Whether the prompts of a failed prime can be run again one by one. A model engine's prime changes
+        nothing until it succeeds; a Streams engine's writes each position as it goes, and only its first
+        can fail on ``max_streams`` (new streams start there) before anything was written."""
+        return isinstance(self._engine, ModelEngine) or isinstance(error, StreamLimitError)
 
     def _warm(self, long: list[TokenRequest]) -> list[TokenEvent]:
         """Run the next ``PRIME_CHUNK`` tokens of each prompt that is longer than that, without sampling: a

@@ -79,7 +79,7 @@ class ServerState:
         served = self.models.get(name)
         if served is None or version not in (None, "1"):
             known = ", ".join(sorted(self.models))
-            which = f"{_shown(name)}" + (f" version {_shown(version)}" if version else "")
+            which = _shown(name) + (f" version {_shown(version)}" if version else "")
             raise NotFoundError(f"no model {which}; serving {known}")
         return served
 

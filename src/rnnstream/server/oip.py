@@ -16,8 +16,7 @@ import numpy as np
 import orjson
 
 from rnnstream.model import StreamModel
-from rnnstream.server import limits
-from rnnstream.server.errors import ProtocolError
+from rnnstream.server.errors import LimitError, ProtocolError
 from rnnstream.server.schema import InferenceRequest, InferParameters, decode
 from rnnstream.server.tensors import one_step, spec_datatype, tensor
 from rnnstream.stepping import StepRequest
@@ -84,7 +83,7 @@ def check_id(value: int | str | None, field: str, config: ServerConfig) -> None:
     """An id (a request id, a sequence id; an integer by its digits) within ``max_id_length`` characters."""
     length = len(value) if isinstance(value, str) else len(str(value)) if isinstance(value, int) else 0
     if length > config.max_id_length:
-        limits.check("max_id_length", length, config.max_id_length)
+        raise LimitError("max_id_length", length, config.max_id_length, f"characters in {field}")
 
 
 def step_request(
@@ -111,7 +110,7 @@ def step_request(
     else:
         stream_id = str(sequence_id)
     if len(stream_id) > config.max_id_length:
-        limits.check("max_id_length", len(stream_id), config.max_id_length)
+        check_id(stream_id, prefix + "sequence_id", config)
     if start and number is not None and number != 1:
         raise ProtocolError(f"{prefix}sequence_step: a start step is step 1, got {number}")
     return StepRequest(stream_id, x, number, start, end, not start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib
 import json
 import os
 import sys
@@ -72,17 +73,8 @@ def http_protocol() -> type[asyncio.Protocol] | str:
     >>> http_protocol().__name__
     'InferProtocol'
     """
-    try:
-        from rnnstream.server.protocol import InferProtocol, missing_hooks
-    except ImportError as error:
-        reason = f"{error}; pip install 'uvicorn[standard]' for httptools"
-    else:
-        missing = missing_hooks()
-        if not missing:
-            return InferProtocol
-        reason = f"this uvicorn's httptools protocol lacks {missing}"
-    print(f"warning: serving HTTP through plain uvicorn, which is slower ({reason})", file=sys.stderr)
-    return "auto"
+    return _protocol("rnnstream.server.protocol", "InferProtocol", "httptools",
+                     "serving HTTP through plain uvicorn, which is slower")
 
 
 def ws_protocol() -> type[asyncio.Protocol] | str:
@@ -92,16 +84,25 @@ def ws_protocol() -> type[asyncio.Protocol] | str:
     >>> ws_protocol().__name__
     'DrainingWebSocket'
     """
+    return _protocol("rnnstream.server.ws_protocol", "DrainingWebSocket", "websockets",
+                     "WebSocket connections close at once on SIGTERM")
+
+
+def _protocol(module: str, name: str, package: str, fallback: str) -> type[asyncio.Protocol] | str:
+    """Class ``name`` of ``module`` (a subclass of one of uvicorn's protocols), when it imports and the
+    uvicorn protocol it builds on has every method it needs (``missing_hooks``); else uvicorn's own
+    ("auto"), with a warning that says what is lost."""
     try:
-        from rnnstream.server.ws_protocol import DrainingWebSocket, missing_hooks
+        found = importlib.import_module(module)
     except ImportError as error:
-        reason = f"{error}; pip install 'uvicorn[standard]' for websockets"
+        reason = f"{error}; pip install 'uvicorn[standard]' for {package}"
     else:
-        missing = missing_hooks()
+        missing = found.missing_hooks()
         if not missing:
-            return DrainingWebSocket
-        reason = f"this uvicorn's sans-I/O websockets protocol lacks {missing}"
-    print(f"warning: WebSocket connections close at once on SIGTERM ({reason})", file=sys.stderr)
+            chosen: type[asyncio.Protocol] = getattr(found, name)
+            return chosen
+        reason = f"this uvicorn's protocol lacks {missing}"
+    print(f"warning: {fallback} ({reason})", file=sys.stderr)
     return "auto"
 
 

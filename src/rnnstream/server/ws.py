@@ -28,7 +28,7 @@ import logging
 import struct
 from collections import Counter
 from collections.abc import MutableMapping
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -51,7 +51,6 @@ _LENGTH = struct.Struct("<I")
 _INPUTS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _FRAME = msgspec.json.Decoder(FrameSteps)
 Outcome = tuple[StreamStep | None, asyncio.Future[Any] | Exception]
-T = TypeVar("T")
 
 
 class StreamSocket:
@@ -122,23 +121,24 @@ class StreamSocket:
             if error is not None:
                 metrics.errors.inc(model=metrics.label(model), error=type(error).__name__)
 
-    def _request(self, served: ServedModel, step: StreamStep, x: Any) -> StepRequest:
+    def _request(self, step: StreamStep, x: Any) -> StepRequest:
         if isinstance(step.id, str):
             check_id(step.id, "id", self.state.config)
         return step_request(step.sequence_id, step.sequence_start, step.sequence_end, step.sequence_step, x,
                             self.state.config)
 
-    def _entries(self, requests: list[T]) -> list[T]:
-        """``requests`` of one message, within ``max_ws_requests``."""
-        limits.check("max_ws_requests", len(requests), self.state.config.max_ws_requests)
-        return requests
+    def _check_count(self, requests: int) -> None:
+        """One message's requests within ``max_ws_requests``."""
+        limits.check("max_ws_requests", requests, self.state.config.max_ws_requests)
 
     # -- text: JSON ----------------------------------------------------------------------------------
 
     async def _text(self, text: str) -> None:
         try:
             message = decode(StreamMessage, text) if '"requests"' in text else StreamMessage()
-            entries = self._entries(message.requests) if message.requests is not None else None
+            entries = message.requests
+            if entries is not None:
+                self._check_count(len(entries))
         except RnnstreamError as error:
             await self._send_json({**error_body(error), "code": status_for(error)})
             return
@@ -151,7 +151,7 @@ class StreamSocket:
                 model = step.model or model
                 served = self._served(step.model or message.model)
                 where = f"$.requests[{k}].inputs" if entries is not None else "$.inputs"
-                request = self._request(served, step, self._inputs(served, step, where))
+                request = self._request(step, self._inputs(served, step, where))
                 outcomes.append((model, (step, served.batcher.enqueue(request))))
             except RnnstreamError as error:
                 outcomes.append((model, (step, error)))
@@ -193,7 +193,7 @@ class StreamSocket:
             steps, values = _split_frame(data)
             served = self._served(steps.model)
             entries = cast(list[StreamStep | msgspec.Raw], steps.requests)
-            limits.check("max_ws_requests", len(entries), self.state.config.max_ws_requests)
+            self._check_count(len(entries))
             inputs = _binary_inputs(served, values, len(entries))
         except RnnstreamError as error:
             await self._send_json({**error_body(error), "code": status_for(error)})
@@ -203,7 +203,7 @@ class StreamSocket:
             step: StreamStep | None = None
             try:
                 step = entry if isinstance(entry, StreamStep) else decode(StreamStep, bytes(entry))
-                outcomes.append((step, served.batcher.enqueue(self._request(served, step, x))))
+                outcomes.append((step, served.batcher.enqueue(self._request(step, x))))
             except RnnstreamError as error:
                 outcomes.append((step, error))
         responses, blobs, counted = [], [], []

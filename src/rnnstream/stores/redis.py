@@ -14,6 +14,7 @@ returned is durable: any process can continue the stream where the last acknowle
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from rnnstream.stores import redis_scripts
 from rnnstream.stores.base import Records, Store
 from rnnstream.types import BoolArray, FloatArray, IntArray
 
+logger = logging.getLogger(__name__)
 CLUSTER_SCHEMES = ("redis-cluster://", "redis+cluster://")
 SCRIPTS = ("WRITE", "ADMIT", "TOUCH", "COUNT", "DELETE")
 
@@ -69,8 +71,10 @@ class RedisStore(Store):
     def _script(self, name: str, keys: list[str], *args: Any) -> tuple[Any, ...]:
         return ("EVALSHA", self._scripts[name], len(keys), *keys, *args)
 
-    def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Run commands in one pipeline; reload the scripts on nodes that lost them, and retry those."""
+    def _run(self, commands: list[tuple[Any, ...]], essential: int | None = None) -> list[Any]:
+        """Run commands in one pipeline; reload the scripts on nodes that lost them, and retry those. A failure
+        of any of the first ``essential`` commands (default all) is a StoreError; of the others (the index's
+        upkeep after writes that went through) only a warning: the writes stand, the count may drift."""
         try:
             results = self._pipeline(commands)
             lost = [i for i, r in enumerate(results) if isinstance(r, self._errors.NoScriptError)]
@@ -81,9 +85,12 @@ class RedisStore(Store):
                     results[i] = again
         except self._errors.RedisError as exc:
             raise StoreError(f"Redis at {self.url} failed: {exc}") from None
-        failures = [r for r in results if isinstance(r, Exception)]
+        essential = len(results) if essential is None else essential
+        failures = [r for r in results[:essential] if isinstance(r, Exception)]
         if failures:
             raise StoreError(f"Redis at {self.url} failed: {failures[0]}")
+        for failure in [r for r in results[essential:] if isinstance(r, Exception)]:
+            logger.warning("Redis at %s: the index of live streams was not updated (%s)", self.url, failure)
         return results
 
     def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -144,7 +151,7 @@ class RedisStore(Store):
             commands.append(self._script("TOUCH", [self.index], self._ttl_ms, *live))
         if gone:
             commands.append(("ZREM", self.index, *gone))
-        replies = self._run(commands)
+        replies = self._run(commands, essential=len(ids))
         return np.array([reply == 1 for reply in replies[: len(ids)]], dtype=bool)
 
     def admit(self, ids: Sequence[str], limit: int) -> list[bool]:
@@ -159,10 +166,11 @@ class RedisStore(Store):
 
     def put(self, stream_id: str, row: FloatArray, steps: int, output: FloatArray) -> None:
         self._run([self._write_command(stream_id, "*", steps, row, output),
-                   self._script("TOUCH", [self.index], self._ttl_ms, stream_id)])
+                   self._script("TOUCH", [self.index], self._ttl_ms, stream_id)], essential=1)
 
     def delete(self, stream_id: str) -> bool:
-        removed, _ = self._run([self._script("DELETE", [self._key(stream_id)]), ("ZREM", self.index, stream_id)])
+        removed, _ = self._run([self._script("DELETE", [self._key(stream_id)]), ("ZREM", self.index, stream_id)],
+                               essential=1)
         return bool(removed)
 
     def ids(self) -> list[str]:
