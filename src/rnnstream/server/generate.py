@@ -155,8 +155,8 @@ class TokenService:
     def _prompt(self, request: GenerateRequest, config: ServerConfig) -> list[int]:
         if (request.text_input is None) == (request.input_ids is None):
             raise ProtocolError("give the prompt as text_input (a string) or input_ids (token ids), one of them")
-        if request.text_input is not None:
-            limits.check("max_prompt_tokens", len(request.text_input), config.max_prompt_tokens)  # ≥ its tokens
+        if request.text_input is not None:  # checked before it is encoded: a vocabulary's token is a character
+            limits.check("max_prompt_tokens", len(request.text_input), config.max_prompt_tokens)
             if self.vocabulary is None:
                 raise ProtocolError(f"model {self.name!r} has no vocabulary (no sidecar JSON with \"tokens\"): "
                                     "send the prompt as input_ids")
@@ -167,7 +167,7 @@ class TokenService:
         else:
             assert request.input_ids is not None
             ids = request.input_ids
-        limits.check("max_prompt_tokens", len(ids), config.max_prompt_tokens)
+            limits.check("max_prompt_tokens", len(ids), config.max_prompt_tokens)
         top = self.token_model.input_vocabulary  # None: no Embedding bounds the ids
         if top is not None and (bad := [i for i in ids if i >= top]):
             raise ProtocolError(f"input_ids: token {bad[0]} is out of range; this model takes ids 0..{top - 1}")

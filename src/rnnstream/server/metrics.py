@@ -34,6 +34,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rnnstream.server.errors import status_for
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -211,8 +213,6 @@ class Metrics:
 
     def refused(self, model: str, protocol: str, error: Exception) -> None:
         """Count a request for ``model`` (any name a client sent) that failed with ``error``."""
-        from rnnstream.server.errors import status_for  # it imports nothing of this module, but keep metrics light
-
         label = self.label(model)
         self.requests.inc(model=label, protocol=protocol, code=str(status_for(error)))
         self.errors.inc(model=label, error=type(error).__name__)
