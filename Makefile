@@ -1,11 +1,11 @@
-# rnnstream: `make run` sets up .venv and serves the demo model; `make test` runs lint, types and the test suite.
+# rnnstream: `make run` sets up .venv and serves the demo model; `make test` runs lint, types, the docs build and the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo demo-models test lint bench soak redis-server browser clean
+.PHONY: run demo demo-models test lint docs bench soak redis-server browser clean
 
 run: $(RUN_STAMP)
 	$(PY) -m rnnstream serve
@@ -13,12 +13,17 @@ run: $(RUN_STAMP)
 demo: $(RUN_STAMP)
 	$(PY) -m rnnstream demo
 
-test: $(TEST_STAMP) lint
+test: $(TEST_STAMP) lint docs
 	$(PY) -m pytest
 
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m mypy
+
+# The documentation site (mkdocs.yml, docs/, the API reference from the docstrings): any warning fails it.
+# `.venv/bin/mkdocs serve` previews it live. NO_MKDOCS_2_WARNING quiets mkdocs-material's notice about MkDocs 2.
+docs: $(TEST_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -67,7 +72,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-KERNEL := setup.py src/rnnstream/backends/_fused.c src/rnnstream/backends/fused_kernel.h
+KERNEL := setup.py $(wildcard src/rnnstream/backends/*.c src/rnnstream/backends/*.h)
 
 $(RUN_STAMP): pyproject.toml $(KERNEL) | $(PY)
 	$(PY) -m pip install --quiet -e ".[server,redis]"
@@ -78,4 +83,4 @@ $(TEST_STAMP): pyproject.toml $(KERNEL) | $(PY) redis-server browser
 	touch $@ $(RUN_STAMP)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

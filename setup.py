@@ -1,8 +1,8 @@
 """Builds the fused step kernel (rnnstream.backends._fused); everything else is in pyproject.toml.
 
 The extension is optional: without a C compiler the install still succeeds and rnnstream uses its
-NumPy backend. Its helper threads and the runner thread of launch() are POSIX threads (work_pool.h,
-launcher.h); elsewhere it runs on one thread and has no launch().
+NumPy backend. Its helper threads and the runner thread of launch() are POSIX threads (work_pool.c,
+launcher.c); elsewhere it runs on one thread and has no launch().
 """
 
 import numpy
@@ -10,8 +10,14 @@ from setuptools import Extension, setup
 
 kernel = Extension(
     "rnnstream.backends._fused",
-    sources=["src/rnnstream/backends/_fused.c"],
+    sources=[
+        "src/rnnstream/backends/_fused.c",
+        "src/rnnstream/backends/kernel.c",
+        "src/rnnstream/backends/work_pool.c",
+        "src/rnnstream/backends/launcher.c",
+    ],
     depends=[
+        "src/rnnstream/backends/kernel.h",
         "src/rnnstream/backends/fused_kernel.h",
         "src/rnnstream/backends/work_pool.h",
         "src/rnnstream/backends/launcher.h",

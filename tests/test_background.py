@@ -12,7 +12,7 @@ import pytest
 
 import rnnstream
 from rnnstream.background import SteadyBatch, begin, can_begin
-from rnnstream.stepping import StepRequest
+from rnnstream.step_request import StepRequest
 from rnnstream.stores.redis import RedisStore
 from tests.stores.small import inputs, small_model
 

@@ -7,7 +7,7 @@ import pytest
 
 import rnnstream
 from rnnstream.batch_inputs import stack_inputs
-from rnnstream.stepping import StepRequest
+from rnnstream.step_request import StepRequest
 
 TEXT = rnnstream.load(rnnstream.demo.TEXT_MODEL)
 SEED = rnnstream.load(rnnstream.demo.SEED_MODEL)

@@ -9,8 +9,8 @@ import pytest
 
 import rnnstream
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import Layer, TensorSpec
 from rnnstream.layers.dense import Dense
+from rnnstream.layers.layer import Layer, TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
 
 ort = pytest.importorskip("onnxruntime")

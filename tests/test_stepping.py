@@ -8,9 +8,9 @@ import pytest
 import rnnstream
 from rnnstream.batch_inputs import stack_inputs
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import TensorSpec
 from rnnstream.layers.dense import Dense
-from rnnstream.stepping import StepRequest
+from rnnstream.layers.layer import TensorSpec
+from rnnstream.step_request import StepRequest
 from tests.stores.small import inputs, small_model
 
 

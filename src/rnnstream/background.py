@@ -27,7 +27,7 @@ from rnnstream.batch_inputs import stack_inputs
 from rnnstream.errors import InputError
 from rnnstream.model import Outputs, PendingStep
 from rnnstream.state import State
-from rnnstream.stepping import StepRequest
+from rnnstream.step_request import StepRequest, all_plain
 from rnnstream.streams import Streams
 from rnnstream.types import IntArray
 
@@ -81,7 +81,7 @@ def begin(
     begun here either (``step_each`` refuses that request alone)."""
     if not can_begin(streams) or not requests:
         return None
-    if any(r.start or r.end or r.step_number is not None for r in requests):
+    if not all_plain(requests):
         return None
     ids = [r.stream_id for r in requests]
     if len(set(ids)) != len(ids):

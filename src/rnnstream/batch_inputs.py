@@ -7,7 +7,7 @@ checked on the stacked batch, one vectorised test per input: token ids within th
 and (``check_finite``) no NaN or ±Inf. A request that fails any check fails alone.
 
 >>> import numpy as np, rnnstream
->>> from rnnstream.stepping import StepRequest
+>>> from rnnstream.step_request import StepRequest
 >>> text = rnnstream.load(rnnstream.demo.TEXT_MODEL)
 >>> (batch,), errors = stack_inputs(text, [StepRequest("a", np.int64(3)), StepRequest("b", np.float32(1.5)),
 ...                                        StepRequest("c", np.int64(99))])
@@ -30,7 +30,7 @@ from rnnstream.types import Array
 
 if TYPE_CHECKING:
     from rnnstream.model import StreamModel
-    from rnnstream.stepping import StepRequest
+    from rnnstream.step_request import StepRequest
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -69,7 +69,7 @@ def stack_inputs(
 def cast_input(spec: InputSpec, value: Any) -> Array:
     """One step of one stream's value for input ``spec``, as its dtype; InputError says what is wrong.
 
-    >>> from rnnstream.layers.base import TensorSpec
+    >>> from rnnstream.layers.layer import TensorSpec
     >>> cast_input(InputSpec("x", TensorSpec((2,)), 0), [1, 2.5]).tolist()
     [1.0, 2.5]
     >>> cast_input(InputSpec("x", TensorSpec((2,)), 0), ["a", "b"])

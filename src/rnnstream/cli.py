@@ -18,11 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rnnstream.errors import RnnstreamError
 from rnnstream.server.limits import LIMITS
+
+if TYPE_CHECKING:
+    from rnnstream.model import StreamModel
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,85 +136,136 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from rnnstream.demo.run import main as demo
-
-            return demo()
-        if args.command == "serve":
-            from rnnstream.server.config import ServerConfig
-            from rnnstream.server.run import serve
-
-            config = ServerConfig(models=args.models, store=args.store, max_batch=args.max_batch,
-                                  max_delay_ms=args.max_delay_ms, timeout=args.timeout, token=args.token,
-                                  max_streams=args.max_streams, ttl=args.ttl, threads=args.threads,
-                                  allow_nonfinite=args.allow_nonfinite,
-                                  **{limit.name: getattr(args, limit.name) for limit in LIMITS})
-            return serve(config, args.host, args.port, args.workers)
-        if args.command == "generate":
-            from rnnstream.generation.commands import generate_command
-
-            return generate_command(args.model, vocab_path=args.vocab, prompt=args.prompt, steps=args.steps,
-                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                    seed=args.seed, stop=args.stop)
-        if args.command == "forecast":
-            from rnnstream.generation.commands import forecast_command
-
-            return forecast_command(args.model, horizon=args.horizon, history_path=args.history, start=args.start,
-                                    noise=args.noise, paths=args.paths, seed=args.seed, png=args.png,
-                                    every=args.every)
-        from rnnstream.demo import SEED_MODEL
-        from rnnstream.importers import load
-
-        if args.command == "summary":
-            print(load(args.model).summary())
-            return 0
-        if args.bench == "seed":
-            from rnnstream.bench import seed as bench_seed
-
-            text, agreed = bench_seed.run(args.length, args.window, args.png)
-            print(text)
-            return 0 if agreed else 1
-        if args.bench == "engine":
-            from rnnstream.bench import engine as bench_engine
-
-            print(bench_engine.run(tuple(args.models), tuple(args.batches), args.threads, args.rounds,
-                                   backend=args.backend, keras=not args.no_keras, json_path=args.json,
-                                   png_path=args.png, device=args.device))
-            return 0
-        if args.bench == "serve":
-            from rnnstream.bench import serve as bench_serve
-
-            print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols),
-                                  tuple(args.rates), args.pairs))
-            return 0
-        if args.bench == "generate":
-            from rnnstream.bench import generate as bench_generate
-            from rnnstream.demo import TEXT_MODEL, text_vocabulary
-
-            prompt = text_vocabulary().encode(bench_generate.PROMPT)
-            print(bench_generate.run(load(TEXT_MODEL, backend=args.backend), prompt, tuple(args.streams), args.tokens))
-            return 0
-        if args.bench == "ttft":
-            from rnnstream.bench import ttft as bench_ttft
-
-            print(bench_ttft.run(tuple(args.clients), args.tokens, args.threads))
-            return 0
-        model = load(args.model or SEED_MODEL)
-        if args.bench == "streams":
-            from rnnstream.bench import streams as bench_streams
-
-            redis_url = None if args.redis == "none" else args.redis
-            print(f"{model.name}: Streams.step over every stream, one call per round")
-            print(bench_streams.run(model, tuple(args.counts), redis_url, args.idle, args.seconds))
-            return 0
-        from rnnstream.bench.context import report, time_per_step_by_context
-
-        print(f"{model.name}: batch {args.batch}, median of {args.repeats} steps at each context length")
-        print(report(time_per_step_by_context(model, args.batch, tuple(args.lengths), args.repeats)))
-        return 0
+        return _COMMANDS[args.command](args)
     except RnnstreamError as exc:
         print(f"rnnstream: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rnnstream.demo.walkthrough import main as demo
+
+    return demo()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rnnstream.server.config import ServerConfig
+    from rnnstream.server.main import serve
+
+    config = ServerConfig(models=args.models, store=args.store, max_batch=args.max_batch,
+                          max_delay_ms=args.max_delay_ms, timeout=args.timeout, token=args.token,
+                          max_streams=args.max_streams, ttl=args.ttl, threads=args.threads,
+                          allow_nonfinite=args.allow_nonfinite,
+                          **{limit.name: getattr(args, limit.name) for limit in LIMITS})
+    return serve(config, args.host, args.port, args.workers)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from rnnstream.generation.commands import generate_command
+
+    return generate_command(args.model, vocab_path=args.vocab, prompt=args.prompt, steps=args.steps,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            seed=args.seed, stop=args.stop)
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from rnnstream.generation.commands import forecast_command
+
+    return forecast_command(args.model, horizon=args.horizon, history_path=args.history, start=args.start,
+                            noise=args.noise, paths=args.paths, seed=args.seed, png=args.png,
+                            every=args.every)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from rnnstream.importers import load
+
+    print(load(args.model).summary())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    return _BENCHES[args.bench](args)
+
+
+def _bench_seed(args: argparse.Namespace) -> int:
+    from rnnstream.bench import seed as bench_seed
+
+    text, agreed = bench_seed.run(args.length, args.window, args.png)
+    print(text)
+    return 0 if agreed else 1
+
+
+def _bench_engine(args: argparse.Namespace) -> int:
+    from rnnstream.bench import engine as bench_engine
+
+    print(bench_engine.run(tuple(args.models), tuple(args.batches), args.threads, args.rounds,
+                           backend=args.backend, keras=not args.no_keras, json_path=args.json,
+                           png_path=args.png, device=args.device))
+    return 0
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from rnnstream.bench import serve as bench_serve
+
+    print(bench_serve.run(args.streams, args.seconds, tuple(args.models), tuple(args.protocols),
+                          tuple(args.rates), args.pairs))
+    return 0
+
+
+def _bench_generate(args: argparse.Namespace) -> int:
+    from rnnstream.bench import generate as bench_generate
+    from rnnstream.demo import TEXT_MODEL, text_vocabulary
+    from rnnstream.importers import load
+
+    prompt = text_vocabulary().encode(bench_generate.PROMPT)
+    print(bench_generate.run(load(TEXT_MODEL, backend=args.backend), prompt, tuple(args.streams), args.tokens))
+    return 0
+
+
+def _bench_ttft(args: argparse.Namespace) -> int:
+    from rnnstream.bench import ttft as bench_ttft
+
+    print(bench_ttft.run(tuple(args.clients), args.tokens, args.threads))
+    return 0
+
+
+def _bench_streams(args: argparse.Namespace) -> int:
+    from rnnstream.bench import stream_pool as bench_streams
+
+    model = _model_or_seed(args.model)
+    redis_url = None if args.redis == "none" else args.redis
+    print(f"{model.name}: Streams.step over every stream, one call per round")
+    print(bench_streams.run(model, tuple(args.counts), redis_url, args.idle, args.seconds))
+    return 0
+
+
+def _bench_context(args: argparse.Namespace) -> int:
+    from rnnstream.bench.context import report, time_per_step_by_context
+
+    model = _model_or_seed(args.model)
+    print(f"{model.name}: batch {args.batch}, median of {args.repeats} steps at each context length")
+    print(report(time_per_step_by_context(model, args.batch, tuple(args.lengths), args.repeats)))
+    return 0
+
+
+def _model_or_seed(path: str | None) -> StreamModel:
+    """The model file at ``path``, or the bundled seed model."""
+    from rnnstream.demo import SEED_MODEL
+    from rnnstream.importers import load
+
+    return load(path or SEED_MODEL)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _demo, "serve": _serve, "generate": _generate, "forecast": _forecast, "summary": _summary,
+    "bench": _bench,
+}  # fmt: skip
+"""Each command of ``rnnstream`` (see ``_parser``) → the function that runs it and gives the exit status."""
+_BENCHES: dict[str, Callable[[argparse.Namespace], int]] = {
+    "seed": _bench_seed, "engine": _bench_engine, "serve": _bench_serve, "generate": _bench_generate,
+    "ttft": _bench_ttft, "streams": _bench_streams, "context": _bench_context,
+}  # fmt: skip
+"""Each benchmark of ``rnnstream bench`` → the function that runs it."""
 
 
 if __name__ == "__main__":

@@ -57,8 +57,6 @@ class ConflictError(RnnstreamError):
     ``applied`` holds the outputs of the streams of the call that were stepped.
     """
 
-    retryable = True
-
     def __init__(self, message: str, *, stream_ids: list[str], applied: dict[str, object]) -> None:
         super().__init__(message)
         self.stream_ids = stream_ids

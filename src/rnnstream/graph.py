@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rnnstream.errors import UnsupportedLayerError
-from rnnstream.layers.base import Layer, StateSlice, TensorSpec
+from rnnstream.layers.layer import Layer, StateSlice, TensorSpec
 
 
 @dataclass(frozen=True)

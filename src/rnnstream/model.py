@@ -17,23 +17,20 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from rnnstream.backends import Backend, make_backend
+from rnnstream.backends import Backend, LaunchedStep, make_backend
 from rnnstream.errors import InputError, StateError
 from rnnstream.graph import Graph, InputSpec
-from rnnstream.layers.base import Layer, StateSlice, TensorSpec
+from rnnstream.layers.layer import Layer, StateSlice, TensorSpec
+from rnnstream.onnx_export import export_onnx
 from rnnstream.state import State
-from rnnstream.types import Array, FloatArray
+from rnnstream.types import Array, FloatArray, Inputs, Outputs
 
-Inputs = Array | Sequence[Any] | Mapping[str, Any]
-"""One array for a single-input model; a list (in input order) or a dict (by input name) otherwise."""
-
-Outputs = FloatArray | list[FloatArray]
-"""One array for a single-output model; a list in output order otherwise."""
+__all__ = ["Inputs", "Outputs", "PendingStep", "StreamModel"]
 
 
 class StreamModel:
@@ -151,8 +148,6 @@ class StreamModel:
         :mod:`rnnstream.onnx_export` for what is exported, and ``state="parts"`` for one tensor per
         state part). Needs the ``onnx`` package.
         """
-        from rnnstream.onnx_export import export_onnx
-
         export_onnx(self, path, state=state)
 
     # -- state -------------------------------------------------------------------------------------
@@ -166,10 +161,20 @@ class StreamModel:
     def state_from_bytes(self, data: bytes) -> State:
         """Parse a state made by ``State.to_bytes``; refuse one that belongs to another model."""
         state = State.from_bytes(data)
-        self._check_state(state)
+        self.check_state(state)
         return state
 
-    def _check_state(self, state: State) -> None:
+    def check_state(self, state: State) -> None:
+        """Refuse (StateError) anything but a State of this model: another model's state, or rows of
+        another width. Every method that takes a State calls it first.
+
+        >>> import rnnstream
+        >>> seed, text = rnnstream.load(rnnstream.demo.SEED_MODEL), rnnstream.load(rnnstream.demo.TEXT_MODEL)
+        >>> seed.check_state(seed.initial_state(2))
+        >>> seed.check_state(text.initial_state(2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        rnnstream.errors.StateError: this state belongs to another model (fingerprint ...
+        """
         if not isinstance(state, State):
             raise StateError(f"expected a State (from initial_state), got {type(state).__name__}")
         if state.fingerprint != self.fingerprint:
@@ -182,24 +187,27 @@ class StreamModel:
 
     # -- stepping ----------------------------------------------------------------------------------
 
-    def step(self, x: Inputs, state: State, *, check_finite: bool = False) -> tuple[Outputs, State]:
+    def step(
+        self, x: Inputs, state: State, *, check_finite: bool = False, checked: bool = False
+    ) -> tuple[Outputs, State]:
         """Advance every stream in ``state`` by one step.
 
         ``x`` is ``[B, *features]`` float (or ``[B]`` integer token ids). Returns the outputs at this
         step, ``[B, ...]`` (a list if the model has several), and the new State. Bad input raises
-        :class:`~rnnstream.InputError` and changes nothing.
+        :class:`~rnnstream.InputError` and changes nothing. ``checked``: ``x`` is a list of arrays already
+        matched and validated for this state (by :meth:`check_inputs`, or the pool's batch stacking), so
+        they are not checked again.
         """
-        self._check_state(state)
-        xs = self._prepare(x, state.batch_size, check_finite, time_axis=False)
-        inputs = [a for a, _ in xs]
+        self.check_state(state)
+        inputs = list(x) if checked else self.check_inputs(x, state.batch_size, check_finite=check_finite)
         ys, rows = self.backend.step(inputs, state.rows)
-        return self._pack(ys, [*inputs, rows]), State.adopt(rows, self.fingerprint)
+        return _unaliased(ys, [*inputs, rows]), State.adopt(rows, self.fingerprint)
 
     @property
     def can_launch(self) -> bool:
         """Whether :meth:`launch` can run this model's step in the background (the fused backend, with
         every layer one its kernel steps)."""
-        return bool(getattr(self.backend, "can_launch", False))
+        return self.backend.can_launch
 
     def launch(self, x: Inputs, state: State, fd: int, threads: int | None = None) -> PendingStep:
         """Start ``step(x, state)`` on a background thread of the compiled kernel and return at once;
@@ -218,9 +226,9 @@ class StreamModel:
         """
         if not self.can_launch:
             raise InputError(f"model {self.name!r} cannot launch on backend {self.backend.name!r}; call step()")
-        self._check_state(state)
-        inputs = [a for a, _ in self._prepare(x, state.batch_size, False, time_axis=False)]
-        launched = self.backend.launch(inputs, state.rows, fd, threads)  # type: ignore[attr-defined]
+        self.check_state(state)
+        inputs = self.check_inputs(x, state.batch_size)
+        launched = self.backend.launch(inputs, state.rows, fd, threads)
         return PendingStep(self, inputs, launched)
 
     def run(self, xs: Inputs, state: State, *, check_finite: bool = False) -> tuple[Outputs, State]:
@@ -228,13 +236,13 @@ class StreamModel:
 
         Returns outputs ``[B, T, ...]`` and the State after the last step.
         """
-        self._check_state(state)
-        sequences = self._prepare(xs, state.batch_size, check_finite, time_axis=True)
-        T = sequences[0][0].shape[1]
+        self.check_state(state)
+        sequences = self.check_inputs(xs, state.batch_size, check_finite=check_finite, time_axis=True)
+        T = sequences[0].shape[1]
         rows: FloatArray = state.rows
         per_step: list[list[FloatArray]] = []
         for t in range(T):
-            step_inputs = [a[:, t] for a, _ in sequences]
+            step_inputs = [a[:, t] for a in sequences]
             ys, rows = self.backend.step(step_inputs, rows)
             per_step.append(ys)
         outputs = [
@@ -247,16 +255,23 @@ class StreamModel:
             rows if T else np.array(state.rows), self.fingerprint
         )
 
-    def _pack(self, ys: list[FloatArray], owned: list[Array]) -> Outputs:
-        # An output may be an input passed through identity layers, or (fused backend) a view of the new
-        # state's rows: never hand back the caller's array or a window into the state.
-        ys = [y.copy() if _aliases(y, owned) else y for y in ys]
-        return ys[0] if len(ys) == 1 else ys
+    def check_inputs(
+        self, x: Inputs, batch_size: int, *, check_finite: bool = False, time_axis: bool = False
+    ) -> list[Array]:
+        """``x`` matched to the model's inputs (by position or by name) and validated, one array per input in
+        the model's order: shape ``[batch_size, *features]`` (``[batch_size, T, *features]`` with
+        ``time_axis``), float32 or int64 token ids, and with ``check_finite`` no NaN or ±Inf. Bad input
+        raises :class:`~rnnstream.InputError` naming the input. ``step``, ``run`` and ``launch`` call it.
 
-    def _prepare(
-        self, x: Inputs, batch: int, check_finite: bool, *, time_axis: bool
-    ) -> list[tuple[Array, InputSpec]]:
-        """Match ``x`` to the model's inputs and validate each: shape, dtype, batch, values."""
+        >>> import numpy as np, rnnstream
+        >>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
+        >>> [a.dtype.name for a in m.check_inputs(np.zeros((2, 4), np.float64), 2)]
+        ['float32']
+        >>> m.check_inputs(np.zeros((2, 3)), 2)
+        Traceback (most recent call last):
+        rnnstream.errors.InputError: input 'input' has shape (2, 3), expected (B, 4)
+        """
+        batch = batch_size
         specs = self.graph.inputs
         if isinstance(x, Mapping):
             unknown = sorted(set(x) - {s.name for s in specs})
@@ -282,13 +297,13 @@ class StreamModel:
         if time_axis and len({a.shape[1] for a in prepared}) > 1:
             lengths = {s.name: a.shape[1] for a, s in zip(prepared, specs, strict=True)}
             raise InputError(f"inputs have different sequence lengths: {lengths}")
-        return list(zip(prepared, specs, strict=True))
+        return prepared
 
 
 class PendingStep:
     """A step started by :meth:`StreamModel.launch`: ``done()``, then ``result()`` (what ``step`` returns)."""
 
-    def __init__(self, model: StreamModel, inputs: list[Array], launched: Any) -> None:
+    def __init__(self, model: StreamModel, inputs: list[Array], launched: LaunchedStep) -> None:
         self._model, self._inputs, self._launched = model, inputs, launched
 
     def done(self) -> bool:
@@ -300,7 +315,7 @@ class PendingStep:
         if not self.done():
             raise RuntimeError("the step is still running: wait for its file descriptor, or for done()")
         rows, model = self._launched.new_state, self._model
-        return model._pack(self._launched.outputs, [*self._inputs, rows]), State.adopt(rows, model.fingerprint)
+        return _unaliased(self._launched.outputs, [*self._inputs, rows]), State.adopt(rows, model.fingerprint)
 
 
 def _validate(value: Any, spec: InputSpec, batch: int, check_finite: bool, time_axis: bool) -> Array:
@@ -325,6 +340,14 @@ def _validate(value: Any, spec: InputSpec, batch: int, check_finite: bool, time_
             f"input {spec.name!r} has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
         )
     return arr
+
+
+def _unaliased(ys: list[FloatArray], owned: list[Array]) -> Outputs:
+    """The step's outputs, as the caller gets them. An output may be an input passed through identity
+    layers, or (fused backend) a view of the new state's rows: never hand back the caller's array or a
+    window into the state."""
+    ys = [y.copy() if _aliases(y, owned) else y for y in ys]
+    return ys[0] if len(ys) == 1 else ys
 
 
 def _aliases(y: Array, owned: list[Array]) -> bool:

@@ -20,26 +20,36 @@ projection (PyTorch ``proj_size``) has no ONNX form. Anything else is refused by
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from rnnstream.errors import MissingDependencyError, UnsupportedLayerError
+from rnnstream.graph import Graph, Node
 from rnnstream.layers import elementwise
 from rnnstream.layers.dense import Activation, Dense
+from rnnstream.layers.layer import TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.layers.sequence import LastStep
 from rnnstream.types import FloatArray
 
-if TYPE_CHECKING:
-    from rnnstream.model import StreamModel
+
+class StepModel(Protocol):
+    """What is exported of a model (a :class:`~rnnstream.StreamModel`): its graph, name and fingerprint."""
+
+    name: str
+    graph: Graph
+    fingerprint: str
+
+    @property
+    def output_specs(self) -> list[TensorSpec]: ...
 
 OPSET = 17
 ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softsign": "Softsign"}
 STATE_INPUT, STATE_OUTPUT = "state", "new_state"
 
 
-def export_onnx(model: StreamModel, path: str | os.PathLike[str], *, state: str = "row") -> None:
+def export_onnx(model: StepModel, path: str | os.PathLike[str], *, state: str = "row") -> None:
     """Write ``model``'s step to ``path`` (see the module docstring); needs the ``onnx`` package.
 
     ``state="row"``: one ``state [B, S]`` input and ``new_state [B, S]`` output, the layout of
@@ -54,13 +64,20 @@ def export_onnx(model: StreamModel, path: str | os.PathLike[str], *, state: str 
     onnx.save(build_step_graph(model, state=state), os.fspath(path))
 
 
-def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
+def build_step_graph(model: StepModel, *, state: str = "row") -> Any:
     """The step as an ``onnx.ModelProto`` (checked by ``onnx.checker``); ``state`` as in export_onnx."""
-    import onnx
+    w = _Writer()
+    inputs, names = _step_inputs(model.graph, state)
+    pieces, squeezed = _write_nodes(w, model.graph, state, names)
+    outputs = _step_outputs(w, model, names)
+    outputs += _state_outputs(w, model.graph, state, pieces, squeezed)
+    return _checked_model(model, w, inputs, outputs)
+
+
+def _step_inputs(graph: Graph, state: str) -> tuple[list[Any], dict[int, str]]:
+    """The graph's inputs at one step and its state input(s); the name of each input tensor, by tensor."""
     from onnx import TensorProto, helper
 
-    graph = model.graph
-    w = _Writer()
     names: dict[int, str] = {}
     inputs = []
     for spec in graph.inputs:
@@ -71,7 +88,6 @@ def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
             raise UnsupportedLayerError(f"export_onnx: input {spec.name!r} takes token ids; not exported yet")
     if state not in ("row", "parts"):
         raise UnsupportedLayerError(f"export_onnx: state must be 'row' or 'parts', not {state!r}")
-    parts = {(p.layer, p.part): p for p in graph.state_layout}
     if state == "row":
         inputs.append(helper.make_tensor_value_info(STATE_INPUT, TensorProto.FLOAT, ["B", graph.state_size]))
     else:
@@ -79,6 +95,13 @@ def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
             inputs.append(
                 helper.make_tensor_value_info(f"{p.layer}.{p.part}", TensorProto.FLOAT, [1, "B", p.stop - p.start])
             )
+    return inputs, names
+
+
+def _write_nodes(w: _Writer, graph: Graph, state: str, names: dict[int, str]) -> tuple[list[str], dict[str, str]]:
+    """Every node of ``graph``, its outputs' names added to ``names``: the new state parts ``(1, B, size)`` in
+    column order, and each of them as ``(B, size)``."""
+    parts = {(p.layer, p.part): p for p in graph.state_layout}
     pieces: list[str] = []  # new state parts, (1, B, size) each, in column order
     squeezed: dict[str, str] = {}  # a new state part → the same as (B, size)
     for node in graph.nodes:
@@ -96,24 +119,46 @@ def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
             flat = [squeezed.setdefault(t, _squeeze(w, t)) for t in new_parts]  # (B, units): output, then states
             for tensor, name in zip(node.outputs, [flat[0], *flat], strict=False):
                 names[tensor] = name
-        elif isinstance(layer, Dense) and len(graph.specs[node.inputs[0]].shape) == 1:
-            z = w.op("MatMul", [x, w.const(layer.W)])
-            if layer.b is not None:
-                z = w.op("Add", [z, w.const(layer.b)])
-            names[node.outputs[0]] = _activation(w, layer.activation_name, z, layer.name)
-        elif isinstance(layer, Activation):
-            names[node.outputs[0]] = _activation(w, layer.activation_name, x, layer.name)
-        elif isinstance(layer, LastStep):  # at one step, the last step is this step
-            names[node.outputs[0]] = x
         else:
-            raise UnsupportedLayerError(
-                f"export_onnx: layer {layer.name!r} ({layer.kind}) is not exported yet; exported are LSTM, GRU, "
-                "SimpleRNN, Dense, Activation and LastStep"
-            )
+            names[node.outputs[0]] = _feedforward(w, graph, node, x)
+    return pieces, squeezed
+
+
+def _feedforward(w: _Writer, graph: Graph, node: Node, x: str) -> str:
+    """A node without state, on input ``x``: its output."""
+    layer = node.layer
+    if isinstance(layer, Dense) and len(graph.specs[node.inputs[0]].shape) == 1:
+        z = w.op("MatMul", [x, w.const(layer.W)])
+        if layer.b is not None:
+            z = w.op("Add", [z, w.const(layer.b)])
+        return _activation(w, layer.activation_name, z, layer.name)
+    if isinstance(layer, Activation):
+        return _activation(w, layer.activation_name, x, layer.name)
+    if isinstance(layer, LastStep):  # at one step, the last step is this step
+        return x
+    raise UnsupportedLayerError(
+        f"export_onnx: layer {layer.name!r} ({layer.kind}) is not exported yet; exported are LSTM, GRU, "
+        "SimpleRNN, Dense, Activation and LastStep"
+    )
+
+
+def _step_outputs(w: _Writer, model: StepModel, names: dict[int, str]) -> list[Any]:
+    """The model's outputs at the step, under their own names."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
     outputs = []
     for name, tensor, out_spec in zip(graph.output_names, graph.outputs, model.output_specs, strict=True):
         w.nodes.append(helper.make_node("Identity", [names[tensor]], [name]))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", *out_spec.shape]))
+    return outputs
+
+
+def _state_outputs(w: _Writer, graph: Graph, state: str, pieces: list[str], squeezed: dict[str, str]) -> list[Any]:
+    """The new state: one ``new_state [B, S]`` row (``state="row"``), or one output per part."""
+    from onnx import TensorProto, helper
+
+    outputs = []
     if state == "row":
         flat = [squeezed[t] for t in pieces]
         new_state = w.op("Concat", flat, axis=1) if flat else w.op("Identity", [STATE_INPUT])
@@ -124,6 +169,14 @@ def build_step_graph(model: StreamModel, *, state: str = "row") -> Any:
             name = f"{p.layer}.{p.part}.new"
             w.nodes.append(helper.make_node("Identity", [piece], [name]))
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, "B", p.stop - p.start]))
+    return outputs
+
+
+def _checked_model(model: StepModel, w: _Writer, inputs: list[Any], outputs: list[Any]) -> Any:
+    """The ``onnx.ModelProto`` of ``w``'s nodes, checked by ``onnx.checker``."""
+    import onnx
+    from onnx import helper
+
     onnx_graph = helper.make_graph(w.nodes, f"{model.name}_step", inputs, outputs, w.initializers)
     proto = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rnnstream")
     proto.doc_string = f"rnnstream step model of {model.name!r}; state layout fingerprint {model.fingerprint}"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -35,33 +35,13 @@ from rnnstream.errors import (
     StreamLimitError,
     StreamNotFoundError,
 )
-from rnnstream.model import Inputs, Outputs, StreamModel
+from rnnstream.model import StreamModel
 from rnnstream.state import State
+from rnnstream.step_request import Result, StepRequest, all_plain
 from rnnstream.stores import Store
-from rnnstream.stores.base import Records
-from rnnstream.types import Array, FloatArray
+from rnnstream.types import Array, FloatArray, Outputs
 
 logger = logging.getLogger(__name__)
-
-Result = Outputs | RnnstreamError
-
-
-class StepRequest(NamedTuple):
-    """One step of one stream (a named tuple: the server makes one per request, and a frozen dataclass costs
-    three times as much to make).
-
-    ``step_number``: for exactly-once retries (the first step is 1). ``start``: begin the stream afresh
-    (Triton's ``sequence_start``). ``end``: forget the stream after this step (``sequence_end``).
-    ``must_exist``: refuse a stream the store does not hold (a step of an unknown sequence).
-    """
-
-    stream_id: str
-    x: Inputs
-    step_number: int | None = None
-    start: bool = False
-    end: bool = False
-    must_exist: bool = False
-
 
 @dataclass
 class Codec:
@@ -97,8 +77,9 @@ class Codec:
 
 
 @dataclass
-class _Batch:
-    """One ``advance`` call: its requests, their stacked inputs (``row_of``: request → row) and results."""
+class Batch:
+    """One ``advance`` call: its requests, their stacked inputs (``row_of``: request → input row), and the
+    result of each request settled so far (by position in ``requests``)."""
 
     model: StreamModel
     store: Store
@@ -106,9 +87,9 @@ class _Batch:
     requests: Sequence[StepRequest]
     inputs: list[Array]
     row_of: dict[int, int]
-    results: dict[int, Result]
     isolate: bool
     max_streams: int | None
+    results: dict[int, Result] = field(default_factory=dict)
 
     def fail(self, errors: Mapping[int, RnnstreamError]) -> None:
         """Record each request's error; when not isolating, the first one fails the whole call."""
@@ -131,14 +112,13 @@ def advance(
     """Step every request's stream once (see the module docstring); one result per request."""
     inputs, input_errors = stack_inputs(model, requests, check_finite=check_finite)
     ok = [k for k in range(len(requests)) if k not in input_errors]
-    batch = _Batch(model, store, codec, requests, inputs, {k: row for row, k in enumerate(ok)}, {}, isolate,
-                   max_streams)
+    batch = Batch(model, store, codec, requests, inputs, {k: row for row, k in enumerate(ok)}, isolate, max_streams)
     batch.fail(input_errors)
     pending = ok
     for _ in range(conflict_retries + 1):
         if not pending:
             break
-        pending = _attempt(batch, pending)
+        pending = Round(batch, pending).run()
     if pending:
         conflicted = [requests[k].stream_id for k in pending]
         error = ConflictError(
@@ -151,114 +131,187 @@ def advance(
     return [batch.results[k] for k in range(len(requests))]
 
 
-def _attempt(batch: _Batch, pending: list[int]) -> list[int]:
-    """One read-decide-compute-write round over ``pending`` (positions in the requests); returns the
-    requests whose write met a conflict."""
-    requests, store = batch.requests, batch.store
-    ids = [requests[k].stream_id for k in pending]
-    records = store.load(ids)  # its arrays are ours to change (Store.load)
-    live = records.exists.tolist()  # Python values: indexing a list is ~10× faster than an array
-    # The steady state: live streams taking their next steps, nothing to decide (or end) per stream.
-    steady = all(live) and not any([(r := requests[k]).start or r.end or r.step_number is not None for k in pending])
-    apply = list(range(len(pending))) if steady else _decide(batch, pending, records)  # positions in ``pending``
-    new = [ids[j] for j in apply if not live[j]]
-    reserved = _admit(batch, pending, apply, new)
-    if batch.max_streams is not None and new:
-        apply = [j for j in apply if live[j] or ids[j] in reserved]
-    try:
-        apply, ys, new_rows = _compute(batch, pending, apply, records.rows)
+class Round:
+    """One read-decide-compute-write round over ``pending`` (positions in the batch's requests).
+
+    Within a round, a request is named by ``j``, its position in ``pending`` (and in the loaded records);
+    ``self.requests[j]`` is its request. The round steps the positions it ``apply``-s, in order.
+    """
+
+    def __init__(self, batch: Batch, pending: list[int]) -> None:
+        self.batch, self.pending = batch, pending
+        self.requests = [batch.requests[k] for k in pending]
+        self.ids = [r.stream_id for r in self.requests]
+        self.records = batch.store.load(self.ids)  # its arrays are ours to change (Store.load)
+        self.live = self.records.exists.tolist()  # Python values: indexing a list is ~10× faster than an array
+        # The steady state: live streams taking their next steps, nothing to decide (or end) per stream.
+        self.steady = all(self.live) and all_plain(self.requests)
+        self.reserved: set[str] = set()
+
+    def run(self) -> list[int]:
+        """Step what may be stepped; returns the requests (positions in the batch) whose write met a conflict."""
+        apply = self.admit(list(range(len(self.pending))) if self.steady else self.decide())
+        try:
+            apply, ys, new_rows = self.compute(apply)
+            self.store_release(self.reserved - {self.ids[j] for j in apply})  # admitted, then refused
+            if not apply:
+                return []
+            flat = self.batch.codec.flatten(ys)  # (n, O)
+            written = self.write(apply, new_rows, flat)
+        except BaseException:
+            self.store_release(self.reserved)  # nothing of this round was written
+            raise
+        return self.settle(apply, written, flat)
+
+    def store_release(self, ids: set[str]) -> None:
+        if ids:
+            self.batch.store.release(sorted(ids))
+
+    def decide(self) -> list[int]:
+        """Each request's fate (see the module docstring): the positions to step. A start, or a new stream,
+        gets the initial state and a count of 0; a retry its stored output; a wrong number, a late start
+        or an unknown sequence its error."""
+        records = self.records
+        held, ended = (records.versions > 0).tolist(), records.ended.tolist()
+        apply: list[int] = []
+        errors: dict[int, RnnstreamError] = {}
+        for j, request in enumerate(self.requests):
+            k, applied = self.pending[j], int(records.steps[j])
+            n, live = request.step_number, held[j] and not ended[j]
+            if n is not None and held[j] and n == applied > 0:  # a retry of the last applied step
+                self.batch.results[k] = self.batch.codec.unflatten(records.outputs[j])
+                continue
+            if request.start:
+                if n is not None and live and applied > 0:
+                    errors[k] = late_start(request, n, applied)
+                    continue
+                records.rows[j], records.steps[j], applied = 0.0, 0, 0
+            elif not live:
+                if request.must_exist:
+                    errors[k] = unknown_sequence(request, applied, ended=ended[j])
+                    continue
+                records.steps[j], applied = 0, 0  # an ended record: the stream begins again from the initial state
+            verdict = order(request, applied)
+            if isinstance(verdict, StepOrderError):
+                errors[k] = verdict
+            else:
+                apply.append(j)
+        self.batch.fail(errors)
+        return apply
+
+    def admit(self, apply: list[int]) -> list[int]:
+        """Reserve room in the store for the new streams of ``apply`` under ``max_streams``; the ones
+        refused get a StreamLimitError (when not isolating, the call fails and nothing stays reserved).
+        Returns the positions still to step."""
+        new = [self.ids[j] for j in apply if not self.live[j]]
+        batch = self.batch
+        if not new or batch.max_streams is None:
+            return apply
+        admitted = batch.store.admit(new, batch.max_streams)
+        self.reserved = {stream_id for stream_id, ok in zip(new, admitted, strict=True) if ok}
+        refused = set(new) - self.reserved
+        if refused:
+            if not batch.isolate:
+                self.store_release(self.reserved)
+            error = StreamLimitError(
+                f"starting {len(refused)} new stream(s) would exceed max_streams={batch.max_streams}; close idle "
+                "streams, set a ttl, or raise max_streams"
+            )
+            batch.fail({self.pending[j]: error for j in apply if self.ids[j] in refused})
+        return [j for j in apply if self.live[j] or self.ids[j] in self.reserved]
+
+    def compute(self, apply: list[int]) -> tuple[list[int], Any, FloatArray]:
+        """The engine call for ``apply``: the positions stepped, their outputs and new state rows. When
+        isolating, a request the engine refuses (or fails on) is found by stepping each alone, and the rest
+        are stepped without it."""
+        rows = self.records.rows
         if not apply:
-            store.release(sorted(reserved))
+            return [], None, rows[:0]
+        everyone = len(apply) == len(rows)  # the steady state: every loaded row steps, no gather needed
+        in_order = len(apply) == len(self.batch.inputs[0])  # and every input row, in order: no gather either
+        try:
+            return apply, *self.engine(None if in_order else apply, rows if everyone else rows[apply])
+        except Exception:
+            if not self.batch.isolate:
+                raise
+        survivors = [j for j in apply if self.steps_alone(j)]
+        if not survivors:
+            return [], None, rows[:0]
+        return survivors, *self.engine(survivors, rows[survivors])
+
+    def steps_alone(self, j: int) -> bool:
+        """Whether request ``j`` steps on its own; if not, its error is its result."""
+        k, stream_id = self.pending[j], self.ids[j]
+        try:
+            self.engine([j], self.records.rows[[j]])
+            return True
+        except InputError as error:
+            self.batch.results[k] = type(error)(f"stream {stream_id!r}: {error}")
+        except RnnstreamError as error:
+            self.batch.results[k] = error
+        except Exception as error:  # a bug: this request fails, with the others stepped without it
+            logger.exception("the engine failed on stream %r alone", stream_id)
+            self.batch.results[k] = RnnstreamError(f"internal error stepping stream {stream_id!r}: {error!r}")
+        return False
+
+    def engine(self, picked: list[int] | None, rows: FloatArray) -> tuple[Outputs, FloatArray]:
+        """One engine call: the input rows of positions ``picked`` (None: every input row, in order) from
+        state ``rows`` (this call's own: loaded or gathered)."""
+        inputs = self.batch.inputs
+        if picked is not None:
+            picked_rows = [self.batch.row_of[self.pending[j]] for j in picked]
+            inputs = [x if len(picked_rows) == len(x) else x[picked_rows] for x in inputs]
+        state = State.adopt(rows, self.batch.model.fingerprint)
+        ys, new_state = self.batch.model.step(inputs, state, checked=True)  # checked by stack_inputs
+        return ys, new_state.rows
+
+    def write(self, apply: list[int], new_rows: FloatArray, flat: FloatArray) -> list[bool]:
+        """Compare-and-set the new rows of ``apply``; an ending step writes an ended record."""
+        records, store = self.records, self.batch.store
+        ending = np.array([self.requests[j].end for j in apply], bool)
+        if len(apply) == len(self.pending):  # no gathers
+            written = store.commit(self.ids, records.versions, new_rows, records.steps + 1, flat,
+                                   None if self.steady else ending)
+        else:
+            written = store.commit([self.ids[j] for j in apply], records.versions[apply], new_rows,
+                                   records.steps[apply] + 1, flat, ending)
+        return list(written.tolist())
+
+    def settle(self, apply: list[int], written: list[bool], flat: FloatArray) -> list[int]:
+        """Each written request's outputs are its result; returns the requests that met a conflict."""
+        outputs_of = self.batch.codec.unflatten_rows(flat)
+        if self.steady and all(written):
+            self.batch.results.update(zip(self.pending, outputs_of, strict=True))
             return []
-        if reserved:
-            store.release(sorted(reserved - {ids[j] for j in apply}))  # admitted, then refused by the engine
-        ending = np.array([requests[pending[j]].end for j in apply], bool)
-        flat = batch.codec.flatten(ys)  # (n, O)
-        if len(apply) == len(pending):  # no gathers
-            written = store.commit(ids, records.versions, new_rows, records.steps + 1, flat,
-                                   ending if not steady else None).tolist()
-        else:
-            written = store.commit([ids[j] for j in apply], records.versions[apply], new_rows,
-                                   records.steps[apply] + 1, flat, ending).tolist()
-    except BaseException:
-        store.release(sorted(reserved))  # nothing of this round was written
-        raise
-    outputs_of = batch.codec.unflatten_rows(flat)
-    if steady and all(written):
-        batch.results.update(zip(pending, outputs_of, strict=True))
-        return []
-    conflicts = []
-    for row, j in enumerate(apply):
-        if written[row]:
-            batch.results[pending[j]] = outputs_of[row]
-        else:
-            conflicts.append(pending[j])
-    return conflicts
+        conflicts = []
+        for row, j in enumerate(apply):
+            if written[row]:
+                self.batch.results[self.pending[j]] = outputs_of[row]
+            else:
+                conflicts.append(self.pending[j])
+        return conflicts
 
 
-def _admit(batch: _Batch, pending: list[int], apply: list[int], new: list[str]) -> set[str]:
-    """Reserve room in the store for the new streams of ``apply`` under ``max_streams`` and return the ids
-    reserved; the ones refused get a StreamLimitError (when not isolating, the call fails and nothing
-    stays reserved)."""
-    if not new or batch.max_streams is None:
-        return set()
-    admitted = batch.store.admit(new, batch.max_streams)
-    refused = {stream_id for stream_id, ok in zip(new, admitted, strict=True) if not ok}
-    if refused:
-        if not batch.isolate:
-            batch.store.release([i for i, ok in zip(new, admitted, strict=True) if ok])
-        error = StreamLimitError(
-            f"starting {len(refused)} new stream(s) would exceed max_streams={batch.max_streams}; close idle "
-            "streams, set a ttl, or raise max_streams"
-        )
-        batch.fail({pending[j]: error for j in apply if batch.requests[pending[j]].stream_id in refused})
-    return {stream_id for stream_id, ok in zip(new, admitted, strict=True) if ok}
+def late_start(request: StepRequest, n: int, applied: int) -> StepOrderError:
+    """The error of a numbered start on a live stream that has applied steps since (a late duplicate)."""
+    return StepOrderError(
+        f"stream {request.stream_id!r} has applied {applied} steps since it started: a start "
+        f"numbered {n} now would discard them (a late duplicate?); its next step is "
+        f"{applied + 1}. To begin again, end it (sequence_end) or use a new sequence id",
+        stream_id=request.stream_id, expected=applied + 1, received=n,
+    )
 
 
-def _decide(batch: _Batch, pending: list[int], records: Records) -> list[int]:
-    """Each request's fate (see the module docstring): the positions in ``pending`` to step. A start, or a
-    new stream, gets the initial state and a count of 0; a retry its stored output; a wrong number, a late
-    start or an unknown sequence its error."""
-    rows, steps, ended = records.rows, records.steps, records.ended.tolist()
-    held = (records.versions > 0).tolist()
-    apply: list[int] = []
-    errors: dict[int, RnnstreamError] = {}
-    for j, k in enumerate(pending):
-        request, applied = batch.requests[k], int(steps[j])
-        n, live = request.step_number, held[j] and not ended[j]
-        if n is not None and held[j] and n == applied > 0:  # a retry of the last applied step
-            batch.results[k] = batch.codec.unflatten(records.outputs[j])
-            continue
-        if request.start:
-            if n is not None and live and applied > 0:
-                errors[k] = StepOrderError(
-                    f"stream {request.stream_id!r} has applied {applied} steps since it started: a start "
-                    f"numbered {n} now would discard them (a late duplicate?); its next step is {applied + 1}. "
-                    "To begin again, end it (sequence_end) or use a new sequence id",
-                    stream_id=request.stream_id, expected=applied + 1, received=n,
-                )
-                continue
-            rows[j], steps[j], applied = 0.0, 0, 0
-        elif not live:
-            if request.must_exist:
-                errors[k] = StreamNotFoundError(
-                    f"sequence {request.stream_id!r} ended after step {applied}; a new sequence with this id begins "
-                    "with sequence_start" if ended[j] else
-                    f"unknown sequence {request.stream_id!r} (never started, ended, or expired): "
-                    "its first step must start it"
-                )
-                continue
-            steps[j], applied = 0, 0  # an ended record: the stream begins again from the initial state
-        verdict = _order(request, applied)
-        if isinstance(verdict, StepOrderError):
-            errors[k] = verdict
-        else:
-            apply.append(j)
-    batch.fail(errors)
-    return apply
+def unknown_sequence(request: StepRequest, applied: int, *, ended: bool) -> StreamNotFoundError:
+    """The error of a step that must continue a stream the store does not hold (or holds as ended)."""
+    if ended:
+        return StreamNotFoundError(f"sequence {request.stream_id!r} ended after step {applied}; a new sequence "
+                                   "with this id begins with sequence_start")
+    return StreamNotFoundError(f"unknown sequence {request.stream_id!r} (never started, ended, or expired): "
+                               "its first step must start it")
 
 
-def _order(request: StepRequest, applied: int) -> bool | StepOrderError:
+def order(request: StepRequest, applied: int) -> bool | StepOrderError:
     """True to apply the step, or the error for a number that is not the next."""
     n = request.step_number
     if n is None or n == applied + 1:
@@ -270,44 +323,3 @@ def _order(request: StepRequest, applied: int) -> bool | StepOrderError:
         expected=applied + 1,
         received=n,
     )
-
-
-def _compute(
-    batch: _Batch, pending: list[int], apply: list[int], rows: FloatArray
-) -> tuple[list[int], Any, FloatArray]:
-    """The engine call for ``apply``. When isolating, a request the engine refuses (or fails on) is found by
-    stepping each alone, and the rest are stepped without it."""
-    if not apply:
-        return [], None, rows[:0]
-    everyone = len(apply) == len(rows)  # the steady state: every loaded row steps, no gather needed
-    in_order = len(apply) == len(batch.inputs[0])  # and every input row, in order: no gather either
-    try:
-        return apply, *_engine(batch, None if in_order else [batch.row_of[pending[j]] for j in apply],
-                               rows if everyone else rows[apply])
-    except Exception:
-        if not batch.isolate:
-            raise
-    survivors = []
-    for j in apply:
-        k = pending[j]
-        try:
-            _engine(batch, [batch.row_of[k]], rows[[j]])
-            survivors.append(j)
-        except RnnstreamError as error:
-            batch.results[k] = type(error)(f"stream {batch.requests[k].stream_id!r}: {error}") \
-                if isinstance(error, InputError) else error
-        except Exception as error:  # a bug: this request fails, with the others stepped without it
-            logger.exception("the engine failed on stream %r alone", batch.requests[k].stream_id)
-            batch.results[k] = RnnstreamError(f"internal error stepping stream {batch.requests[k].stream_id!r}: "
-                                              f"{error!r}")
-    if not survivors:
-        return [], None, rows[:0]
-    return survivors, *_engine(batch, [batch.row_of[pending[j]] for j in survivors], rows[survivors])
-
-
-def _engine(batch: _Batch, picked: list[int] | None, rows: FloatArray) -> tuple[Outputs, FloatArray]:
-    # ``picked`` (None: all) is increasing and distinct, so as many as the batch has rows means all, in order.
-    xs = [x if picked is None or len(picked) == len(x) else x[picked] for x in batch.inputs]
-    state = State.adopt(rows, batch.model.fingerprint)  # rows are this call's own (loaded or gathered)
-    ys, new_state = batch.model.step(xs[0] if len(xs) == 1 else xs, state)
-    return ys, new_state.rows

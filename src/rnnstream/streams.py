@@ -19,12 +19,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from rnnstream.errors import InputError, RnnstreamError, StateError, StreamLimitError, StreamNotFoundError
-from rnnstream.model import Inputs, Outputs, StreamModel
+from rnnstream.model import StreamModel
 from rnnstream.state import State
-from rnnstream.stepping import Codec, Result, StepRequest, advance
+from rnnstream.step_request import Result, StepRequest
+from rnnstream.stepping import Codec, advance
 from rnnstream.stores import Store, open_store
-from rnnstream.stores.base import Records
-from rnnstream.types import FloatArray
+from rnnstream.stores.store import Records
+from rnnstream.types import FloatArray, Inputs, Outputs
 
 _SNAPSHOT = struct.Struct("<4sB3xQI")  # magic, version, steps applied, output floats
 SNAPSHOT_MAGIC = b"RNSP"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,3 +22,10 @@ Array = npt.NDArray[Any]
 
 Shape = tuple[int, ...]
 """A feature shape: the shape of one stream's value at one step (no batch, no time axis)."""
+
+Inputs = Array | Sequence[Any] | Mapping[str, Any]
+"""A step's (or a sequence's) inputs: one array for a single-input model; a list (in input order) or a dict
+(by input name) otherwise."""
+
+Outputs = FloatArray | list[FloatArray]
+"""One array for a single-output model; a list in output order otherwise."""

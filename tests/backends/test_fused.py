@@ -16,8 +16,8 @@ import pytest
 import rnnstream
 from rnnstream.backends import fused, packing
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import Layer, TensorSpec
 from rnnstream.layers.dense import Dense
+from rnnstream.layers.layer import Layer, TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
 from tests.backends.conformance import TOLERANCE, assert_agrees_step_by_step, in_forked_child
 from tests.zoo import ZooModel, feed, make_inputs

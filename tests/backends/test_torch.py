@@ -18,10 +18,10 @@ import rnnstream
 from rnnstream import InputError, MissingDependencyError, State, StateError, UnsupportedLayerError
 from rnnstream.graph import GraphBuilder
 from rnnstream.layers import activations, elementwise
-from rnnstream.layers.base import Layer, StatelessLayer, TensorSpec
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.layers.dense import Activation, Dense, Embedding, Identity, ReLU
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation
+from rnnstream.layers.layer import Layer, StatelessLayer, TensorSpec
 from rnnstream.layers.merge import Concatenate, Masking, Merge
 from rnnstream.layers.norm import LayerNorm
 from rnnstream.layers.ops import Compare, ExpandDims, Fill, Join, Logical, Reduce
@@ -31,8 +31,9 @@ from tests.backends.conformance import TOLERANCE, Inputs, assert_agrees_step_by_
 from tests.zoo import ZooModel, feed, make_inputs
 
 torch = pytest.importorskip("torch")
-from rnnstream.backends import torch_activations, torch_layers  # noqa: E402
-from rnnstream.backends.torch import DeviceBatch, TorchBackend  # noqa: E402
+from rnnstream.backends import torch_activation_fns, torch_steps  # noqa: E402
+from rnnstream.backends.torch import TorchBackend  # noqa: E402
+from rnnstream.device_batch import DeviceBatch  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 
@@ -111,7 +112,7 @@ def test_every_activation(name: str) -> None:
     x = x.astype(np.float32).reshape(3, 40)
     for keras_major in (2, 3):
         expected = activations.get(name, keras_major)(x)
-        ours = torch_activations.get(name, keras_major)(torch.from_numpy(x.copy()))
+        ours = torch_activation_fns.get(name, keras_major)(torch.from_numpy(x.copy()))
         np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -259,10 +260,10 @@ def test_a_recurrent_subclass_and_an_unknown_option_are_refused_by_name(rng: np.
     layer = LSTM("c", Wx=_w(rng, 2, 8), Wh=_w(rng, 2, 8), b=_w(rng, 8), clip=1.0, peepholes=_w(rng, 3, 2))
     plain_keys = frozenset({"units", "activation", "recurrent_activation", "keras_major", "return_sequences",
                             "return_state", "zero_output_for_mask"})  # fmt: skip
-    assert torch_layers._unknown_options(layer, plain_keys, frozenset({"Wx", "Wh", "b"})) == (
+    assert torch_steps._unknown_options(layer, plain_keys, frozenset({"Wx", "Wh", "b"})) == (
         "weights peepholes have no torch step"
     )
-    assert torch_layers._unknown_options(layer, plain_keys, frozenset({"Wx", "Wh", "b", "peepholes"})) == (
+    assert torch_steps._unknown_options(layer, plain_keys, frozenset({"Wx", "Wh", "b", "peepholes"})) == (
         "option clip=1.0 has no torch step"
     )
 

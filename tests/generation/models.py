@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import TensorSpec
 from rnnstream.layers.dense import Dense, Embedding
+from rnnstream.layers.layer import TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM
 from rnnstream.model import StreamModel
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import rnnstream
-from rnnstream.layers.base import TensorSpec
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation, get, parametric_name, parse
+from rnnstream.layers.layer import TensorSpec
 from rnnstream.layers.sequence import LastStep
 
 

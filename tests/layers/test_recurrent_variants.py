@@ -13,7 +13,7 @@ import pytest
 import rnnstream
 from rnnstream.backends import fused
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import Layer, TensorSpec
+from rnnstream.layers.layer import Layer, TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
 
 H, F, P = 6, 4, 3

@@ -12,17 +12,18 @@ import pytest
 
 import rnnstream
 from rnnstream.errors import InputError
-from rnnstream.server.batcher import Batcher, _Waiting, take_batch
-from rnnstream.server.errors import QueueTimeoutError, ShuttingDownError
-from rnnstream.stepping import Result, StepRequest
+from rnnstream.server.batch_policy import Waiting, take_batch
+from rnnstream.server.batcher import Batcher
+from rnnstream.server.refusals import QueueTimeoutError, ShuttingDownError
+from rnnstream.step_request import Result, StepRequest
 from rnnstream.stores.memory import MemoryStore
 from tests.stores.small import inputs, small_model
 
 MODEL = small_model()
 
 
-def waiting(stream_id: str) -> _Waiting:
-    return _Waiting(StepRequest(stream_id, np.zeros(3, np.float32)), lambda result: None)
+def waiting(stream_id: str) -> Waiting:
+    return Waiting(StepRequest(stream_id, np.zeros(3, np.float32)), lambda result: None)
 
 
 def test_take_batch_keeps_order_and_distinct_streams() -> None:
@@ -169,7 +170,7 @@ def test_the_next_batch_waits_behind_the_running_one_and_steps_in_order() -> Non
         later = [asyncio.ensure_future(batcher.submit(StepRequest(s, xs[k, t])))
                  for t in (1, 2) for k, s in enumerate("ab") if (s, t) != ("a", 0)]
         await asyncio.sleep(0.05)
-        queued = len(batcher._queue)  # batch 2 (a, b) was handed over; a's third step waits for a slot
+        queued = len(batcher.policy.queue)  # batch 2 (a, b) was handed over; a's third step waits for a slot
         results = [await first, *await asyncio.gather(*later)]
         await batcher.close()
         return results, queued

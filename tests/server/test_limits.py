@@ -1,4 +1,4 @@
-"""The limits: one table in the code, the same in the README, the CLI's flags and the config."""
+"""The limits: one table in the code, the same in docs/operations.md, the CLI's flags and the config."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 
 from rnnstream.errors import InputError
 from rnnstream.server.config import ServerConfig
-from rnnstream.server.errors import LimitError, error_body, status_for
 from rnnstream.server.limits import LIMITS, check, markdown_table
+from rnnstream.server.refusals import LimitError, error_body, status_for
 from tests.server.conftest import ROOT
 
 
-def test_the_readme_table_is_the_limits_table() -> None:
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(r"<!-- limits-table:.*?-->\n(.*?)\n<!-- end of limits-table -->", readme, flags=re.DOTALL)
+def test_the_operations_page_table_is_the_limits_table() -> None:
+    page = (ROOT / "docs" / "operations.md").read_text()
+    found = re.search(r"<!-- limits-table:.*?-->\n(.*?)\n<!-- end of limits-table -->", page, flags=re.DOTALL)
     assert found is not None and found.group(1) == markdown_table()
 
 

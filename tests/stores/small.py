@@ -6,8 +6,8 @@ import numpy as np
 
 from rnnstream import StreamModel
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import TensorSpec
 from rnnstream.layers.dense import Dense
+from rnnstream.layers.layer import TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM
 
 

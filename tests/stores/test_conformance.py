@@ -19,7 +19,7 @@ from rnnstream import (
     StreamNotFoundError,
     Streams,
 )
-from rnnstream.stepping import StepRequest
+from rnnstream.step_request import StepRequest
 from tests.stores.small import inputs, small_model
 
 MakeStreams = Callable[..., Streams]

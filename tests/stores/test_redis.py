@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rnnstream import MissingDependencyError, StoreError, StreamLimitError, Streams
-from rnnstream.stepping import StepRequest
+from rnnstream.step_request import StepRequest
 from tests.redis_server import RedisServer, free_port
 from tests.stores.small import small_model
 from tests.stores.worker import stream_inputs

@@ -12,32 +12,21 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
+from rnnstream.backends.backend import Backend, LaunchedStep
+from rnnstream.backends.fused import FusedBackend, available
+from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import InputError
 from rnnstream.graph import Graph
-from rnnstream.types import Array, FloatArray
+
+__all__ = ["BACKENDS", "Backend", "LaunchedStep", "make_backend"]
 
 BACKENDS = ("auto", "numpy", "fused", "torch")
-
-
-class Backend(Protocol):
-    """What StreamModel needs of a backend."""
-
-    name: str
-    graph: Graph
-
-    def step(self, xs: list[Array], state: FloatArray) -> tuple[list[FloatArray], FloatArray]:
-        """Validated inputs ``[B, *features]`` and state ``[B, S]`` → outputs and a new state array."""
-        ...
 
 
 def make_backend(name: str, graph: Graph, *, threads: int | None = None, device: str | None = None) -> Backend:
     """The backend called ``name`` (one of ``BACKENDS``) for ``graph``; ``device`` is the torch
     backend's (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default ``cuda`` when torch sees a GPU, else ``cpu``)."""
-    from rnnstream.backends.fused import FusedBackend, available
-    from rnnstream.backends.numpy import NumpyBackend
-
     if name == "auto":
         name = os.environ.get("RNNSTREAM_BACKEND") or ("fused" if available() else "numpy")
     if name == "torch":

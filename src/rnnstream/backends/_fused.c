@@ -1,11 +1,12 @@
 /* rnnstream.backends._fused: one fused "matrix product + layer epilogue" step for Dense, SimpleRNN,
  * LSTM and GRU layers, compiled for AVX-512, AVX2 and plain x86-64 (or any CPU), chosen at import.
  *
- * Python makes one plan per node (make_plan: packed weights, sizes, state columns) and calls
- * step(plan, ...) once per node per engine step; the GIL is released while it computes and the work
- * is shared with helper threads (work_pool.h). launch() runs a whole step's nodes on a runner thread
- * instead and signals a file descriptor when done (launcher.h). Weights are packed in Python (packing.py), which knows
- * the layout this file expects: panels of 4 vectors of LANES columns, rows [x features, h features].
+ * This file is the Python module. Python makes one plan per node (make_plan: packed weights, sizes,
+ * state columns) and calls step(plan, ...) once per node per engine step; the GIL is released while
+ * the kernel (kernel.c, fused_kernel.h) computes and the work is shared with helper threads
+ * (work_pool.c). launch() runs a whole step's nodes on a runner thread instead and signals a file
+ * descriptor when done (launcher.c). Weights are packed in Python (packing.py), which knows the layout
+ * the kernel expects: panels of 4 vectors of LANES columns, rows [x features, h features].
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -18,106 +19,9 @@
 #include <unistd.h>
 #endif
 
-enum { EPI_ACT = 0, EPI_LSTM = 1, EPI_GRU = 2 };
-enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3 };
-
-typedef struct {
-    int epilogue, activation, batch, panels, k_x, k_h, units, threads;
-    const float *weights, *bias, *x, *h, *c;
-    float *out, *out_c;
-    Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
-    float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
-} Job;
-
+#include "kernel.h"
+#include "launcher.h"
 #include "work_pool.h"
-
-/* The blocked path (fused_kernel.h): BR x BV tiles, KC inputs per k-block, at most RB_MAX rows per block. */
-#define BR 6
-#define BV 2
-#define KC 256
-#define RB_MAX 48
-#define BLOCK_FLOATS 32768 /* 128 KB */
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512vl,fma")
-#define LANES 16
-#define MB 6
-#define BLOCKED 0 /* 6 x 4-vector tiles run near peak unblocked; blocked ran 2-5% slower on a Zen 5 */
-#define NAME(x) x##_avx512
-#include "fused_kernel.h"
-#undef LANES
-#undef MB
-#undef BLOCKED
-#undef NAME
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define LANES 8
-#define MB 2
-#define BLOCKED 1
-#define NAME(x) x##_avx2
-#include "fused_kernel.h"
-#undef LANES
-#undef MB
-#undef BLOCKED
-#undef NAME
-#pragma GCC pop_options
-#endif
-
-#define LANES 4
-#define MB 2
-#define BLOCKED 1
-#define NAME(x) x##_portable
-#include "fused_kernel.h"
-#undef LANES
-#undef MB
-#undef BLOCKED
-#undef NAME
-
-typedef struct {
-    const char *name;
-    int lanes, blocked;
-    void (*run)(const Job *);
-} Isa;
-
-static Isa chosen = {"portable", 4, 1, run_portable};
-
-/* The widest instruction set this CPU has; RNNSTREAM_KERNEL_ISA=avx2|portable asks for a narrower one
- * (the tests use it to check every compiled variant on one machine). */
-static void choose_isa(void) {
-    const char *wanted = getenv("RNNSTREAM_KERNEL_ISA");
-    int allow_avx512 = wanted == NULL || strcmp(wanted, "avx512") == 0;
-    int allow_avx2 = allow_avx512 || strcmp(wanted, "avx2") == 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vl")) {
-        chosen = (Isa){"avx512", 16, 0, run_avx512};
-    } else if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        chosen = (Isa){"avx2", 8, 1, run_avx2};
-    }
-#else
-    (void)allow_avx2;
-#endif
-}
-
-/* The blocked path's packed rows: one buffer per calling thread, grown as needed and kept, so a
- * step allocates nothing once the largest batch has been seen. */
-static _Thread_local float *scratch;
-static _Thread_local size_t scratch_floats;
-
-static float *scratch_for(size_t floats) {
-    if (floats > scratch_floats) {
-        free(scratch);
-        scratch_floats = 0;
-        scratch = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-        if (scratch == NULL) return NULL;
-        scratch_floats = floats;
-    }
-    return scratch;
-}
 
 /* ---- plans: one fused node, its packed weights and where it reads and writes -------------------- */
 
@@ -316,7 +220,92 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
-#include "launcher.h"
+/* ---- launch(): a whole step's nodes on the runner thread (launcher.h) --------------------------- */
+
+#if HAVE_LAUNCHER
+
+static void launch_free(PyObject *capsule) {
+    Launch *launch = (Launch *)PyCapsule_GetPointer(capsule, "rnnstream.fused.launch");
+    if (launch == NULL) return;
+    while (atomic_load(&launch->status) == LAUNCH_QUEUED) { /* never free arrays the runner still writes */
+        Py_BEGIN_ALLOW_THREADS sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+    Py_XDECREF(launch->refs);
+    PyMem_Free(launch->jobs);
+    PyMem_Free(launch->packed_floats);
+    PyMem_Free(launch);
+}
+
+PyDoc_STRVAR(launch_doc,
+             "launch(items, state, new_state, threads, fd) -> launched\n\n"
+             "Run the nodes items = [(plan, x or None, out or None), ...] in order, as step() would, on the\n"
+             "runner thread; write 8 bytes to fd when they are done. Every array is checked before anything runs.");
+
+static PyObject *launch(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *items, *state, *new_state;
+    long threads;
+    int fd;
+    if (!PyArg_ParseTuple(args, "O!OOli", &PyList_Type, &items, &state, &new_state, &threads, &fd)) return NULL;
+    const Py_ssize_t count = PyList_GET_SIZE(items);
+    Launch *launch = PyMem_Calloc(1, sizeof *launch);
+    if (launch == NULL) return PyErr_NoMemory();
+    launch->jobs = PyMem_Calloc(count > 0 ? (size_t)count : 1, sizeof *launch->jobs);
+    launch->packed_floats = PyMem_Calloc(count > 0 ? (size_t)count : 1, sizeof *launch->packed_floats);
+    PyObject *frozen = PyList_AsTuple(items); /* the caller may change its list; the runner reads this */
+    if (frozen != NULL) {
+        launch->refs = PyTuple_Pack(3, frozen, state, new_state); /* plans, x and out, and the states */
+        Py_DECREF(frozen);
+    }
+    launch->count = count;
+    launch->fd = fd;
+    PyObject *capsule = NULL;
+    if (launch->jobs == NULL || launch->packed_floats == NULL || launch->refs == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(PyTuple_GET_ITEM(launch->refs, 0), i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "launch(): each item is a (plan, x, out) tuple");
+            goto fail;
+        }
+        if (build_job(PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1), state, new_state,
+                      PyTuple_GET_ITEM(item, 2), threads, &launch->jobs[i], &launch->packed_floats[i]) < 0)
+            goto fail;
+    }
+    capsule = PyCapsule_New(launch, "rnnstream.fused.launch", NULL);
+    if (capsule == NULL) goto fail;
+    if (launch_submit(launch) < 0) {
+        Py_DECREF(capsule);
+        PyErr_SetString(PyExc_RuntimeError, "launch(): could not start the runner thread");
+        goto fail;
+    }
+    if (PyCapsule_SetDestructor(capsule, launch_free) < 0) return NULL; /* cannot fail for a valid capsule */
+    return capsule;
+fail:
+    Py_XDECREF(launch->refs);
+    PyMem_Free(launch->jobs);
+    PyMem_Free(launch->packed_floats);
+    PyMem_Free(launch);
+    return NULL;
+}
+
+static PyObject *launch_done(PyObject *self, PyObject *capsule) {
+    (void)self;
+    Launch *launch = (Launch *)PyCapsule_GetPointer(capsule, "rnnstream.fused.launch");
+    if (launch == NULL) return NULL;
+    const int status = atomic_load(&launch->status);
+    if (status == LAUNCH_FAILED) return PyErr_NoMemory();
+    if (status == LAUNCH_LOST) {
+        PyErr_SetString(PyExc_RuntimeError, "this step was launched before the process forked and never ran here");
+        return NULL;
+    }
+    return PyBool_FromLong(status == LAUNCH_DONE);
+}
+
+#endif
 
 static PyObject *isa(PyObject *self, PyObject *unused) {
     (void)self;
@@ -342,7 +331,7 @@ static PyObject *cpu_count(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"make_plan", make_plan, METH_VARARGS, make_plan_doc},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
-#if HAVE_WORK_POOL
+#if HAVE_LAUNCHER
     {"launch", launch, METH_VARARGS, launch_doc},
     {"done", launch_done, METH_O, "done(launched) -> True once its steps have run (then its arrays are ready)."},
 #endif

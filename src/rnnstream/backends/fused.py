@@ -32,20 +32,24 @@ from rnnstream.backends import packing
 from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import MissingDependencyError
 from rnnstream.graph import Graph, Node
-from rnnstream.layers.base import StatelessLayer, StepResult
 from rnnstream.layers.dense import Dense, Embedding, Identity
+from rnnstream.layers.layer import StatelessLayer, StepResult
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.types import Array, BoolArray, FloatArray
 
+KERNEL: ModuleType | None
+"""The compiled kernel (``_fused.c``), or None where rnnstream was built without a C compiler."""
 try:
-    from rnnstream.backends import _fused as _kernel  # type: ignore[attr-defined]
+    from rnnstream.backends import _fused
+
+    KERNEL = _fused
 except ImportError:  # built without a C compiler: the NumPy backend serves instead
-    _kernel = None
+    KERNEL = None
 
 
 def available() -> bool:
     """Whether the compiled kernel was built (``pip install`` compiles it when a C compiler exists)."""
-    return _kernel is not None
+    return KERNEL is not None
 
 
 def instruction_set() -> str:
@@ -54,7 +58,7 @@ def instruction_set() -> str:
 
 
 def _require() -> ModuleType:
-    kernel: ModuleType | None = _kernel
+    kernel = KERNEL
     if kernel is None:
         raise MissingDependencyError(
             "the fused backend's compiled kernel is not built (no C compiler when rnnstream was installed); "

@@ -1,10 +1,12 @@
-/* The fused step kernel, written once and compiled per instruction set by _fused.c.
+/* The fused step kernel, written once and compiled per instruction set by kernel.c.
  *
- * _fused.c includes this file several times, each time under a different `#pragma GCC target`
- * and with these macros set:
+ * A template, hence no include guard: kernel.c includes this file several times, each time under a
+ * different `#pragma GCC target` and with these macros set:
  *   LANES   floats per vector (16 for AVX-512, 8 for AVX2, 4 for the portable build)
  *   MB      batch rows per register tile (the tile keeps MB x 4 accumulator vectors in registers)
+ *   BLOCKED 1: batches of BR rows and more may take the blocked path (Job.packed set)
  *   NAME(x) x with the instruction set's suffix, so the copies do not collide
+ * Each copy defines static functions only; its entry point is NAME(run)(const Job *).
  *
  * One call of NAME(run) computes, for every batch row b and every panel p of packed weights,
  *
@@ -22,6 +24,14 @@
  * and run the product in cache-sized blocks (see "the blocked path" below); on the AVX2 machine this
  * took an LSTM(512) step from ~45 to ~60-75 GFLOP/s per core.
  */
+#if !defined(LANES) || !defined(MB) || !defined(BLOCKED) || !defined(NAME)
+#error "fused_kernel.h is a template: define LANES, MB, BLOCKED and NAME(x) before including it (see kernel.c)"
+#endif
+
+#include <string.h>
+
+#include "kernel.h"
+#include "work_pool.h"
 
 typedef float NAME(vf) __attribute__((vector_size(LANES * 4)));
 typedef int NAME(vi) __attribute__((vector_size(LANES * 4)));

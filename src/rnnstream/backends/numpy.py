@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnstream.backends.backend import StepOnly
 from rnnstream.graph import IMPLICIT_MASK, Graph, Node
-from rnnstream.layers.base import StepResult
+from rnnstream.layers.layer import StepResult
 from rnnstream.types import Array, BoolArray, FloatArray
 
 
-class NumpyBackend:
-    """Executes a Graph's step with each layer's NumPy ``step``."""
+class NumpyBackend(StepOnly):
+    """Executes a Graph's step with each layer's NumPy ``step``, on the caller's thread."""
 
     name = "numpy"
+    threads = 1
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph

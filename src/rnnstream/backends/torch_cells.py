@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnstream.backends import torch_activations
-from rnnstream.backends.torch_activations import TorchActivation
+from rnnstream.backends import torch_activation_fns
+from rnnstream.backends.torch_activation_fns import TorchActivation
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.types import FloatArray
@@ -56,13 +56,13 @@ def transposed(W: FloatArray, device: torch.device) -> Tensor:
 
 def activation(name: str, keras_major: int) -> TorchActivation | str:
     """The torch activation ``name``, or the reason there is none."""
-    found = torch_activations.get(name, keras_major)
+    found = torch_activation_fns.get(name, keras_major)
     return found if found is not None else f"activation {name!r} has no torch version"
 
 
 def _gates(act: TorchActivation, name: str, z: Tensor, count: int) -> list[Tensor]:
     """``act`` of ``count`` adjacent gate blocks of ``z (B, count·H)``: one call when it is elementwise."""
-    if name in torch_activations.NOT_ELEMENTWISE:
+    if name in torch_activation_fns.NOT_ELEMENTWISE:
         return [act(block) for block in torch.chunk(z, count, dim=1)]
     return list(torch.chunk(act(z), count, dim=1))
 

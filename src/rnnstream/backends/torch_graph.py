@@ -23,16 +23,24 @@ they capture is the one the CPU runs, and the tests check it there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from rnnstream.graph import Graph
 from rnnstream.types import Array
 
-if TYPE_CHECKING:
-    from rnnstream.backends.torch import TorchProgram
+
+class TorchProgram(Protocol):
+    """What a FixedStep runs: a graph's step as torch operations on one device
+    (:class:`rnnstream.backends.torch.TorchProgram`)."""
+
+    graph: Graph
+    device: torch.device
+
+    def run(self, xs: list[Tensor], state: Tensor) -> tuple[list[Tensor], Tensor]: ...
 
 WARMUP_RUNS = 3
 """Eager runs on a side stream before capture (lets cuBLAS and the caching allocator settle)."""

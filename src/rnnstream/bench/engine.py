@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import platform
 import signal
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -132,6 +134,10 @@ def _paused(processes: Iterator[Any]) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
+_Workers = dict[str, tuple[Connection, Any]]
+"""Engine name → the pipe to its worker process, and the process."""
+
+
 def measure(
     model_name: str, batches: tuple[int, ...], engines: tuple[str, ...], threads: int, rounds: int, backend: str,
     progress: Callable[[str], None] = lambda _: None, device: str | None = None,
@@ -139,8 +145,26 @@ def measure(
     """Rows for ``model_name`` at each batch size, and a note for each engine that could not run.
 
     ``device`` is the torch device of backend ``torch`` and of the ``rnnstream-device`` engine."""
+    workers, missing = _start_workers(model_name, engines, threads, backend, progress, device)
+    rng = np.random.default_rng(0)
+    features = _load(model_name, "numpy", 1).inputs[0].spec.shape
+    rows = []
+    try:
+        for batch in batches:
+            xs = [rng.normal(0, 1, (batch, *features)).astype(np.float32) for _ in range(AGREEMENT_STEPS)]
+            rows.append(_measure_batch(model_name, batch, xs, workers, rounds, progress))
+    finally:
+        _stop_workers(workers)
+    return rows, missing
+
+
+def _start_workers(
+    model_name: str, engines: tuple[str, ...], threads: int, backend: str, progress: Callable[[str], None],
+    device: str | None,
+) -> tuple[_Workers, list[str]]:  # fmt: skip
+    """A process per engine, ready to step; the engines that could not start, each with why."""
     context = multiprocessing.get_context("spawn")
-    workers: dict[str, tuple[Connection, Any]] = {}
+    workers: _Workers = {}
     missing: list[str] = []
     for engine in engines:
         progress(f"{model_name}: starting {engine}")
@@ -154,41 +178,66 @@ def measure(
         else:
             missing.append(detail)
             process.join()
-    rng = np.random.default_rng(0)
-    features = _load(model_name, "numpy", 1).inputs[0].spec.shape
-    rows = []
-    try:
-        for batch in batches:
-            row = Row(model_name, batch)
-            xs = [rng.normal(0, 1, (batch, *features)).astype(np.float32) for _ in range(AGREEMENT_STEPS)]
-            reference: list[Any] = []
-            for name, (connection, _) in workers.items():
-                progress(f"{model_name} batch {batch}: checking {name}")
-                connection.send(("prepare", (batch, xs)))
-                outputs = connection.recv()
-                reference = reference or outputs
-                row.max_difference[name] = max(
-                    float(np.max(np.abs(a - b))) for a, b in zip(outputs, reference, strict=True)
-                )
-            calls = {}
-            for name, (connection, _) in workers.items():
-                connection.send(("time", (xs[0], 0)))
-                calls[name] = connection.recv()
-            samples: dict[str, list[float]] = {name: [] for name in workers}
-            for r in range(rounds):
-                for name, (connection, _) in workers.items():
-                    progress(f"{model_name} batch {batch}: round {r + 1}/{rounds} {name}")
-                    with _paused(process for other, (_, process) in workers.items() if other != name):
-                        connection.send(("time", (xs[0], calls[name])))
-                        samples[name].append(connection.recv())
-                    time.sleep(SETTLE_SECONDS)
-            row.seconds = {name: statistics.median(s) for name, s in samples.items()}
-            rows.append(row)
-    finally:
-        for connection, process in workers.values():
-            connection.send(("stop", None))
-            process.join(timeout=10)
-    return rows, missing
+    return workers, missing
+
+
+def _stop_workers(workers: _Workers) -> None:
+    for connection, process in workers.values():
+        connection.send(("stop", None))
+        process.join(timeout=10)
+
+
+def _measure_batch(
+    model_name: str, batch: int, xs: list[np.ndarray[Any, Any]], workers: _Workers, rounds: int,
+    progress: Callable[[str], None],
+) -> Row:  # fmt: skip
+    """Every engine at one batch size: checked against the first over ``xs``, then timed on ``xs[0]``."""
+    row = Row(model_name, batch)
+    label = f"{model_name} batch {batch}"
+    row.max_difference = _differences(label, batch, xs, workers, progress)
+    calls = _calibrate(xs[0], workers)
+    row.seconds = _median_seconds(label, xs[0], calls, workers, rounds, progress)
+    return row
+
+
+def _differences(
+    label: str, batch: int, xs: list[np.ndarray[Any, Any]], workers: _Workers, progress: Callable[[str], None]
+) -> dict[str, float]:
+    """Each engine's largest output difference from the first engine's over the agreement steps ``xs``."""
+    differences = {}
+    reference: list[Any] = []
+    for name, (connection, _) in workers.items():
+        progress(f"{label}: checking {name}")
+        connection.send(("prepare", (batch, xs)))
+        outputs = connection.recv()
+        reference = reference or outputs
+        differences[name] = max(float(np.max(np.abs(a - b))) for a, b in zip(outputs, reference, strict=True))
+    return differences
+
+
+def _calibrate(x: np.ndarray[Any, Any], workers: _Workers) -> dict[str, int]:
+    """Each engine's steps per timing round."""
+    calls = {}
+    for name, (connection, _) in workers.items():
+        connection.send(("time", (x, 0)))
+        calls[name] = connection.recv()
+    return calls
+
+
+def _median_seconds(
+    label: str, x: np.ndarray[Any, Any], calls: dict[str, int], workers: _Workers, rounds: int,
+    progress: Callable[[str], None],
+) -> dict[str, float]:  # fmt: skip
+    """Each engine's median over ``rounds`` of its mean seconds per step, the engines timed in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in workers}
+    for r in range(rounds):
+        for name, (connection, _) in workers.items():
+            progress(f"{label}: round {r + 1}/{rounds} {name}")
+            with _paused(process for other, (_, process) in workers.items() if other != name):
+                connection.send(("time", (x, calls[name])))
+                samples[name].append(connection.recv())
+            time.sleep(SETTLE_SECONDS)
+    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def report(rows: list[Row]) -> str:
@@ -242,33 +291,50 @@ def run(
 ) -> str:  # fmt: skip
     """The whole benchmark, printed as it goes; returns the report. With ``device`` (a torch device),
     rnnstream's DeviceBatch on it is timed too, as engine ``rnnstream-device-<cpu|cuda>``."""
-    import platform
-    import sys
-
     rows: list[Row] = []
     notes: list[str] = []
     engines = ENGINES if keras else ENGINES[:3]
-
-    def progress(text: str) -> None:
-        print(f"\r  {text:<72}", end="", file=sys.stderr, flush=True)
-
     for name in model_names:
-        # Keras comes second, in processes of its own: TensorFlow's idle thread pools would otherwise
-        # share the cores with the engines being timed. Its rows join the first phase's by batch.
-        first = (*engines[:3], DEVICE_ENGINE) if device else engines[:3]
-        measured, missing = measure(name, batches, first, threads, rounds, backend, progress, device)
-        if len(engines) > 3:
-            with_keras, keras_missing = measure(name, batches, ("rnnstream", *engines[3:]), threads, rounds, backend,
-                                                progress, device)  # fmt: skip
-            for row, extra in zip(measured, with_keras, strict=True):
-                keras_names = [n for n in extra.seconds if n.startswith("keras")]
-                row.seconds.update({n: extra.seconds[n] for n in keras_names})
-                row.max_difference.update({n: extra.max_difference[n] for n in keras_names})
-            missing += keras_missing
+        measured, missing = _measure_model(name, batches, engines, threads, rounds, backend, device)
         rows += measured
         notes += [m for m in missing if m not in notes]
-        print("\r" + " " * 76 + "\r", end="", file=sys.stderr)
-    meta = {
+    meta = _meta(threads, rounds, backend, device)
+    return _outcome(rows, notes, meta, json_path, png_path)
+
+
+def _measure_model(
+    name: str, batches: tuple[int, ...], engines: tuple[str, ...], threads: int, rounds: int, backend: str,
+    device: str | None,
+) -> tuple[list[Row], list[str]]:  # fmt: skip
+    """``measure`` for one model, in two phases: without Keras, then Keras beside rnnstream."""
+    # Keras comes second, in processes of its own: TensorFlow's idle thread pools would otherwise
+    # share the cores with the engines being timed. Its rows join the first phase's by batch.
+    first = (*engines[:3], DEVICE_ENGINE) if device else engines[:3]
+    measured, missing = measure(name, batches, first, threads, rounds, backend, _progress, device)
+    if len(engines) > 3:
+        with_keras, keras_missing = measure(name, batches, ("rnnstream", *engines[3:]), threads, rounds, backend,
+                                            _progress, device)  # fmt: skip
+        _join_keras(measured, with_keras)
+        missing += keras_missing
+    print("\r" + " " * 76 + "\r", end="", file=sys.stderr)
+    return measured, missing
+
+
+def _progress(text: str) -> None:
+    print(f"\r  {text:<72}", end="", file=sys.stderr, flush=True)
+
+
+def _join_keras(rows: list[Row], with_keras: list[Row]) -> None:
+    """Add the Keras engines' figures of ``with_keras`` to the rows of the same batch in ``rows``."""
+    for row, extra in zip(rows, with_keras, strict=True):
+        keras_names = [n for n in extra.seconds if n.startswith("keras")]
+        row.seconds.update({n: extra.seconds[n] for n in keras_names})
+        row.max_difference.update({n: extra.max_difference[n] for n in keras_names})
+
+
+def _meta(threads: int, rounds: int, backend: str, device: str | None) -> dict[str, Any]:
+    """The run's settings and the machine it ran on, for the JSON."""
+    return {
         "threads": threads,
         "rounds": rounds,
         "backend": backend,
@@ -277,6 +343,12 @@ def run(
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
     }
+
+
+def _outcome(
+    rows: list[Row], notes: list[str], meta: dict[str, Any], json_path: Path | None, png_path: Path | None
+) -> str:
+    """The report, with the engines not measured; the JSON and the chart written where asked."""
     text = report(rows)
     if notes:
         text += "\n\nnot measured: " + "; ".join(notes)

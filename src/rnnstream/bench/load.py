@@ -21,7 +21,7 @@ import struct
 import sys
 import time
 from collections.abc import Coroutine, Iterator
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -143,66 +143,98 @@ async def websocket_load(
     import websockets
 
     latencies: list[float] = []
-    counted = [0]
     values = np.full((PER_SOCKET, features), 0.1, np.float32)
+    end_holder: list[float] = []
 
-    async def socket_loop(first: int, count: int, end_holder: list[float]) -> None:
+    async def socket_loop(first: int, count: int) -> None:
         async with websockets.connect(url.replace("http", "ws", 1) + "/v2/stream", max_size=None) as socket:
-            def frame(start: bool) -> bytes:
-                requests = [{"sequence_id": f"load-{first + i}", "sequence_start": start} for i in range(count)]
-                head = json.dumps({"model": model, "requests": requests}).encode()
-                return struct.pack("<I", len(head)) + head + values[:count].tobytes()
-
-            async def answer() -> None:
-                reply = await socket.recv()
-                if not isinstance(reply, bytes):
-                    raise RuntimeError(f"the server answered text: {reply[:300]}")
-                (length,) = struct.unpack_from("<I", reply)
-                if any("error" in r for r in json.loads(reply[4 : 4 + length])["responses"]):
-                    raise RuntimeError(f"the server answered errors: {reply[4 : 4 + length][:300]!r}")
-
-            await socket.send(frame(True))
-            await answer()
+            shared = _SharedSocket(socket, model, first, values[:count], latencies)
+            await shared.start()
             while not end_holder:
                 await asyncio.sleep(0.001)
-            step = frame(False)
             if not rate:
-                while time.perf_counter() < end_holder[0]:
-                    began = time.perf_counter()
-                    await socket.send(step)
-                    await answer()
-                    latencies.extend([time.perf_counter() - began] * count)
-                    counted[0] += count
-                return
-            # Open loop: frames go out on schedule; replies come back in order (a stream's steps keep
-            # their order, and every frame of this socket carries the same streams).
-            sent: asyncio.Queue[float] = asyncio.Queue()
+                await shared.closed_loop(end_holder[0])
+            else:
+                await shared.open_loop(_schedule(end_holder[0] - seconds, end_holder[0], rate, first / streams))
 
-            async def receive() -> None:
-                while True:
-                    due = await sent.get()
-                    if due < 0:
-                        return
-                    await answer()
-                    latencies.extend([time.perf_counter() - due] * count)
-                    counted[0] += count
-
-            receiver = asyncio.ensure_future(receive())
-            for due in _schedule(end_holder[0] - seconds, end_holder[0], rate, first / streams):
-                await _until(due)
-                await socket.send(step)
-                sent.put_nowait(due)
-            sent.put_nowait(-1.0)
-            await receiver
-
-    end_holder: list[float] = []
-    tasks = [asyncio.ensure_future(socket_loop(first, min(PER_SOCKET, streams - first), end_holder))
+    tasks = [asyncio.ensure_future(socket_loop(first, min(PER_SOCKET, streams - first)))
              for first in range(0, streams, PER_SOCKET)]
     await asyncio.sleep(2.0)  # every socket connects and starts its streams
     started = time.perf_counter()
     end_holder.append(started + seconds)
     await asyncio.gather(*tasks)
-    return _summary(latencies, counted[0], time.perf_counter() - started)
+    return _summary(latencies, len(latencies), time.perf_counter() - started)
+
+
+class _Socket(Protocol):
+    """What the load generator uses of a websockets client connection."""
+
+    async def send(self, message: bytes) -> None: ...
+
+    async def recv(self) -> str | bytes: ...
+
+
+class _SharedSocket:
+    """Streams ``first`` … ``first + len(values) - 1`` on one WebSocket: each frame carries a step of every
+    one of them (``values (count, F)``), and each answered frame adds a latency per stream to ``latencies``."""
+
+    def __init__(self, socket: _Socket, model: str, first: int, values: np.ndarray[Any, Any],
+                 latencies: list[float]) -> None:  # fmt: skip
+        self.socket, self.model, self.first, self.values = socket, model, first, values
+        self.count = len(values)
+        self.latencies = latencies
+
+    def frame(self, start: bool) -> bytes:
+        """One binary frame: the length of a JSON head, the head (a request per stream), then the values."""
+        requests = [{"sequence_id": f"load-{self.first + i}", "sequence_start": start} for i in range(self.count)]
+        head = json.dumps({"model": self.model, "requests": requests}).encode()
+        return struct.pack("<I", len(head)) + head + self.values.tobytes()
+
+    async def answer(self) -> None:
+        """Wait for the next reply; raise if it is text or answers any stream with an error."""
+        reply = await self.socket.recv()
+        if not isinstance(reply, bytes):
+            raise RuntimeError(f"the server answered text: {reply[:300]}")
+        (length,) = struct.unpack_from("<I", reply)
+        if any("error" in r for r in json.loads(reply[4 : 4 + length])["responses"]):
+            raise RuntimeError(f"the server answered errors: {reply[4 : 4 + length][:300]!r}")
+
+    async def start(self) -> None:
+        """Start every stream (not timed)."""
+        await self.socket.send(self.frame(True))
+        await self.answer()
+
+    async def closed_loop(self, end: float) -> None:
+        """Send the next frame when the previous one has answered, until ``end``."""
+        step = self.frame(False)
+        while time.perf_counter() < end:
+            began = time.perf_counter()
+            await self.socket.send(step)
+            await self.answer()
+            self.latencies.extend([time.perf_counter() - began] * self.count)
+
+    async def open_loop(self, schedule: Iterator[float]) -> None:
+        """Send a frame at each time of ``schedule``, answered or not; latencies count from those times."""
+        # Open loop: frames go out on schedule; replies come back in order (a stream's steps keep
+        # their order, and every frame of this socket carries the same streams).
+        step = self.frame(False)
+        sent: asyncio.Queue[float] = asyncio.Queue()
+        receiver = asyncio.ensure_future(self._receive(sent))
+        for due in schedule:
+            await _until(due)
+            await self.socket.send(step)
+            sent.put_nowait(due)
+        sent.put_nowait(-1.0)
+        await receiver
+
+    async def _receive(self, sent: asyncio.Queue[float]) -> None:
+        """Take the answers of the frames sent at the times put in ``sent``, in order, until a negative one."""
+        while True:
+            due = await sent.get()
+            if due < 0:
+                return
+            await self.answer()
+            self.latencies.extend([time.perf_counter() - due] * self.count)
 
 
 def _schedule(started: float, end: float, rate: float, phase: float) -> Iterator[float]:

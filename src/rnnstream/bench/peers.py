@@ -8,7 +8,7 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
 - ``pytorch``: ``nn.LSTMCell`` / ``nn.Linear`` per layer with the same weights, in ``torch.no_grad``.
 - ``keras-predict``: a ``stateful=True`` Keras model, ``model.predict`` once per step (what the seed
   blog does), and ``keras-call``: the same model called directly, ``model(x)``.
-- ``rnnstream-device`` (optional): rnnstream's own :class:`~rnnstream.backends.torch.DeviceBatch`, the
+- ``rnnstream-device`` (optional): rnnstream's own :class:`~rnnstream.device_batch.DeviceBatch`, the
   state resident on a torch device (on CUDA, the step replayed as a CUDA graph).
 """
 
@@ -52,7 +52,8 @@ def rnnstream_peer(model: StreamModel) -> Peer:
 
 def device_batch_peer(model: StreamModel, threads: int, device: str | None) -> Peer:
     """Steps a DeviceBatch on ``device`` (default: CUDA when torch sees a GPU, else the CPU)."""
-    from rnnstream.backends.torch import DeviceBatch, resolve_device
+    from rnnstream.backends.torch import resolve_device
+    from rnnstream.device_batch import DeviceBatch
 
     where = resolve_device(device)
     model.set_backend("torch", threads=threads, device=str(where))  # every DeviceBatch shares its weights

@@ -1,4 +1,4 @@
-"""``rnnstream bench seed``: the seed blog's experiment (``shared/seeds/001_…``), every approach timed.
+"""``rnnstream bench seed``: the seed blog's experiment (docs/benchmarks.md), every approach timed.
 
 Batch 10, length 200, 4 features, LSTM(100) → LSTM(200) → Dense(1, sigmoid), one set of weights.
 Each approach produces the output at every step t = 1..T:
@@ -67,79 +67,112 @@ def _timed(label: str, length: int, step: Callable[[int], np.ndarray[Any, Any]],
     return Result(label, time.perf_counter() - start, np.stack(outputs, axis=1), exact)
 
 
+_STATE_SHAPES = {"lstm1_h": UNITS_1, "lstm1_c": UNITS_1, "lstm2_h": UNITS_2, "lstm2_c": UNITS_2}
+"""The states that the functional and subclassed models take and return, and their widths."""
+
+
 def keras_approaches(X: np.ndarray[Any, Any], window: int) -> tuple[list[Result], Any]:
     """Every Keras approach of the blog on ``X (B, T, F)``; returns the results and the classic model."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
 
-    L = keras.layers
-    B, T, F = X.shape
+    B, T, _ = X.shape
     keras.utils.set_random_seed(0)
-
-    def stack(inp: Any, stateful: bool) -> Any:
-        x = L.LSTM(UNITS_1, return_sequences=True, stateful=stateful)(inp)
-        x = L.LSTM(UNITS_2, stateful=stateful)(x)
-        return keras.Model(inp, L.Dense(1, activation="sigmoid")(x))
-
-    classic = stack(L.Input((None, F)), stateful=False)
-    stateful = stack(L.Input((None, F), batch_size=B), stateful=True)
-    stateful.set_weights(classic.get_weights())
-
-    def with_states(inputs: dict[str, Any], lstm1: Any, lstm2: Any, dense: Any) -> dict[str, Any]:
-        o1, h1, c1 = lstm1(inputs["input"], initial_state=[inputs["lstm1_h"], inputs["lstm1_c"]])
-        o2, h2, c2 = lstm2(o1, initial_state=[inputs["lstm2_h"], inputs["lstm2_c"]])
-        return {"output": dense(o2), "lstm1_h": h1, "lstm1_c": c1, "lstm2_h": h2, "lstm2_c": c2}
-
-    def layers() -> tuple[Any, Any, Any]:
-        return (L.LSTM(UNITS_1, return_sequences=True, return_state=True), L.LSTM(UNITS_2, return_state=True),
-                L.Dense(1, activation="sigmoid"))  # fmt: skip
-
-    state_shapes = {"lstm1_h": UNITS_1, "lstm1_c": UNITS_1, "lstm2_h": UNITS_2, "lstm2_c": UNITS_2}
-    inputs = {"input": L.Input((None, F)), **{k: L.Input((n,)) for k, n in state_shapes.items()}}
-    functional = keras.Model(inputs, with_states(inputs, *layers()))
-    functional.set_weights(classic.get_weights())
-
-    class Subclassed(keras.Model):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.lstm1, self.lstm2, self.dense = layers()
-
-        def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
-            return with_states(inputs, self.lstm1, self.lstm2, self.dense)
-
-    subclassed = Subclassed()
-    subclassed({"input": X[:, :1], **{k: np.zeros((B, n), np.float32) for k, n in state_shapes.items()}})
-    subclassed.set_weights(classic.get_weights())
+    classic, stateful, functional, subclassed = _keras_models(X)
     compiled = tf.function(lambda feed: functional(feed))
-
-    def zero_states() -> dict[str, Any]:
-        return {k: np.zeros((B, n), np.float32) for k, n in state_shapes.items()}
-
-    def manual(run: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[int], np.ndarray[Any, Any]]:
-        states = zero_states()
-
-        def step(i: int) -> np.ndarray[Any, Any]:
-            nonlocal states
-            out = run({"input": X[:, i : i + 1], **states})
-            states = {k: out[k] for k in state_shapes}
-            return np.asarray(out["output"])
-
-        return step
-
     results = [
         _timed("classic", T, lambda i: classic.predict(X[:, : i + 1], verbose=0)),
         _timed("windowed", T, lambda i: classic.predict(X[:, max(0, i + 1 - window) : i + 1], verbose=0), False),
         _timed("stateful", T, lambda i: stateful.predict(X[:, i : i + 1], verbose=0, batch_size=B)),
-        _timed("functional", T, manual(lambda feed: functional.predict(feed, verbose=0))),
-        _timed("subclassed", T, manual(lambda feed: subclassed.predict(feed, verbose=0))),
+        _timed("functional", T, _passing_states(X, lambda feed: functional.predict(feed, verbose=0))),
+        _timed("subclassed", T, _passing_states(X, lambda feed: subclassed.predict(feed, verbose=0))),
     ]
     for layer in stateful.layers:
         if getattr(layer, "stateful", False):
             layer.reset_states()
     results.append(_timed("model(x)", T, lambda i: stateful(X[:, i : i + 1])))
-    results.append(_timed("tf.function", T, manual(compiled)))
+    results.append(_timed("tf.function", T, _passing_states(X, compiled)))
     return results, classic
+
+
+def _keras_models(X: np.ndarray[Any, Any]) -> tuple[Any, Any, Any, Any]:
+    """The classic, stateful, functional and subclassed models for ``X (B, T, F)``, all with the classic
+    model's weights."""
+    import keras
+
+    L = keras.layers
+    B, _, F = X.shape
+    classic = _stack(L.Input((None, F)), stateful=False)
+    stateful = _stack(L.Input((None, F), batch_size=B), stateful=True)
+    stateful.set_weights(classic.get_weights())
+    inputs = {"input": L.Input((None, F)), **{k: L.Input((n,)) for k, n in _STATE_SHAPES.items()}}
+    functional = keras.Model(inputs, _with_states(inputs, *_state_layers()))
+    functional.set_weights(classic.get_weights())
+    subclassed = _subclassed()
+    subclassed({"input": X[:, :1], **_zero_states(B)})
+    subclassed.set_weights(classic.get_weights())
+    return classic, stateful, functional, subclassed
+
+
+def _stack(inp: Any, stateful: bool) -> Any:
+    """LSTM(UNITS_1) → LSTM(UNITS_2) → Dense(1, sigmoid) on ``inp``, as a ``keras.Model``."""
+    import keras
+
+    L = keras.layers
+    x = L.LSTM(UNITS_1, return_sequences=True, stateful=stateful)(inp)
+    x = L.LSTM(UNITS_2, stateful=stateful)(x)
+    return keras.Model(inp, L.Dense(1, activation="sigmoid")(x))
+
+
+def _state_layers() -> tuple[Any, Any, Any]:
+    """The layers of the stack, the LSTMs returning their states."""
+    import keras
+
+    L = keras.layers
+    return (L.LSTM(UNITS_1, return_sequences=True, return_state=True), L.LSTM(UNITS_2, return_state=True),
+            L.Dense(1, activation="sigmoid"))  # fmt: skip
+
+
+def _with_states(inputs: dict[str, Any], lstm1: Any, lstm2: Any, dense: Any) -> dict[str, Any]:
+    """The stack from the states in ``inputs``: its output and new states, by name."""
+    o1, h1, c1 = lstm1(inputs["input"], initial_state=[inputs["lstm1_h"], inputs["lstm1_c"]])
+    o2, h2, c2 = lstm2(o1, initial_state=[inputs["lstm2_h"], inputs["lstm2_c"]])
+    return {"output": dense(o2), "lstm1_h": h1, "lstm1_c": c1, "lstm2_h": h2, "lstm2_c": c2}
+
+
+def _subclassed() -> Any:
+    """The stack with explicit states as a subclassed ``keras.Model`` (its weights are made on its first call)."""
+    import keras
+
+    class Subclassed(keras.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm1, self.lstm2, self.dense = _state_layers()
+
+        def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            return _with_states(inputs, self.lstm1, self.lstm2, self.dense)
+
+    return Subclassed()
+
+
+def _zero_states(B: int) -> dict[str, Any]:
+    return {k: np.zeros((B, n), np.float32) for k, n in _STATE_SHAPES.items()}
+
+
+def _passing_states(
+    X: np.ndarray[Any, Any], run: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Callable[[int], np.ndarray[Any, Any]]:
+    """A step ``i`` that runs ``X[:, i]`` from the states ``run`` returned at the step before (zeros first)."""
+    states = _zero_states(X.shape[0])
+
+    def step(i: int) -> np.ndarray[Any, Any]:
+        nonlocal states
+        out = run({"input": X[:, i : i + 1], **states})
+        states = {k: out[k] for k in _STATE_SHAPES}
+        return np.asarray(out["output"])
+
+    return step
 
 
 def rnnstream_approach(model: Any, X: np.ndarray[Any, Any]) -> Result:

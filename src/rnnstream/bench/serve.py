@@ -38,13 +38,15 @@ class LoadResult:
         return f"{self.rate:g}/s each" if self.rate else "closed"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (the OS picked it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Return once the server ``process`` at ``url`` answers its readiness check; raise if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -59,7 +61,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60)
 
 
 def measure(model: str, protocol: str, batching: str, streams: int, seconds: float, rate: float = 0.0) -> LoadResult:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "rnnstream", "serve", f"{model}={MODELS[model]}", "--port", str(port),
@@ -67,7 +69,7 @@ def measure(model: str, protocol: str, batching: str, streams: int, seconds: flo
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_ready(url, server)
+        wait_ready(url, server)
         load = subprocess.run(
             [sys.executable, "-m", "rnnstream.bench.load", url, model, protocol, str(streams), str(seconds),
              str(rate)],

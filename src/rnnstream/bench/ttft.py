@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnstream.bench.serve import _free_port, _wait_ready
+from rnnstream.bench.serve import free_port, wait_ready
 
 PROMPT = "ROMEO.\n"
 
@@ -136,13 +136,13 @@ def report(results: list[RoundResult], tokens: int, threads: int | None = None) 
 def run(clients: tuple[int, ...] = (1, 100), tokens: int = 100, threads: int | None = None) -> str:
     """Start a server with the text model (``threads``: its engine threads, default every core), measure
     each client count after a warm-up, return the table."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     options = ["--threads", str(threads)] if threads is not None else []
     server = subprocess.Popen([sys.executable, "-m", "rnnstream", "serve", "text", "--port", str(port), *options],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(url, server)
+        wait_ready(url, server)
         measure(url, 4, 10, samples=4)  # warm-up: first calls, the event loop's first connections
         results = [measure(url, n, tokens) for n in clients]
     finally:

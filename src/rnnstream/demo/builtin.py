@@ -16,8 +16,8 @@ import numpy as np
 
 from rnnstream.errors import ModelFileError
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import TensorSpec
 from rnnstream.layers.dense import Dense, Identity
+from rnnstream.layers.layer import TensorSpec
 from rnnstream.layers.recurrent import LSTM
 from rnnstream.model import StreamModel
 

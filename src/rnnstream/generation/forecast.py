@@ -186,56 +186,73 @@ def _rollout(
 
 def _plan(model: StreamModel, index: int, feedback: Mapping[Any, Any] | None) -> list[_Column]:
     """Per model input: which columns are fed from which output column, and which are exogenous."""
-    inputs = model.inputs
+    _check_forecastable(model, index)
+    n_out = model.output_specs[index].shape[0]
+    widths = {s.name: s.spec.shape[0] for s in model.inputs}
+    maps = _feedback_maps(feedback, [s.name for s in model.inputs], widths, n_out)
+    return [_fed_columns(s.name, widths[s.name], maps.get(s.name, {}), n_out) for s in model.inputs]
+
+
+def _check_forecastable(model: StreamModel, index: int) -> None:
+    """Refuse a model whose inputs are not real-valued rows ``(B, F)``, or whose output ``index`` is not ``(B, O)``."""
     out_spec = model.output_specs[index]
-    for spec in inputs:
+    for spec in model.inputs:
         if spec.spec.dtype != "float32" or len(spec.spec.shape) != 1:
             raise InputError(f"forecasting feeds real-valued inputs (B, F); input {spec.name!r} is "
                              f"{spec.spec.describe()} (token models generate with rnnstream.generate)")
     if len(out_spec.shape) != 1:
         raise InputError(f"forecasting needs an output (B, O); output {model.output_names[index]!r} is "
                          f"{out_spec.describe()}")
-    n_out = out_spec.shape[0]
-    widths = {s.name: s.spec.shape[0] for s in inputs}
+
+
+def _feedback_maps(
+    feedback: Mapping[Any, Any] | None, names: list[str], widths: dict[str, int], n_out: int
+) -> dict[str, dict[int, int]]:
+    """``feedback`` as ``{input name: {input column: output column}}`` (not yet checked against the widths)."""
     if feedback is None:
-        if len(inputs) != 1 or widths[inputs[0].name] != n_out:
+        if len(names) != 1 or widths[names[0]] != n_out:
             raise InputError(
                 f"say which outputs feed which inputs (feedback=...): the model's output has {n_out} columns and its "
                 f"inputs are {widths}, so the output cannot simply become the next input"
             )
-        maps: dict[str, dict[int, int]] = {inputs[0].name: {c: c for c in range(n_out)}}
-    elif all(isinstance(k, int | np.integer) and not isinstance(k, bool) for k in feedback):
-        if len(inputs) != 1:
+        return {names[0]: {c: c for c in range(n_out)}}
+    if all(isinstance(k, int | np.integer) and not isinstance(k, bool) for k in feedback):
+        if len(names) != 1:
             raise InputError(f"this model has inputs {list(widths)}: give feedback by input name")
-        maps = {inputs[0].name: {int(k): v for k, v in feedback.items()}}
-    else:
-        unknown = sorted(str(k) for k in feedback if k not in widths)
-        if unknown:
-            raise InputError(f"feedback names inputs {unknown}; this model's inputs are {list(widths)}")
-        maps = {}
-        for name, spec in feedback.items():
-            if isinstance(spec, Mapping):
-                maps[name] = {_column(name, k): v for k, v in spec.items()}
-            elif not isinstance(spec, Sequence) or isinstance(spec, str):
-                raise InputError(f"feedback for input {name!r} is a list of output columns or a dict "
-                                 f"{{column: output_column}}, got {spec!r}")
-            elif len(spec) != widths[name]:
-                raise InputError(f"feedback for input {name!r} lists {len(spec)} output columns for its "
-                                 f"{widths[name]} columns; give all, or a dict {{column: output_column}}")
-            else:
-                maps[name] = dict(enumerate(spec))
-    columns = []
-    for spec in inputs:
-        F = widths[spec.name]
-        fed, source = np.zeros(F, bool), np.zeros(F, np.int64)
-        for column, out in maps.get(spec.name, {}).items():
-            is_index = isinstance(out, int | np.integer) and not isinstance(out, bool)
-            if not 0 <= column < F or not is_index or not 0 <= out < n_out:
-                raise InputError(f"feedback {column} → {out} for input {spec.name!r}: input columns are 0..{F - 1}, "
-                                 f"output columns 0..{n_out - 1}")
-            fed[column], source[column] = True, out
-        columns.append(_Column(fed, source))
-    return columns
+        return {names[0]: {int(k): v for k, v in feedback.items()}}
+    return _feedback_by_name(feedback, widths)
+
+
+def _feedback_by_name(feedback: Mapping[Any, Any], widths: dict[str, int]) -> dict[str, dict[int, int]]:
+    """``{input_name: [output columns] or {column: output_column}}`` as ``{input name: {column: output column}}``."""
+    unknown = sorted(str(k) for k in feedback if k not in widths)
+    if unknown:
+        raise InputError(f"feedback names inputs {unknown}; this model's inputs are {list(widths)}")
+    maps = {}
+    for name, spec in feedback.items():
+        if isinstance(spec, Mapping):
+            maps[name] = {_column(name, k): v for k, v in spec.items()}
+        elif not isinstance(spec, Sequence) or isinstance(spec, str):
+            raise InputError(f"feedback for input {name!r} is a list of output columns or a dict "
+                             f"{{column: output_column}}, got {spec!r}")
+        elif len(spec) != widths[name]:
+            raise InputError(f"feedback for input {name!r} lists {len(spec)} output columns for its "
+                             f"{widths[name]} columns; give all, or a dict {{column: output_column}}")
+        else:
+            maps[name] = dict(enumerate(spec))
+    return maps
+
+
+def _fed_columns(name: str, F: int, feeds: Mapping[int, Any], n_out: int) -> _Column:
+    """Input ``name`` of width ``F`` with the columns ``feeds`` maps to output columns (of ``n_out``) fed back."""
+    fed, source = np.zeros(F, bool), np.zeros(F, np.int64)
+    for column, out in feeds.items():
+        is_index = isinstance(out, int | np.integer) and not isinstance(out, bool)
+        if not 0 <= column < F or not is_index or not 0 <= out < n_out:
+            raise InputError(f"feedback {column} → {out} for input {name!r}: input columns are 0..{F - 1}, "
+                             f"output columns 0..{n_out - 1}")
+        fed[column], source[column] = True, out
+    return _Column(fed, source)
 
 
 def _column(name: str, key: Any) -> int:
@@ -340,7 +357,7 @@ def _batch_of_one(model: StreamModel, history: Any) -> list[FloatArray]:
 def _one_row(model: StreamModel, state: State | None) -> State:
     if state is None:
         return model.initial_state(1)
-    model._check_state(state)
+    model.check_state(state)
     if state.batch_size != 1:
         raise InputError(f"a forecast starts from one stream's state; this State has {state.batch_size} rows")
     return state

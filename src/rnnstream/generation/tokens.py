@@ -136,7 +136,7 @@ class Generation:
         if state is not None:
             if isinstance(self._engine, StreamsEngine):
                 raise InputError("a Streams target keeps its states in its store; start from one with restore()")
-            self.tokens.model._check_state(state)
+            self.tokens.model.check_state(state)
             if state.batch_size != 1:
                 raise InputError(f"stream {stream_id!r}: state has {state.batch_size} rows; give a one-row State")
         request = TokenRequest(stream_id, ids, rule, int(max_tokens), stops, np.random.default_rng(seed),
@@ -172,42 +172,67 @@ class Generation:
         with self._lock:
             joining, self._joining = self._joining, []
             cancelled, self._cancelled = self._cancelled, set()
-        active = self._active
-        events: list[TokenEvent] = []
         joining = [r for r in self._priming + joining if r.stream_id not in cancelled]
         if cancelled:
-            self._leave({i for i, r in enumerate(active.requests) if r.stream_id in cancelled})
-        events += self._warm([r for r in joining if len(r.prompt) - r.primed > PRIME_CHUNK])
+            self._leave({i for i, r in enumerate(self._active.requests) if r.stream_id in cancelled})
+        events = self._warm([r for r in joining if len(r.prompt) - r.primed > PRIME_CHUNK])
         long = [r for r in joining if len(r.prompt) - r.primed > PRIME_CHUNK]
         self._priming = [r for r in long if r.stream_id in self._known]  # those whose chunk failed have left
         joining = [r for r in joining if len(r.prompt) - r.primed <= PRIME_CHUNK]
-        scores: list[FloatArray] = []
-        if len(active):
-            try:
-                scores.append(self._engine.feed(active.pending))
-            except Exception as error:  # the engine failed for every stream: each hears why
-                events += self._fail(active.requests, active.produced.tolist(), error)
-                self._leave(set(range(len(active))))
-        if joining:
-            try:
-                scores.append(self._prime(joining))
-                active.append(joining)
-            except Exception as error:  # one prompt's failure is that stream's own: the others go without it
-                if not self._can_retry_alone(error):
-                    events += self._fail(joining, [0] * len(joining), error)
-                    self._forget({r.stream_id for r in joining})
-                    joining = []
-                for request in joining:
-                    try:
-                        scores.append(self._prime([request]))
-                        active.append([request])
-                    except Exception as error:
-                        events += self._fail([request], [0], error)
-                        self._forget({request.stream_id})
+        fed, feed_events = self._feed()
+        joined, join_events = self._join(joining)
+        events += feed_events + join_events
         self._forget(cancelled)
-        if not len(active):
+        if not len(self._active):
             return events
-        p = probabilities(np.concatenate(scores), active.rules)  # (n, V)
+        return events + self._sample(np.concatenate(fed + joined))
+
+    def _feed(self) -> tuple[list[FloatArray], list[TokenEvent]]:
+        """Feed every active stream the token it sampled last: their scores; or, if the engine fails, none, an
+        error event for each stream, and the streams gone."""
+        active = self._active
+        if not len(active):
+            return [], []
+        try:
+            return [self._engine.feed(active.pending)], []
+        except Exception as error:  # the engine failed for every stream: each hears why
+            events = self._fail(active.requests, active.produced.tolist(), error)
+            self._leave(set(range(len(active))))
+            return [], events
+
+    def _join(self, joining: list[TokenRequest]) -> tuple[list[FloatArray], list[TokenEvent]]:
+        """Prime the prompts of ``joining`` and make them active: their first scores, and an error event for
+        each stream that could not join."""
+        if not joining:
+            return [], []
+        try:
+            scores = [self._prime(joining)]
+            self._active.append(joining)
+            return scores, []
+        except Exception as error:  # one prompt's failure is that stream's own: the others go without it
+            if self._can_retry_alone(error):
+                return self._join_one_by_one(joining)
+            events = self._fail(joining, [0] * len(joining), error)
+            self._forget({r.stream_id for r in joining})
+            return [], events
+
+    def _join_one_by_one(self, joining: list[TokenRequest]) -> tuple[list[FloatArray], list[TokenEvent]]:
+        """``_join`` with a prime per prompt: a prompt that fails leaves without the others."""
+        scores: list[FloatArray] = []
+        events: list[TokenEvent] = []
+        for request in joining:
+            try:
+                scores.append(self._prime([request]))
+                self._active.append([request])
+            except Exception as error:
+                events += self._fail([request], [0], error)
+                self._forget({request.stream_id})
+        return scores, events
+
+    def _sample(self, scores: FloatArray) -> list[TokenEvent]:
+        """A token for every active stream from its ``scores (n, V)``; the streams that finish leave."""
+        active = self._active
+        p = probabilities(scores, active.rules)  # (n, V)
         greedy = active.rules.T == 0
         tokens = draw(p, greedy, active.next_uniforms(np.flatnonzero(~greedy)))  # (n,)
         active.pending = tokens
@@ -217,8 +242,8 @@ class Generation:
         finish: list[str | None] = ["length" if d else None for d in done.tolist()]
         for i in stopped:
             finish[i] = "stop"
-        events += [TokenEvent(r.stream_id, t, n - 1, f) for r, t, n, f in
-                   zip(active.requests, tokens.tolist(), active.produced.tolist(), finish, strict=True)]
+        events = [TokenEvent(r.stream_id, t, n - 1, f) for r, t, n, f in
+                  zip(active.requests, tokens.tolist(), active.produced.tolist(), finish, strict=True)]
         self._leave(set(np.flatnonzero(done).tolist()) | set(stopped))
         return events
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from rnnstream.errors import UnsupportedLayerError
 from rnnstream.graph import GraphBuilder
-from rnnstream.layers.base import Layer, TensorSpec
+from rnnstream.layers.layer import Layer, TensorSpec
 from rnnstream.layers.sequence import LastStep
 
 BATCH, TIME, UNIT, FEATURE = "B", "T", "1", "F"

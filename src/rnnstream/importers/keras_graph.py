@@ -14,7 +14,7 @@ from rnnstream.graph import IMPLICIT_MASK, NO_MASK, Graph, GraphBuilder
 from rnnstream.importers.keras_files import KerasSource
 from rnnstream.importers.keras_layers import LayerContext, build_layer
 from rnnstream.importers.keras_ops import OPS, build_op
-from rnnstream.layers.base import Layer, TensorSpec
+from rnnstream.layers.layer import Layer, TensorSpec
 
 TensorKey = tuple[str, int, int]
 

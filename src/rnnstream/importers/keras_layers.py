@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from rnnstream.errors import ModelFileError, UnsupportedLayerError
-from rnnstream.layers.base import Layer, StatelessLayer, TensorSpec
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.layers.dense import Activation, Dense, Embedding, Identity, ReLU
+from rnnstream.layers.layer import Layer, StatelessLayer, TensorSpec
 from rnnstream.layers.merge import Concatenate, Masking, Merge
 from rnnstream.layers.norm import BatchNorm, LayerNorm, Normalization
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN

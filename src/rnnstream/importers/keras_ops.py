@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rnnstream.importers.keras_layers import LayerContext
-from rnnstream.layers.base import Layer
+from rnnstream.layers.layer import Layer
 from rnnstream.layers.ops import Compare, ExpandDims, Fill, Join, Logical, Reduce
 
 OpBuilder = Callable[[LayerContext, list[Any]], Layer]

@@ -30,7 +30,7 @@ from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer
 from rnnstream.importers.onnx_layout import LAYOUT
 from rnnstream.importers.onnx_ops import COMPUTE, Handler, Op
 from rnnstream.importers.onnx_recurrent import recurrent
-from rnnstream.layers.base import TensorSpec
+from rnnstream.layers.layer import TensorSpec
 
 OPERATORS: dict[str, Handler] = {**COMPUTE, **LAYOUT, "LSTM": recurrent, "GRU": recurrent, "RNN": recurrent}
 

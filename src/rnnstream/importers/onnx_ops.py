@@ -19,9 +19,9 @@ import numpy as np
 
 from rnnstream.errors import UnsupportedLayerError
 from rnnstream.importers.axes import FEATURE, NodeContext, Shape, Stack, Tensor, Writer, Zeros
-from rnnstream.layers.base import Layer
 from rnnstream.layers.dense import Activation, Dense, Embedding, ReLU
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation, parametric_name
+from rnnstream.layers.layer import Layer
 from rnnstream.layers.merge import Merge
 from rnnstream.layers.norm import LayerNorm
 from rnnstream.types import FloatArray

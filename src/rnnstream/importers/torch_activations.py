@@ -18,9 +18,9 @@ from torch.nn import functional as nnf
 
 from rnnstream.importers.axes import Tensor
 from rnnstream.importers.torch_call import Call, Handler
-from rnnstream.layers.base import Layer
 from rnnstream.layers.dense import Activation, ReLU
 from rnnstream.layers.elementwise import ParametricActivation, parametric_name
+from rnnstream.layers.layer import Layer
 
 
 def activation(call: Call, x: Tensor, name: str) -> Tensor:

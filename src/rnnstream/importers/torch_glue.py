@@ -236,10 +236,26 @@ _NEEDS_FUTURE = "it needs the whole sequence, including steps that have not arri
 _REDUCES = f"reduces over an axis (over time, {_NEEDS_FUTURE}; reductions over features are not supported)"
 _RESHAPES = "reshapes the tensor; rnnstream keeps batch, time and features apart (use transpose/squeeze, or indexing)"
 
+TRACER_CHECKS = (("torch.fx._symbolic_trace", "_assert_is_none"),)
+"""Calls torch.fx inserts into a trace for concrete arguments (``concrete_args``): nothing to compute. They
+are recognised by module and name (no private attribute of torch is read): a torch whose tracer inserts
+other checks refuses them as unknown operations, with their names."""
+
+
+def handler_of(target: Any) -> Handler | None:
+    """The handler of a traced ``call_function`` target, or None for one rnnstream does not read.
+
+    >>> handler_of(operator.getitem) is FUNCTIONS[operator.getitem], handler_of(print)
+    (True, None)
+    """
+    if (getattr(target, "__module__", None), getattr(target, "__name__", None)) in TRACER_CHECKS:
+        return lambda call: None
+    return FUNCTIONS.get(target)
+
+
 FUNCTIONS: dict[Any, Handler] = {
     operator.getitem: _getitem,
     getattr: _getattr,
-    torch.fx._symbolic_trace._assert_is_none: lambda call: None,
     operator.add: _arith("add"), torch.add: _arith("add"),
     operator.sub: _arith("sub"), torch.sub: _arith("sub"), torch.subtract: _arith("sub"),
     operator.mul: _arith("mul"), torch.mul: _arith("mul"), torch.multiply: _arith("mul"),

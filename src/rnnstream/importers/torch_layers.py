@@ -1,7 +1,7 @@
 """``torch.nn`` modules → canonical layers, through one explicit table (:data:`MODULES`).
 
 Weights are copied (a later training step of the module does not change the imported model) and
-checked for shape; PyTorch's layouts become rnnstream's (FORMATS.md): ``Wx = weight_ih.T``,
+checked for shape; PyTorch's layouts become rnnstream's (docs/formats.md#from-pytorch): ``Wx = weight_ih.T``,
 ``b = bias_ih + bias_hh``, GRU gates reordered r, z, n → z, r, n with ``reset_after=True``, an LSTM
 ``proj_size`` as a projection ``Wr = weight_hr.T``.
 
@@ -23,8 +23,8 @@ from rnnstream.errors import ModelFileError
 from rnnstream.importers.axes import BATCH, FEATURE, TIME, LayoutError, Stack, Tensor, Zeros
 from rnnstream.importers.torch_activations import activation, elu_name, leaky_relu, softmax
 from rnnstream.importers.torch_call import Call
-from rnnstream.layers.base import Layer
 from rnnstream.layers.dense import Dense, Embedding
+from rnnstream.layers.layer import Layer
 from rnnstream.layers.norm import LayerNorm
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
 from rnnstream.types import FloatArray

@@ -36,9 +36,9 @@ from rnnstream.errors import ModelFileError, UnsupportedLayerError
 from rnnstream.graph import Graph
 from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer, Zeros, input_layouts
 from rnnstream.importers.torch_call import Call
-from rnnstream.importers.torch_glue import FUNCTIONS, METHODS
+from rnnstream.importers.torch_glue import FUNCTIONS, METHODS, handler_of
 from rnnstream.importers.torch_layers import MODULES, REFUSED, module_kind
-from rnnstream.layers.base import TensorSpec
+from rnnstream.layers.layer import TensorSpec
 from rnnstream.model import StreamModel
 
 
@@ -209,9 +209,8 @@ class _Interpreter:
                 f"forward uses the tensor {node.target!r} directly; rnnstream reads weights from the modules it "
                 "knows (nn.Linear, nn.LSTM, ...): wrap the computation in such a module"
             )
-        table, key = (FUNCTIONS, node.target) if node.op == "call_function" else (METHODS, node.target)
         label = getattr(node.target, "__name__", str(node.target))
-        handler = table.get(key)
+        handler = handler_of(node.target) if node.op == "call_function" else METHODS.get(node.target)
         call = Call(node.name, f"operation {node.name!r} ({label})", self.writer, tuple(args), dict(kwargs))
         if handler is None:
             known = sorted({getattr(f, "__name__", str(f)) for f in FUNCTIONS} | {f".{m}()" for m in METHODS})

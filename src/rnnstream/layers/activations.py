@@ -22,8 +22,9 @@ from rnnstream.types import Array, FloatArray
 
 Activation = Callable[[FloatArray], FloatArray]
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
+# SELU's α and λ (Klambauer et al. 2017); the torch backend uses the same constants.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def _f32(x: Array | float) -> FloatArray:
@@ -61,7 +62,7 @@ def elu(x: FloatArray) -> FloatArray:
 
 
 def selu(x: FloatArray) -> FloatArray:
-    return _f32(_SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0))))
+    return _f32(SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0))))
 
 
 def celu(x: FloatArray) -> FloatArray:

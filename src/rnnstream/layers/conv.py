@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rnnstream.layers import activations
-from rnnstream.layers.base import Layer, StepResult, TensorSpec, last_dim
+from rnnstream.layers.layer import Layer, StepResult, TensorSpec, last_dim
 from rnnstream.types import BoolArray, FloatArray
 
 
@@ -60,13 +60,13 @@ class CausalConv1D(Layer):
 
     def output_specs(self, inputs: list[TensorSpec]) -> list[TensorSpec]:
         if len(inputs) != 1:
-            raise self._refuse(f"takes one input, got {len(inputs)}")
+            raise self.refuse(f"takes one input, got {len(inputs)}")
         (x,) = inputs
         features = last_dim(self, x)
         if len(x.shape) != 1 or not x.sequence:
-            raise self._refuse(f"expects a (batch, time, features) sequence, got {x.describe()}")
+            raise self.refuse(f"expects a (batch, time, features) sequence, got {x.describe()}")
         if features != self.in_features:
-            raise self._refuse(f"kernel expects {self.in_features} input features, input has {features}")
+            raise self.refuse(f"kernel expects {self.in_features} input features, input has {features}")
         return [TensorSpec((self.out_features,))]
 
     def step(self, inputs: list[FloatArray], mask: BoolArray | None, state: FloatArray) -> StepResult:

@@ -14,7 +14,7 @@ import numpy as np
 
 from rnnstream.errors import InputError
 from rnnstream.layers import activations
-from rnnstream.layers.base import StatelessLayer, TensorSpec, float_input, last_dim
+from rnnstream.layers.layer import StatelessLayer, TensorSpec, float_input, last_dim
 from rnnstream.types import BoolArray, FloatArray
 
 
@@ -36,7 +36,7 @@ class Dense(StatelessLayer):
     def output_spec(self, x: TensorSpec) -> TensorSpec:
         features = last_dim(self, x)
         if features != self.W.shape[0]:
-            raise self._refuse(f"kernel expects {self.W.shape[0]} input features, input has {features}")
+            raise self.refuse(f"kernel expects {self.W.shape[0]} input features, input has {features}")
         return TensorSpec((*x.shape[:-1], self.W.shape[1]), sequence=x.sequence)
 
     def apply(self, inputs: list[FloatArray]) -> FloatArray:
@@ -62,7 +62,7 @@ class Embedding(StatelessLayer):
 
     def output_spec(self, x: TensorSpec) -> TensorSpec:
         if x.dtype != "int64":
-            raise self._refuse(f"needs token ids from a model input of shape (batch, time), got {x.describe()}")
+            raise self.refuse(f"needs token ids from a model input of shape (batch, time), got {x.describe()}")
         return TensorSpec((*x.shape, self.E.shape[1]), sequence=x.sequence)
 
     def apply(self, inputs: list[FloatArray]) -> FloatArray:
@@ -101,7 +101,7 @@ class Activation(StatelessLayer):
         float_input(self, x)
         if self.activation_name == "glu":
             if not x.shape or x.shape[-1] % 2:
-                raise self._refuse(f"glu needs an even last axis, input is {x.describe()}")
+                raise self.refuse(f"glu needs an even last axis, input is {x.describe()}")
             return TensorSpec((*x.shape[:-1], x.shape[-1] // 2), sequence=x.sequence)
         return x
 

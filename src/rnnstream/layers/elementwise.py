@@ -28,7 +28,7 @@ import numpy as np
 from rnnstream.errors import UnsupportedLayerError
 from rnnstream.layers import activations
 from rnnstream.layers.activations import Activation
-from rnnstream.layers.base import StatelessLayer, TensorSpec, float_input
+from rnnstream.layers.layer import StatelessLayer, TensorSpec, float_input
 from rnnstream.types import FloatArray
 
 Formula = Callable[[FloatArray, np.float32, np.float32], FloatArray]
@@ -133,7 +133,7 @@ class ParametricActivation(StatelessLayer):
     def __init__(self, name: str, *, activation: str) -> None:
         super().__init__(name)
         if parse(activation) is None:
-            raise self._refuse(f"{activation!r} is not an activation with parameters; use the Activation layer")
+            raise self.refuse(f"{activation!r} is not an activation with parameters; use the Activation layer")
         self.activation_name = activation
         self.act = get(activation)
 
@@ -164,7 +164,7 @@ class ConstantOp(StatelessLayer):
     def __init__(self, name: str, *, op: str, constant: FloatArray) -> None:
         super().__init__(name)
         if op not in OPS:
-            raise self._refuse(f"unknown operation {op!r}; known: {', '.join(OPS)}")
+            raise self.refuse(f"unknown operation {op!r}; known: {', '.join(OPS)}")
         self.op = op
         self.constant = np.ascontiguousarray(constant, dtype=np.float32)
 
@@ -175,7 +175,7 @@ class ConstantOp(StatelessLayer):
         except ValueError:
             fits = False
         if not fits:
-            raise self._refuse(
+            raise self.refuse(
                 f"the constant of shape {self.constant.shape} does not broadcast over the features of {x.describe()}"
             )
         return x

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.layers.base import StatelessLayer, TensorSpec, float_input, last_dim
+from rnnstream.layers.layer import StatelessLayer, TensorSpec, float_input, last_dim
 from rnnstream.types import BoolArray, FloatArray
 
 _OPS = ("add", "subtract", "multiply", "average", "maximum", "minimum")
@@ -45,19 +45,19 @@ class Merge(_KerasMerge):
     def __init__(self, name: str, *, op: str, keras_major: int = 3) -> None:
         super().__init__(name, keras_major=keras_major)
         if op not in _OPS:
-            raise self._refuse(f"unknown merge {op!r}; known: {', '.join(_OPS)}")
+            raise self.refuse(f"unknown merge {op!r}; known: {', '.join(_OPS)}")
         self.op = op
 
     def output_specs(self, inputs: list[TensorSpec]) -> list[TensorSpec]:
         if len(inputs) < 2 or (self.op == "subtract" and len(inputs) != 2):
             expected = "exactly 2" if self.op == "subtract" else "at least 2"
-            raise self._refuse(f"needs {expected} inputs, got {len(inputs)}")
+            raise self.refuse(f"needs {expected} inputs, got {len(inputs)}")
         for x in inputs:
             float_input(self, x)
         first = inputs[0]
         if any(x.shape != first.shape or x.sequence != first.sequence for x in inputs):
             shapes = ", ".join(x.describe() for x in inputs)
-            raise self._refuse(f"inputs must have one shape (broadcasting is not supported), got {shapes}")
+            raise self.refuse(f"inputs must have one shape (broadcasting is not supported), got {shapes}")
         return [first]
 
     def apply(self, inputs: list[FloatArray]) -> FloatArray:
@@ -88,16 +88,16 @@ class Concatenate(_KerasMerge):
 
     def output_specs(self, inputs: list[TensorSpec]) -> list[TensorSpec]:
         if len(inputs) < 2:
-            raise self._refuse(f"needs at least 2 inputs, got {len(inputs)}")
+            raise self.refuse(f"needs at least 2 inputs, got {len(inputs)}")
         first = inputs[0]
         for x in inputs:
             last_dim(self, x)
             if x.sequence != first.sequence or len(x.shape) != len(first.shape):
-                raise self._refuse(f"cannot join {first.describe()} and {x.describe()}")
+                raise self.refuse(f"cannot join {first.describe()} and {x.describe()}")
         axis = self.axis % len(first.shape)
         for x in inputs:
             if x.shape[:axis] + x.shape[axis + 1 :] != first.shape[:axis] + first.shape[axis + 1 :]:
-                raise self._refuse(f"shapes {first.describe()} and {x.describe()} differ off the join axis")
+                raise self.refuse(f"shapes {first.describe()} and {x.describe()} differ off the join axis")
         joined = sum(x.shape[axis] for x in inputs)
         return [TensorSpec((*first.shape[:axis], joined, *first.shape[axis + 1 :]), sequence=first.sequence)]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.layers.base import StatelessLayer, TensorSpec, last_dim
+from rnnstream.layers.layer import StatelessLayer, TensorSpec, last_dim
 from rnnstream.types import FloatArray
 
 KERAS_EPSILON = 1e-7
@@ -25,7 +25,7 @@ def _check_features(layer: StatelessLayer, x: TensorSpec, *vectors: FloatArray |
     features = last_dim(layer, x)
     for v in vectors:
         if v is not None and v.size != 1 and v.shape[-1] != features:
-            raise layer._refuse(f"weights have {v.shape[-1]} features, input has {features}")
+            raise layer.refuse(f"weights have {v.shape[-1]} features, input has {features}")
     return x
 
 

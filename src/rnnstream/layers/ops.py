@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.layers.base import StatelessLayer, TensorSpec
+from rnnstream.layers.layer import StatelessLayer, TensorSpec
 from rnnstream.types import Array, BoolArray, FloatArray
 
 
@@ -30,7 +30,7 @@ class MaskOp(StatelessLayer):
     def _axis(self, x: TensorSpec, axis: int) -> int:
         """A feature axis (negative) of ``x`` for ``axis``, already mapped by the importer."""
         if not -len(x.shape) <= axis < 0:
-            raise self._refuse(f"axis {axis} is not a feature axis of {x.describe()}")
+            raise self.refuse(f"axis {axis} is not a feature axis of {x.describe()}")
         return axis
 
 
@@ -89,11 +89,11 @@ class Logical(MaskOp):
 
     def output_specs(self, inputs: list[TensorSpec]) -> list[TensorSpec]:
         if (self.op == "not") != (len(inputs) == 1):
-            raise self._refuse(f"logical {self.op} got {len(inputs)} inputs")
+            raise self.refuse(f"logical {self.op} got {len(inputs)} inputs")
         try:
             shape = np.broadcast_shapes(*(x.shape for x in inputs))
         except ValueError:
-            raise self._refuse(f"cannot broadcast {[x.describe() for x in inputs]}") from None
+            raise self.refuse(f"cannot broadcast {[x.describe() for x in inputs]}") from None
         return [TensorSpec(tuple(shape), dtype="bool", sequence=inputs[0].sequence)]
 
     def apply(self, inputs: list[FloatArray]) -> Array:
@@ -117,7 +117,7 @@ class ExpandDims(MaskOp):
     def output_spec(self, x: TensorSpec) -> TensorSpec:
         position = len(x.shape) + 1 + self.axis
         if not 0 <= position <= len(x.shape):
-            raise self._refuse(f"axis {self.axis} is not a feature axis of {x.describe()}")
+            raise self.refuse(f"axis {self.axis} is not a feature axis of {x.describe()}")
         return TensorSpec((*x.shape[:position], 1, *x.shape[position:]), dtype=x.dtype, sequence=x.sequence)
 
     def apply(self, inputs: list[FloatArray]) -> Array:
@@ -159,7 +159,7 @@ class Join(MaskOp):
         first = inputs[0]
         axis = self._axis(first, self.axis) % len(first.shape)
         if any(len(x.shape) != len(first.shape) for x in inputs):
-            raise self._refuse(f"cannot join {[x.describe() for x in inputs]}")
+            raise self.refuse(f"cannot join {[x.describe() for x in inputs]}")
         joined = sum(x.shape[axis] for x in inputs)
         shape = (*first.shape[:axis], joined, *first.shape[axis + 1 :])
         return [TensorSpec(shape, dtype=first.dtype, sequence=first.sequence)]

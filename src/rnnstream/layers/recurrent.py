@@ -1,6 +1,6 @@
 """Recurrent layers: LSTM, GRU (reset after / before), SimpleRNN, one step at a time.
 
-Canonical layouts (see FORMATS.md): ``Wx (I, G·H)``, ``Wh (H, G·H)``; gates in Keras order
+Canonical layouts (docs/formats.md#canonical-layouts): ``Wx (I, G·H)``, ``Wh (H, G·H)``; gates in Keras order
 (LSTM ``i, f, g, o``; GRU ``z, r, n``). On a masked step (Keras semantics) a stream keeps its state
 and its output repeats the previous output, ``h``, or is zero with ``zero_output_for_mask``.
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from rnnstream.layers import elementwise
 from rnnstream.layers.activations import Activation
-from rnnstream.layers.base import Layer, StepResult, TensorSpec, last_dim
+from rnnstream.layers.layer import Layer, StepResult, TensorSpec, last_dim
 from rnnstream.types import BoolArray, FloatArray
 
 
@@ -53,7 +53,7 @@ class Recurrent(Layer):
     ) -> None:
         super().__init__(name)
         if Wx.ndim != 2 or Wh.ndim != 2 or Wx.shape[1] % self.gates or Wh.shape[1] != Wx.shape[1]:
-            raise self._refuse(
+            raise self.refuse(
                 f"weights Wx {Wx.shape} and Wh {Wh.shape} do not fit {self.gates} gates: "
                 f"expected (I, {self.gates}·H) and (h, {self.gates}·H)"
             )
@@ -61,7 +61,7 @@ class Recurrent(Layer):
         self.Wx = Wx  # (I, G·H)
         self.Wh = Wh  # (h_size, G·H)
         if clip is not None and not clip > 0:
-            raise self._refuse(f"clip must be a positive number, got {clip}")
+            raise self.refuse(f"clip must be a positive number, got {clip}")
         self.activation_name = activation
         self.recurrent_activation_name = recurrent_activation
         self.keras_major = keras_major
@@ -93,18 +93,18 @@ class Recurrent(Layer):
 
     def output_specs(self, inputs: list[TensorSpec]) -> list[TensorSpec]:
         if len(inputs) != 1:
-            raise self._refuse(f"takes one input sequence, got {len(inputs)} tensors")
+            raise self.refuse(f"takes one input sequence, got {len(inputs)} tensors")
         (x,) = inputs
         features = last_dim(self, x)
         if len(x.shape) != 1:
-            raise self._refuse(f"expects (batch, time, features) input, got {x.describe()}")
+            raise self.refuse(f"expects (batch, time, features) input, got {x.describe()}")
         if not x.sequence:
-            raise self._refuse(
+            raise self.refuse(
                 "is fed a whole-sequence value (the output of an RNN with return_sequences=False), "
                 "not a sequence; it cannot stream"
             )
         if features != self.Wx.shape[0]:
-            raise self._refuse(f"kernel expects {self.Wx.shape[0]} input features, input has {features}")
+            raise self.refuse(f"kernel expects {self.Wx.shape[0]} input features, input has {features}")
         out = TensorSpec((self.h_size,), sequence=self.return_sequences)
         states = [TensorSpec((size,), sequence=False) for _, size in self.state_parts]
         return [out, *states] if self.return_state else [out]
@@ -195,14 +195,14 @@ class LSTM(Recurrent):
         self.cell_activation_name = cell_activation
         self.cell_act: Activation = self.act if cell_activation is None else elementwise.get(cell_activation)
         if b.shape != (4 * H,):
-            raise self._refuse(f"bias has shape {b.shape}, expected ({4 * H},)")
+            raise self.refuse(f"bias has shape {b.shape}, expected ({4 * H},)")
         if peepholes is not None and peepholes.shape != (3, H):
-            raise self._refuse(f"peepholes have shape {peepholes.shape}, expected (3, {H}) (rows i, f, o)")
+            raise self.refuse(f"peepholes have shape {peepholes.shape}, expected (3, {H}) (rows i, f, o)")
         expected_h = H if projection is None else projection.shape[1]
         if projection is not None and projection.shape[0] != H:
-            raise self._refuse(f"projection has shape {projection.shape}, expected ({H}, proj_size)")
+            raise self.refuse(f"projection has shape {projection.shape}, expected ({H}, proj_size)")
         if self.h_size != expected_h:
-            raise self._refuse(f"Wh has {self.h_size} rows, but h has {expected_h} columns")
+            raise self.refuse(f"Wh has {self.h_size} rows, but h has {expected_h} columns")
         self._plain = self.plain  # decided once: the step is on the hot path of the NumPy backend
 
     @property
@@ -293,9 +293,9 @@ class GRU(Recurrent):
         self.bh = bh  # (3H,); None when reset_after=False (Keras has no recurrent bias then)
         self.reset_after = reset_after
         if reset_after != (bh is not None):
-            raise self._refuse("a recurrent bias bh goes with reset_after=True, and only with it")
+            raise self.refuse("a recurrent bias bh goes with reset_after=True, and only with it")
         if self.h_size != self.units:
-            raise self._refuse(f"Wh has {self.h_size} rows, expected {self.units}")
+            raise self.refuse(f"Wh has {self.h_size} rows, expected {self.units}")
 
     def cell(self, x: FloatArray, state: FloatArray) -> FloatArray:
         H = self.units
@@ -331,7 +331,7 @@ class SimpleRNN(Recurrent):
         super().__init__(name, Wx=Wx, Wh=Wh, **flags)
         self.b = b  # (H,)
         if self.h_size != self.units:
-            raise self._refuse(f"Wh has {self.h_size} rows, expected {self.units}")
+            raise self.refuse(f"Wh has {self.h_size} rows, expected {self.units}")
 
     def cell(self, x: FloatArray, state: FloatArray) -> FloatArray:
         return self.act(self._clip(x @ self.Wx + self.b + state @ self.Wh))  # (B, H)

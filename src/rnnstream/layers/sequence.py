@@ -6,7 +6,7 @@ passes its input through; only what the tensor *is* changes (``TensorSpec.sequen
 as for a Keras RNN with ``return_sequences=False``), so a recurrent layer can no longer be fed it.
 
 >>> import numpy as np
->>> from rnnstream.layers.base import TensorSpec
+>>> from rnnstream.layers.layer import TensorSpec
 >>> last = LastStep("last")
 >>> last.output_spec(TensorSpec((3,))).describe(), last.apply([np.ones((2, 3), np.float32)]).shape
 ('(B, 3)', (2, 3))
@@ -14,7 +14,7 @@ as for a Keras RNN with ``return_sequences=False``), so a recurrent layer can no
 
 from __future__ import annotations
 
-from rnnstream.layers.base import StatelessLayer, TensorSpec
+from rnnstream.layers.layer import StatelessLayer, TensorSpec
 from rnnstream.types import FloatArray
 
 
@@ -25,7 +25,7 @@ class LastStep(StatelessLayer):
 
     def output_spec(self, x: TensorSpec) -> TensorSpec:
         if not x.sequence:
-            raise self._refuse(f"takes the last step of a sequence, but is fed a whole-sequence value {x.describe()}")
+            raise self.refuse(f"takes the last step of a sequence, but is fed a whole-sequence value {x.describe()}")
         return TensorSpec(x.shape, dtype=x.dtype, sequence=False)
 
     def apply(self, inputs: list[FloatArray]) -> FloatArray:

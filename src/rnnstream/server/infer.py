@@ -26,11 +26,12 @@ from typing import Any
 import orjson
 
 from rnnstream.errors import RnnstreamError
-from rnnstream.server.app import ASGIApp, Receive, Scope, Send, ServedModel, ServerState, receive_body
-from rnnstream.server.errors import MethodNotAllowedError, error_body, status_for
+from rnnstream.server.asgi import ASGIApp, Receive, Scope, Send, receive_body
 from rnnstream.server.metrics import labels_key
 from rnnstream.server.oip import HEADER_LENGTH, InferCall, encode_infer, parse_infer
-from rnnstream.stepping import Result
+from rnnstream.server.refusals import MethodNotAllowedError, error_body, status_for
+from rnnstream.server.served import ServedModel, ServerState
+from rnnstream.step_request import Result
 
 Headers = list[tuple[bytes, bytes]]
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()

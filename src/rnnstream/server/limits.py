@@ -2,7 +2,7 @@
 
 Each limit is a field of :class:`~rnnstream.server.config.ServerConfig` (default: ``Limit.default``) and a flag of
 ``rnnstream serve`` (``--max-prompt-tokens``...). A request past a limit is refused before any work with
-a JSON error naming the limit, the request's value and the limit (:class:`~rnnstream.server.errors.LimitError`);
+a JSON error naming the limit, the request's value and the limit (:class:`~rnnstream.server.refusals.LimitError`);
 the two per-connection limits hold a client back instead (backpressure) or end its stream with an event.
 
 >>> [limit.flag for limit in LIMITS][:3]
@@ -10,14 +10,14 @@ the two per-connection limits hold a client back instead (backpressure) or end i
 >>> check("max_prompt_tokens", 100, 8192)  # within: nothing happens
 >>> check("max_prompt_tokens", 9000, 8192)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-rnnstream.server.errors.LimitError: prompt tokens of a generation: 9,000 is over this server's limit of 8,192 (...)
+rnnstream.server.refusals.LimitError: prompt tokens of a generation: 9,000 is over this server's limit of 8,192 (...)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rnnstream.server.errors import LimitError
+from rnnstream.server.refusals import LimitError
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,14 @@ LIMITS: tuple[Limit, ...] = (
           "400"),
     Limit("max_quantiles", 99, "quantiles one forecast may ask for", "400"),
 )
-"""Every limit, in the order the README's table lists them."""
+"""Every limit, in the order the table in docs/operations.md lists them."""
 
 BY_NAME = {limit.name: limit for limit in LIMITS}
 DEFAULTS = {limit.name: limit.default for limit in LIMITS}
 
 
 def markdown_table() -> str:
-    """The README's table of the limits (name, default, flag, what it bounds, what exceeding it answers)."""
+    """The limits as docs/operations.md tables them (name, default, flag, what it bounds, what past it answers)."""
     rows = ["| name | default | flag | bounds | past it |", "|---|---:|---|---|---|"]
     rows += [f"| `{limit.name}` | {limit.default:,} | `{limit.flag}` | {limit.what} | {limit.answer} |"
              for limit in LIMITS]

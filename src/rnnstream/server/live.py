@@ -22,9 +22,9 @@ from starlette.staticfiles import StaticFiles
 from rnnstream.demo import CO2_MODEL, co2_calendar, co2_series, forecast_dates
 from rnnstream.importers import load
 from rnnstream.model import StreamModel
-from rnnstream.server.app import ServerState
-from rnnstream.server.generate import TokenServices
+from rnnstream.server.generate_http import TokenServices
 from rnnstream.server.metrics import LIVE_SECONDS
+from rnnstream.server.served import ServerState
 
 STATIC = Path(__file__).parent / "static"
 DEMO_HORIZON = 156

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rnnstream.server.errors import status_for
+from rnnstream.server.refusals import status_for
 
 Labels = tuple[tuple[str, str], ...]
 

@@ -16,10 +16,10 @@ import numpy as np
 import orjson
 
 from rnnstream.model import StreamModel
-from rnnstream.server.errors import LimitError, ProtocolError
+from rnnstream.server.refusals import LimitError, ProtocolError
 from rnnstream.server.schema import InferenceRequest, InferParameters, decode
 from rnnstream.server.tensors import one_step, spec_datatype, tensor
-from rnnstream.stepping import StepRequest
+from rnnstream.step_request import StepRequest
 from rnnstream.types import Array
 
 if TYPE_CHECKING:

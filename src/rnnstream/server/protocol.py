@@ -34,9 +34,11 @@ from typing import Any
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
-from rnnstream.server.app import bearer_matches
+from rnnstream.server.asgi import bearer_matches
 from rnnstream.server.infer import SERVER_ERROR, InferEndpoint, Reply, infer_target
+from rnnstream.server.uvicorn_shape import Reliance, missing
 
 DRAIN_SECONDS = 1.0
 """How long an idle connection stays open after SIGTERM for a request already on its way."""
@@ -49,15 +51,24 @@ flow control never pauses reading a body. Larger ones are dominated by their pay
 UVICORN_HOOKS = ("on_message_begin", "on_headers_complete", "on_message_complete", "on_response_complete", "shutdown",
                  "_unset_keepalive_if_required", "_start_asgi_task", "timeout_keep_alive_handler")
 """The methods of uvicorn's protocol that InferProtocol overrides or calls (uvicorn's internals)."""
+UVICORN_STATE = ("access_log", "access_logger", "app", "client", "cycle", "expect_100_continue", "flow", "headers",
+                 "limit_concurrency", "logger", "loop", "parser", "pipeline", "root_path", "server_state",
+                 "timeout_keep_alive", "timeout_keep_alive_task", "transport", "url")
+"""The attributes of uvicorn's protocol that InferProtocol reads or writes."""
 
 
-def missing_hooks(base: type = HttpToolsProtocol) -> list[str]:
-    """The hooks ``base`` lacks: a uvicorn whose protocol changed shape serves without InferProtocol.
+def missing_hooks() -> list[str]:
+    """What InferProtocol relies on that the installed uvicorn lacks (rnnstream.server.uvicorn_shape): its
+    protocol's methods and attributes, the attributes it reads of a request's cycle (an InferCycle has
+    them) and of its server state. Non-empty: ``rnnstream serve`` uses uvicorn's own protocol.
 
-    >>> missing_hooks(), missing_hooks(object)[:2]
-    ([], ['on_message_begin', 'on_headers_complete'])
+    >>> missing_hooks()
+    []
     """
-    return [name for name in UVICORN_HOOKS if not callable(getattr(base, name, None))]
+    cycle = InferCycle.__slots__
+    return missing(Reliance(HttpToolsProtocol, UVICORN_HOOKS, UVICORN_STATE, {"cycle": cycle})) + missing(
+        Reliance(ServerState, attributes=("total_requests", "default_headers"))
+    )
 
 
 class _NoWaiter:

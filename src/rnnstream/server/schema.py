@@ -14,7 +14,7 @@ a one-step seed request (this Zen 4, one core): msgspec 1.5 µs, pydantic 4.0 µ
 ('FP32', b'[1, 2]')
 >>> decode(InferenceRequest, b'{"inputs": [{"name": "x", "shape": [1], "datatype": ["FP32"]}]}')
 Traceback (most recent call last):
-rnnstream.server.errors.ProtocolError: Expected `str`, got `array` - at `$.inputs[0].datatype`
+rnnstream.server.refusals.ProtocolError: Expected `str`, got `array` - at `$.inputs[0].datatype`
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from rnnstream.server.errors import ProtocolError
+from rnnstream.server.refusals import ProtocolError
 
 T = TypeVar("T")
 

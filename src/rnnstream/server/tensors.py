@@ -8,12 +8,12 @@ A tensor then becomes one step of one stream of its model input: shape ``[1, *fe
 may carry).
 
 >>> from rnnstream.graph import InputSpec
->>> from rnnstream.layers.base import TensorSpec
+>>> from rnnstream.layers.layer import TensorSpec
 >>> values(Raw(b"[[1, 2], [3, 4]]"), "UINT8", "$.data")
 [1, 2, 3, 4]
 >>> values(Raw(b"[300]"), "UINT8", "$.data")
 Traceback (most recent call last):
-rnnstream.server.errors.ProtocolError: Expected `int` <= 255 - at `$.data[0]`
+rnnstream.server.refusals.ProtocolError: Expected `int` <= 255 - at `$.data[0]`
 >>> one_step(np.float32([[1, 2]]), InputSpec("x", TensorSpec((2,)), 0), "FP32").tolist()
 [1.0, 2.0]
 """
@@ -29,7 +29,7 @@ from msgspec import Meta, Raw, UnsetType
 
 from rnnstream.batch_inputs import cast_input
 from rnnstream.graph import InputSpec
-from rnnstream.server.errors import ProtocolError
+from rnnstream.server.refusals import ProtocolError
 from rnnstream.server.schema import InferInput
 from rnnstream.types import Array
 

@@ -33,16 +33,17 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 import orjson
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rnnstream.errors import RnnstreamError
 from rnnstream.server import limits
-from rnnstream.server.app import ServedModel, ServerState
-from rnnstream.server.errors import ProtocolError, error_body, status_for
 from rnnstream.server.oip import UINT64_MAX, check_id, step_request
+from rnnstream.server.refusals import ProtocolError, error_body, status_for
 from rnnstream.server.schema import FrameHeader, FrameSteps, StreamMessage, StreamStep, decode
+from rnnstream.server.served import ServedModel, ServerState
 from rnnstream.server.tensors import step_values
-from rnnstream.stepping import StepRequest
+from rnnstream.step_request import StepRequest
 
 logger = logging.getLogger(__name__)
 SERVICE_RESTART = 1012
@@ -279,3 +280,8 @@ def _binary_inputs(served: ServedModel, values: bytes, count: int) -> list[Any]:
 
 async def stream_socket(websocket: WebSocket) -> None:
     await StreamSocket(websocket, websocket.app.state.server).run()
+
+
+def routes() -> list[BaseRoute]:
+    """``/v2/stream``."""
+    return [WebSocketRoute("/v2/stream", stream_socket)]

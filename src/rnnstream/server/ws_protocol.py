@@ -14,26 +14,24 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from rnnstream.server.uvicorn_shape import Reliance, missing
+
 UVICORN_HOOKS = ("shutdown", "receive", "stop_keepalive")
 """The methods of uvicorn's protocol that DrainingWebSocket overrides or calls (uvicorn's internals)."""
 UVICORN_STATE = ("queue", "read_paused", "handshake_complete", "initial_response", "close_sent", "transport")
-"""The attributes of uvicorn's protocol it reads (checked on an instance by ``missing_state``)."""
+"""The attributes of uvicorn's protocol it reads or writes."""
 
 SERVICE_RESTART = 1012
 
 
-def missing_hooks(base: type = WebSocketsSansIOProtocol) -> list[str]:
-    """The methods ``base`` lacks: a uvicorn whose protocol changed shape serves with its own protocol.
+def missing_hooks() -> list[str]:
+    """What DrainingWebSocket relies on that the installed uvicorn's protocol lacks (methods, attributes:
+    rnnstream.server.uvicorn_shape). Non-empty: ``rnnstream serve`` uses uvicorn's own protocol.
 
-    >>> missing_hooks(), missing_hooks(object)
-    ([], ['shutdown', 'receive', 'stop_keepalive'])
+    >>> missing_hooks()
+    []
     """
-    return [name for name in UVICORN_HOOKS if not callable(getattr(base, name, None))]
-
-
-def missing_state(protocol: Any) -> list[str]:
-    """The attributes a protocol instance lacks (read once, when the first connection opens)."""
-    return [name for name in UVICORN_STATE if not hasattr(protocol, name)]
+    return missing(Reliance(WebSocketsSansIOProtocol, UVICORN_HOOKS, UVICORN_STATE))
 
 
 class DrainingWebSocket(WebSocketsSansIOProtocol):
@@ -42,8 +40,8 @@ class DrainingWebSocket(WebSocketsSansIOProtocol):
     draining = False
 
     def shutdown(self) -> None:
-        if missing_state(self) or self.close_sent or not self.handshake_complete or self.initial_response is not None:
-            super().shutdown()  # nothing to drain (or a uvicorn of another shape): uvicorn's own shutdown
+        if self.close_sent or not self.handshake_complete or self.initial_response is not None:
+            super().shutdown()  # nothing to drain: uvicorn's own shutdown
             return
         self.draining = True
         self.stop_keepalive()

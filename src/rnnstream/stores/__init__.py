@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from rnnstream.errors import StoreError
-from rnnstream.stores.base import Records, Store
 from rnnstream.stores.memory import MemoryStore
+from rnnstream.stores.store import Records, Store
 
 KNOWN = ("memory://", "redis://host:port/db", "rediss://host:port/db", "redis-cluster://host:port")
 

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rnnstream.stores.base import Records, Store
+from rnnstream.stores.store import Records, Store
 from rnnstream.types import Array, BoolArray, FloatArray, IntArray
 
 INITIAL_CAPACITY = 1024

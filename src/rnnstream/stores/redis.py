@@ -23,7 +23,7 @@ import numpy as np
 
 from rnnstream.errors import MissingDependencyError, StoreError
 from rnnstream.stores import redis_scripts
-from rnnstream.stores.base import Records, Store
+from rnnstream.stores.store import Records, Store
 from rnnstream.types import BoolArray, FloatArray, IntArray
 
 logger = logging.getLogger(__name__)

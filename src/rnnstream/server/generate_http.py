@@ -40,9 +40,11 @@ from rnnstream.generation.tokens import Generation, ReaderLagError, TokenEvent
 from rnnstream.generation.vocab import Vocabulary
 from rnnstream.model import StreamModel
 from rnnstream.server import limits
-from rnnstream.server.app import ServerState, read_body
+from rnnstream.server.asgi import read_body
 from rnnstream.server.config import ServerConfig
-from rnnstream.server.errors import (
+from rnnstream.server.metrics import Metrics
+from rnnstream.server.oip import check_id
+from rnnstream.server.refusals import (
     GenerationLimitError,
     LimitError,
     NotFoundError,
@@ -50,9 +52,8 @@ from rnnstream.server.errors import (
     error_body,
     status_for,
 )
-from rnnstream.server.metrics import Metrics
-from rnnstream.server.oip import check_id
 from rnnstream.server.schema import GenerateParameters, GenerateRequest, decode
+from rnnstream.server.served import ServerState
 from rnnstream.server.sse import EventStream, unless_disconnected
 
 logger = logging.getLogger(__name__)

@@ -31,11 +31,12 @@ from rnnstream.errors import RnnstreamError
 from rnnstream.generation.forecast import Forecast, forecast_stream
 from rnnstream.model import StreamModel
 from rnnstream.server import limits
-from rnnstream.server.app import ServedModel, ServerState, error_response, read_body
+from rnnstream.server.asgi import error_response, read_body
 from rnnstream.server.config import ServerConfig
-from rnnstream.server.errors import ProtocolError
 from rnnstream.server.oip import check_id
+from rnnstream.server.refusals import ProtocolError
 from rnnstream.server.schema import ForecastRequest, decode
+from rnnstream.server.served import ServedModel, ServerState
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 

@@ -108,7 +108,7 @@ class Layer(ABC):
     def initial_state(self, batch_size: int) -> FloatArray:
         return np.zeros((batch_size, self.state_size), dtype=np.float32)
 
-    def _refuse(self, why: str) -> UnsupportedLayerError:
+    def refuse(self, why: str) -> UnsupportedLayerError:
         return UnsupportedLayerError(f"layer {self.name!r} ({type(self).__name__}): {why}")
 
 
@@ -128,7 +128,7 @@ class StatelessLayer(Layer):
 
     def output_specs(self, inputs: list[TensorSpec]) -> list[TensorSpec]:
         if len(inputs) != 1:
-            raise self._refuse(f"takes one input, got {len(inputs)}")
+            raise self.refuse(f"takes one input, got {len(inputs)}")
         return [self.output_spec(inputs[0])]
 
     def output_spec(self, x: TensorSpec) -> TensorSpec:
@@ -139,14 +139,14 @@ class StatelessLayer(Layer):
 def float_input(layer: Layer, x: TensorSpec) -> None:
     """Refuse token ids where a layer needs floats."""
     if x.dtype != "float32":
-        raise layer._refuse(f"needs float inputs, but is fed {x.dtype} token ids; put an Embedding first")
+        raise layer.refuse(f"needs float inputs, but is fed {x.dtype} token ids; put an Embedding first")
 
 
 def last_dim(layer: Layer, x: TensorSpec) -> int:
     """The size of the feature axis a layer works on, refusing inputs that have none."""
     float_input(layer, x)
     if not x.shape:
-        raise layer._refuse(
+        raise layer.refuse(
             "input has no feature axis (shape (batch, time)); feed it (batch, time, features)"
         )
     return x.shape[-1]

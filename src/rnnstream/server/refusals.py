@@ -12,7 +12,7 @@ An error body is JSON: ``{"error": message}``, plus ``expected_step`` for a step
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from rnnstream.errors import (
     ConflictError,
@@ -67,45 +67,63 @@ class GenerationLimitError(StreamLimitError):
     """The server is generating as many streams as it takes (a 503); retry later."""
 
 
-STATUS: list[tuple[type[Exception], int]] = [
-    (ProtocolError, 400),
-    (InputError, 400),
-    (StreamNotFoundError, 400),
-    (UnauthorizedError, 401),
-    (NotFoundError, 404),
-    (MethodNotAllowedError, 405),
-    (StepOrderError, 409),
-    (ConflictError, 409),
-    (BodyTooLargeError, 413),
-    (StreamLimitError, 503),
-    (StoreError, 503),
-    (ShuttingDownError, 503),
-    (QueueTimeoutError, 504),
-]
+class Outcome(NamedTuple):
+    """How a server answers one kind of error: the HTTP status, and whether the same request may
+    succeed later (it changed nothing; ``"retryable": true`` in the body)."""
 
-RETRYABLE = (ConflictError, QueueTimeoutError, StreamLimitError, StoreError, ShuttingDownError)
-"""Errors after which the same request may succeed (it changed nothing)."""
+    kind: type[Exception]
+    status: int
+    retryable: bool = False
+
+
+OUTCOMES: list[Outcome] = [
+    Outcome(ProtocolError, 400),
+    Outcome(InputError, 400),
+    Outcome(StreamNotFoundError, 400),
+    Outcome(UnauthorizedError, 401),
+    Outcome(NotFoundError, 404),
+    Outcome(MethodNotAllowedError, 405),
+    Outcome(StepOrderError, 409),
+    Outcome(ConflictError, 409, retryable=True),
+    Outcome(BodyTooLargeError, 413),
+    Outcome(StreamLimitError, 503, retryable=True),
+    Outcome(StoreError, 503, retryable=True),
+    Outcome(ShuttingDownError, 503, retryable=True),
+    Outcome(QueueTimeoutError, 504, retryable=True),
+]
+"""Every error a client can meet, first match wins; anything else is a bug: 500, not retryable. A
+LimitError carries its own status (400, or 429 and retryable)."""
+
+
+def outcome(error: Exception) -> Outcome:
+    """How the server answers ``error``.
+
+    >>> outcome(QueueTimeoutError("waited")).status, outcome(QueueTimeoutError("waited")).retryable
+    (504, True)
+    """
+    if isinstance(error, LimitError):
+        return Outcome(LimitError, error.status, retryable=error.status == 429)
+    for known in OUTCOMES:
+        if isinstance(error, known.kind):
+            return known
+    return Outcome(Exception, 500)
 
 
 def status_for(error: Exception) -> int:
     """The HTTP status of ``error``: 4xx for what the client sent, 503/504 for a busy server, 500 for a bug."""
-    if isinstance(error, LimitError):
-        return error.status
-    for kind, status in STATUS:
-        if isinstance(error, kind):
-            return status
-    return 500
+    return outcome(error).status
 
 
 def error_body(error: Exception) -> dict[str, Any]:
     """The JSON body of ``error``'s reply (a bug's message is not shown: it is logged)."""
-    if status_for(error) == 500:
+    answer = outcome(error)
+    if answer.status == 500:
         return {"error": "internal error (logged by the server); please report it"}
     body: dict[str, Any] = {"error": str(error)}
     if isinstance(error, StepOrderError):
         body["expected_step"] = error.expected
     if isinstance(error, LimitError):
         body["limit"] = {"name": error.name, "value": error.value, "limit": error.limit}
-    if isinstance(error, RETRYABLE) or (isinstance(error, LimitError) and error.status == 429):
+    if answer.retryable:
         body["retryable"] = True
     return body

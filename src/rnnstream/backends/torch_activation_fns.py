@@ -24,7 +24,7 @@ from torch import Tensor
 
 from rnnstream.errors import UnsupportedLayerError
 from rnnstream.layers import elementwise
-from rnnstream.layers.activations import _SELU_ALPHA, _SELU_SCALE
+from rnnstream.layers.activations import SELU_ALPHA, SELU_SCALE
 
 TorchActivation = Callable[[Tensor], Tensor]
 
@@ -49,7 +49,7 @@ def elu(x: Tensor) -> Tensor:
 
 
 def selu(x: Tensor) -> Tensor:
-    return _SELU_SCALE * torch.where(x > 0, x, _SELU_ALPHA * torch.expm1(torch.clamp_max(x, 0.0)))
+    return SELU_SCALE * torch.where(x > 0, x, SELU_ALPHA * torch.expm1(torch.clamp_max(x, 0.0)))
 
 
 def celu(x: Tensor) -> Tensor:

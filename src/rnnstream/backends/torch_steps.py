@@ -29,10 +29,10 @@ from torch import Tensor
 
 from rnnstream.backends import torch_cells
 from rnnstream.backends.torch_cells import NodeStep, Result, activation, tensor
-from rnnstream.layers.base import Layer
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.layers.dense import Activation, Dense, Embedding, Identity, ReLU
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation
+from rnnstream.layers.layer import Layer
 from rnnstream.layers.merge import Concatenate, Masking, Merge
 from rnnstream.layers.norm import BatchNorm, LayerNorm, Normalization
 from rnnstream.layers.ops import Compare, ExpandDims, Fill, Join, Logical, Reduce

@@ -1,0 +1,54 @@
+/* The fused step kernel's interface: the task one call runs (Job) and the compiled variant this CPU runs.
+ *
+ * The extension's translation units share it: kernel.c compiles the kernel (fused_kernel.h) once per
+ * instruction set and picks one at import, work_pool.c shares a Job's work with helper threads,
+ * launcher.c runs Jobs on a background thread, and _fused.c, the Python module, builds Jobs from plans
+ * and arrays.
+ */
+#ifndef RNNSTREAM_KERNEL_H
+#define RNNSTREAM_KERNEL_H
+
+#include <Python.h> /* Py_ssize_t */
+#include <stddef.h>
+
+/* Only PyInit__fused leaves the extension: the names shared between its files stay inside it. */
+#pragma GCC visibility push(hidden)
+
+enum { EPI_ACT = 0, EPI_LSTM = 1, EPI_GRU = 2 };
+enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3 };
+
+typedef struct {
+    int epilogue, activation, batch, panels, k_x, k_h, units, threads;
+    const float *weights, *bias, *x, *h, *c;
+    float *out, *out_c;
+    Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
+    float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
+} Job;
+
+/* The blocked path (fused_kernel.h): BR x BV tiles, KC inputs per k-block, at most RB_MAX rows per block. */
+#define BR 6
+#define BV 2
+#define KC 256
+#define RB_MAX 48
+#define BLOCK_FLOATS 32768 /* 128 KB */
+
+typedef struct {
+    const char *name;
+    int lanes, blocked;
+    void (*run)(const Job *);
+} Isa;
+
+/* The variant that runs every Job: the portable one until choose_isa(). */
+extern Isa chosen;
+
+/* The widest instruction set this CPU has; RNNSTREAM_KERNEL_ISA=avx2|portable asks for a narrower one
+ * (the tests use it to check every compiled variant on one machine). Once, at import. */
+void choose_isa(void);
+
+/* The blocked path's packed rows: at least `floats` floats, 64-byte aligned, one buffer per calling
+ * thread, grown as needed and kept (NULL when out of memory). */
+float *scratch_for(size_t floats);
+
+#pragma GCC visibility pop
+
+#endif
