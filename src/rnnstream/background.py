@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rnnstream.batch_inputs import stack_inputs
-from rnnstream.errors import InputError
 from rnnstream.model import Outputs, PendingStep
 from rnnstream.state import State
 from rnnstream.step_request import StepRequest, all_plain
@@ -93,8 +92,5 @@ def begin(
     if not records.exists.all():
         return None
     state = State.adopt(records.rows, streams.model.fingerprint)  # the loaded rows are ours (Store.load)
-    try:
-        pending = streams.model.launch(batch[0] if len(batch) == 1 else batch, state, fd, threads)
-    except InputError:  # e.g. a value of the wrong kind: step_each finds the culprit and steps the rest
-        return None
+    pending = streams.model.launch(batch, state, fd, threads, checked=True)  # checked by stack_inputs
     return SteadyBatch(streams, ids, records.versions, records.steps, pending)

@@ -209,11 +209,14 @@ class StreamModel:
         every layer one its kernel steps)."""
         return self.backend.can_launch
 
-    def launch(self, x: Inputs, state: State, fd: int, threads: int | None = None) -> PendingStep:
+    def launch(
+        self, x: Inputs, state: State, fd: int, threads: int | None = None, *, checked: bool = False
+    ) -> PendingStep:
         """Start ``step(x, state)`` on a background thread of the compiled kernel and return at once;
         8 bytes are written to ``fd`` (a pipe or eventfd an event loop watches) when it is done. The
         inputs are checked first: bad input raises InputError and starts nothing. ``threads``: how many
-        of the backend's threads share the step (default all). Needs :attr:`can_launch`.
+        of the backend's threads share the step (default all); ``checked`` as for :meth:`step`. Needs
+        :attr:`can_launch`.
 
         >>> import os, numpy as np, rnnstream
         >>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
@@ -227,7 +230,7 @@ class StreamModel:
         if not self.can_launch:
             raise InputError(f"model {self.name!r} cannot launch on backend {self.backend.name!r}; call step()")
         self.check_state(state)
-        inputs = self.check_inputs(x, state.batch_size)
+        inputs = list(x) if checked else self.check_inputs(x, state.batch_size)
         launched = self.backend.launch(inputs, state.rows, fd, threads)
         return PendingStep(self, inputs, launched)
 

@@ -26,6 +26,8 @@ from rnnstream.streams import Streams
 
 @dataclass
 class ServedModel:
+    """One served model: its name, the model, its pool of streams and its batcher."""
+
     name: str
     model: StreamModel
     streams: Streams
