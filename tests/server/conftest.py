@@ -20,9 +20,10 @@ class ServerProcess:
     """``rnnstream serve ...`` in a subprocess; ``url`` once it answers ready."""
 
     def __init__(self, *args: str) -> None:
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = ["--port", str(self.port), *args]
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self.args = ["--port", str(self.port), "--grpc-port", str(self.grpc_port), *args]
         self.process: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:

@@ -53,7 +53,7 @@ def test_every_operation(openapi_server: ServerProcess, mode: schemathesis.Gener
     (schemathesis' Python API and hypothesis directly: its pytest plugin reads an attribute pytest 9 removed.)"""
     schema = schemathesis.openapi.from_url(openapi_server.url + "/v2/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 19  # 7 server routes, 6 per model prefix (with and without a version)
+    assert len(operations) == 26  # 10 server routes, 8 per model prefix (with and without a version)
     for operation in operations:
         if mode == schemathesis.GenerationMode.NEGATIVE and not operation.get_request_payload_content_types():
             continue  # nothing to break: no body, and any text is a valid path parameter

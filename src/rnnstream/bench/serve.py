@@ -61,11 +61,11 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) 
 
 
 def measure(model: str, protocol: str, batching: str, streams: int, seconds: float, rate: float = 0.0) -> LoadResult:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "rnnstream", "serve", f"{model}={MODELS[model]}", "--port", str(port),
-         *BATCHING[batching]],
+         "--grpc-port", str(grpc_port), *BATCHING[batching]],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

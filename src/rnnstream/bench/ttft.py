@@ -139,7 +139,8 @@ def run(clients: tuple[int, ...] = (1, 100), tokens: int = 100, threads: int | N
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     options = ["--threads", str(threads)] if threads is not None else []
-    server = subprocess.Popen([sys.executable, "-m", "rnnstream", "serve", "text", "--port", str(port), *options],
+    server = subprocess.Popen([sys.executable, "-m", "rnnstream", "serve", "text", "--port", str(port),
+                               "--grpc-port", "0", *options],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(url, server)

@@ -1,7 +1,8 @@
 """The server's assembly: the served models' state, every transport's routes, auth, the lifespan.
 
 A transport is one module that exposes ``routes()`` (Starlette routes reading ``app.state.server``, a
-:class:`~rnnstream.server.served.ServerState`); adding one is one line in :func:`create_app`. The infer
+:class:`~rnnstream.server.served.ServerState`) or a listener of its own started in the lifespan (gRPC:
+``grpc_service.start_server``); adding one is one line in :func:`create_app`. The infer
 endpoint and auth run in front of Starlette (:class:`ServerApp`), and the HTTP protocol
 (rnnstream.server.protocol) answers small infer requests without ASGI at all.
 """
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from rnnstream import __version__
 from rnnstream.model import StreamModel
-from rnnstream.server import forecast_http, generate_http, routes, ws
+from rnnstream.server import forecast_http, generate_http, grpc_service, routes, ws
 from rnnstream.server.asgi import BearerAuth, Receive, Scope, Send
 from rnnstream.server.config import ServerConfig, sidecars
 from rnnstream.server.infer import InferEndpoint
@@ -62,9 +63,14 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for served in state.models.values():
             served.batcher.start()
+        grpc_server = None
+        if config.grpc_address is not None:
+            grpc_server, state.grpc_port = await grpc_service.start_server(state, config.grpc_address)
         state.ready = True
         yield
         state.ready = False
+        if grpc_server is not None:
+            await grpc_server.stop(grpc_service.GRACE_SECONDS)
         for served in state.models.values():
             await served.batcher.close()
             served.streams.close_store()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from rnnstream.server.batch_policy import SPLIT_WORK, BatchPolicy, Waiting
-from rnnstream.server.metrics import Metrics
+from rnnstream.server.metrics import Metrics, labels_key
 from rnnstream.server.refusals import QueueTimeoutError, ShuttingDownError
 from rnnstream.server.runners import PIPELINE, Finish, LaunchRunner, Runner, WorkerRunner
 from rnnstream.step_request import Result, StepRequest
@@ -46,6 +46,7 @@ class Batcher:
     ) -> None:
         self.streams, self.name, self.check_finite = streams, name, check_finite
         self.metrics = metrics or Metrics()
+        self.compute_key = labels_key(model=name)
         self.policy = BatchPolicy(max_batch=max_batch, max_delay=max_delay, timeout=timeout,
                                   row_work=streams.model.parameter_count, split_work=split_work)
         self.runners: list[Runner] = []  # made by start(), on the loop
@@ -159,6 +160,8 @@ class Batcher:
         if started is not None:
             self.metrics.queue_delay.observe_many([started - w.arrived for w in batch], model=self.name)
             self.metrics.step_latency.observe(seconds, model=self.name)
+            self.metrics.compute_seconds.add(self.compute_key, seconds * len(batch))
+            self.metrics.last_step[self.name] = time.time()
         self.metrics.batch_size.observe(len(batch), model=self.name)
         for waiting, result in zip(batch, results, strict=True):
             settle(waiting, result)

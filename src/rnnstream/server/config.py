@@ -48,11 +48,17 @@ class ServerConfig:
     threads: int | None = None
     allow_nonfinite: bool = False
     """Accept NaN and ±Inf inputs (refused with a 400 by default)."""
+    grpc_address: str | None = None
+    """Where the app also serves Triton's gRPC protocol (``host:port``; port 0: any free one); None: no gRPC.
+    ``rnnstream serve`` listens on ``--grpc-port`` (8001, as Triton)."""
+    workers: int = 1
+    """Server processes (``rnnstream serve --workers``); more than one share the gRPC port (SO_REUSEPORT)."""
     # The limits (rnnstream.server.limits lists what each bounds and what exceeding it answers):
     max_body_bytes: int = DEFAULTS["max_body_bytes"]
     max_id_length: int = DEFAULTS["max_id_length"]
     max_ws_requests: int = DEFAULTS["max_ws_requests"]
     max_ws_inflight: int = DEFAULTS["max_ws_inflight"]
+    max_grpc_inflight: int = DEFAULTS["max_grpc_inflight"]
     max_prompt_tokens: int = DEFAULTS["max_prompt_tokens"]
     max_tokens: int = DEFAULTS["max_tokens"]
     max_stop: int = DEFAULTS["max_stop"]

@@ -3,7 +3,7 @@
 Each limit is a field of :class:`~rnnstream.server.config.ServerConfig` (default: ``Limit.default``) and a flag of
 ``rnnstream serve`` (``--max-prompt-tokens``...). A request past a limit is refused before any work with
 a JSON error naming the limit, the request's value and the limit (:class:`~rnnstream.server.refusals.LimitError`);
-the two per-connection limits hold a client back instead (backpressure) or end its stream with an event.
+the per-connection limits hold a client back instead (backpressure) or end its stream with an event.
 
 >>> [limit.flag for limit in LIMITS][:3]
 ['--max-body-bytes', '--max-id-length', '--max-ws-requests']
@@ -36,12 +36,14 @@ class Limit:
 
 
 LIMITS: tuple[Limit, ...] = (
-    Limit("max_body_bytes", 16 * 1024 * 1024, "bytes in a request body or a WebSocket message",
-          "413 (WebSocket: the socket closes with code 1009)", 413),
+    Limit("max_body_bytes", 16 * 1024 * 1024, "bytes in a request body, a WebSocket message or a gRPC message",
+          "413 (WebSocket: the socket closes with code 1009; gRPC: RESOURCE_EXHAUSTED)", 413),
     Limit("max_id_length", 256, "characters in a sequence_id or a request id", "400"),
     Limit("max_ws_requests", 4096, "requests in one WebSocket message", "400"),
     Limit("max_ws_inflight", 256, "WebSocket messages of one socket being answered at once",
           "the socket is not read until one is answered (backpressure)"),
+    Limit("max_grpc_inflight", 256, "requests of one gRPC ModelStreamInfer stream being answered at once",
+          "the stream is not read until one is answered (backpressure)"),
     Limit("max_prompt_tokens", 8192, "prompt tokens of a generation", "400"),
     Limit("max_tokens", 2000, "tokens one generation may ask for", "400"),
     Limit("max_stop", 16, "stop sequences of one generation", "400"),

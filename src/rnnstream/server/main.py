@@ -96,6 +96,8 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     print(f"rnnstream serving {', '.join(models)} at {url} (store {config.store}, "
           f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")
     print(f"Live page: {url}/" + (" (it asks for the bearer token)" if config.token else ""))
+    if config.grpc_address is not None:
+        print(f"gRPC (Triton's protocol): {config.grpc_address}")
     first = next(iter(models))
     examples = [example_request(url, first, models[first])]
     examples += [example_generation(url, name) for name, notes in sidecars(config.models).items()
@@ -107,6 +109,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
                "ws_per_message_deflate": False, "access_log": False, "proxy_headers": False,
                "ws_max_size": config.max_body_bytes, "http": http_protocol(), "ws": ws_protocol()}
     if workers > 1:
+        config.workers = workers
         os.environ[CONFIG_ENV] = config.to_json()
         uvicorn.run("rnnstream.server.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     else:

@@ -68,12 +68,22 @@ def openapi_document(version: str) -> bytes:
         "/v2/health/ready": _get("the server is ready (503 while starting or draining)"),
         "/v2/models": _get("the served models"),
         "/v2/repository/index": {"post": {"summary": "the model repository", "responses": {"200": _OBJECT}}},
+        "/v2/repository/models/{name}/load": _with_params(
+            {"post": {"summary": "load a model (a served one: nothing to do)",
+                      "responses": {"200": {"description": "loaded", **_OBJECT}, "4XX": _ERRORS}}}, [_NAME]),
+        "/v2/repository/models/{name}/unload": _with_params(
+            {"post": {"summary": "unload a model (refused: the server keeps its models)",
+                      "responses": {"4XX": _ERRORS}}},
+            [_NAME]),
         "/v2/stats": _get("every model's live figures over the last seconds"),
+        "/v2/models/stats": _get("Triton's statistics of every model"),
         "/metrics": _get("Prometheus metrics", media="text/plain"),
     }
     for prefix, params in (("/v2/models/{name}", [_NAME]), ("/v2/models/{name}/versions/{version}", [_NAME, _VERSION])):
         paths[prefix] = _with_params(_get("model metadata", errors=True), params)
         paths[prefix + "/ready"] = _with_params(_get("the model is ready", errors=True), params)
+        paths[prefix + "/config"] = _with_params(_get("Triton's model configuration", errors=True), params)
+        paths[prefix + "/stats"] = _with_params(_get("Triton's statistics of the model", errors=True), params)
         paths[prefix + "/infer"] = _with_params(_post("one step of one sequence", InferenceRequest), params)
         paths[prefix + "/generate"] = _with_params(_post("a whole generation", GenerateRequest), params)
         paths[prefix + "/generate_stream"] = _with_params(
@@ -83,7 +93,8 @@ def openapi_document(version: str) -> bytes:
         "openapi": "3.1.0",
         "info": {"title": "rnnstream", "version": version,
                  "description": "The Open Inference Protocol v2 (KServe / Triton) with Triton's sequence and "
-                                "generate extensions, and rnnstream's forecast endpoint. WebSocket: /v2/stream."},
+                                "generate extensions, and rnnstream's forecast endpoint. WebSocket: /v2/stream; "
+                                "gRPC (Triton's GRPCInferenceService) on its own port."},
         "paths": paths,
         "components": {"schemas": components},
     }

@@ -16,7 +16,8 @@ from rnnstream import __version__
 from rnnstream.server.asgi import error_response
 from rnnstream.server.oip import model_metadata
 from rnnstream.server.refusals import MethodNotAllowedError, NotFoundError, ProtocolError, error_body
-from rnnstream.server.served import ServerState, shown
+from rnnstream.server.served import ServedModel, ServerState, shown
+from rnnstream.server.triton_model import model_config, model_statistics
 
 EXTENSIONS = ["binary_tensor_data", "sequence", "model_repository", "websocket"]
 """The protocol extensions the server metadata announces."""
@@ -69,6 +70,49 @@ async def model_ready(request: Request) -> Response:
                         status_code=200 if state.ready else 503)
 
 
+def _served(request: Request) -> ServedModel:
+    """The model a route's path names (``name``, and ``version`` when given); NotFoundError if none."""
+    return server_state(request).find(request.path_params["name"], request.path_params.get("version"))
+
+
+async def model_configuration(request: Request) -> Response:
+    """Triton's model configuration (rnnstream.server.triton_model), which perf_analyzer reads first."""
+    try:
+        return JSONResponse(model_config(server_state(request), _served(request)))
+    except NotFoundError as error:
+        return error_response(error)
+
+
+async def statistics(request: Request) -> Response:
+    """Triton's statistics extension, of one model or (``/v2/models/stats``) of every one."""
+    name = request.path_params.get("name")
+    try:
+        if name is not None:
+            _served(request)
+        return JSONResponse(model_statistics(server_state(request), name))
+    except NotFoundError as error:
+        return error_response(error)
+
+
+async def repository_load(request: Request) -> Response:
+    """Triton's repository extension: loading a served model is a no-op; any other name is a 404."""
+    try:
+        _served(request)
+    except NotFoundError as error:
+        return error_response(error)
+    return JSONResponse({})
+
+
+async def repository_unload(request: Request) -> Response:
+    """Unloading is refused: the server keeps serving the models it started with (and their streams)."""
+    try:
+        served = _served(request)
+    except NotFoundError as error:
+        return error_response(error)
+    return error_response(ProtocolError(f"model {served.name!r} cannot be unloaded: this server serves the models "
+                                        "it started with (rnnstream serve MODEL ...); stop the server to drop one"))
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus' text format; rendered on a worker thread (the stream counts may ask a Redis store)."""
     text = await asyncio.to_thread(server_state(request).metrics.render)
@@ -92,16 +136,20 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    """Metadata, health, repository, metrics and OpenAPI routes."""
+    """Metadata, health, configuration, statistics, repository, metrics and OpenAPI routes."""
     model_routes: list[BaseRoute] = []
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        model_routes += [Route(prefix, model_info), Route(prefix + "/ready", model_ready)]
+        model_routes += [Route(prefix, model_info), Route(prefix + "/ready", model_ready),
+                         Route(prefix + "/config", model_configuration), Route(prefix + "/stats", statistics)]
     return [
         Route("/v2", server_metadata),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2/models", list_models),
         Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
+        Route("/v2/models/stats", statistics),  # before /v2/models/{name}, which would take "stats" as a name
         *model_routes,
         Route("/metrics", metrics),
         Route("/v2/openapi.json", openapi),

@@ -56,6 +56,8 @@ class ServerState:
             self.models[name] = ServedModel(name, model, streams, batcher)
             self.metrics.active_streams[name] = streams.__len__
         self.ready = False
+        self.grpc_port: int | None = None
+        """The port gRPC listens on, once it does (``ServerConfig.grpc_address``)."""
 
     def find(self, name: str, version: str | None = None) -> ServedModel:
         """The served model ``name`` (version ``1`` or none); NotFoundError (a 404) lists the served ones."""

@@ -1,0 +1,118 @@
+"""What Triton's tools read of a served model: its configuration and its statistics, as Triton's JSON.
+
+``GET /v2/models/{name}/config`` and the gRPC ``ModelConfig`` give the same document (Triton's
+``ModelConfig`` message, JSON-encoded): each model takes one step of one sequence per request
+(``max_batch_size`` 1, so dims are the feature shape and clients send ``[1, *dims]``), its sequences are
+Triton's sequence batching (``max_sequence_idle_microseconds`` from ``--ttl``; the sequence id, start and
+end travel as request parameters, so there are no control tensors), and steps of many sequences are
+batched together, oldest first, each sequence's in order (the ``oldest`` strategy: ``--max-batch``,
+``--max-delay-ms``, and ``--max-streams`` as the candidate sequences).
+
+``GET /v2/models[/{name}]/stats`` and gRPC ``ModelStatistics`` give Triton's statistics extension:
+requests answered (success, fail), engine calls (execution_count), the time requests waited for their
+engine call (queue) and the engine time by request (compute_infer). rnnstream does not time decoding and
+encoding apart: compute_input and compute_output count requests with 0 ns.
+
+>>> from rnnstream.server.config import ServerConfig
+>>> from rnnstream.server.served import ServerState
+>>> state = ServerState(ServerConfig(models=["seed"], ttl=60))
+>>> config = model_config(state, state.find("seed"))
+>>> config["input"], config["sequence_batching"]["max_sequence_idle_microseconds"]
+([{'name': 'input', 'data_type': 'TYPE_FP32', 'dims': [4]}], 60000000)
+>>> model_statistics(state, "seed")["model_stats"][0]["inference_count"]
+0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnstream.model import StreamModel
+from rnnstream.server.metrics import Metrics
+from rnnstream.server.served import ServedModel, ServerState
+
+VERSION = "1"
+"""The version every served model has (a model repository with versions comes later)."""
+INT32_MAX = 2**31 - 1
+IDLE_WITHOUT_TTL_US = 0
+"""``max_sequence_idle_microseconds`` of a server without ``--ttl``: sequences never expire (Triton: 0 means its
+default; rnnstream reports what it does)."""
+
+
+def data_type(dtype: str) -> str:
+    """Triton's data type of a model tensor of NumPy dtype ``dtype``: token ids are TYPE_INT64.
+
+    >>> data_type("int64"), data_type("float32")
+    ('TYPE_INT64', 'TYPE_FP32')
+    """
+    return "TYPE_INT64" if dtype == "int64" else "TYPE_FP32"
+
+
+def tensors(model: StreamModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The model's inputs and outputs as Triton's ``ModelInput`` / ``ModelOutput`` (dims without the batch)."""
+    inputs = [{"name": s.name, "data_type": data_type(s.spec.dtype), "dims": list(s.spec.shape)} for s in model.inputs]
+    outputs = [{"name": name, "data_type": "TYPE_FP32", "dims": list(spec.shape)}
+               for name, spec in zip(model.output_names, model.output_specs, strict=True)]
+    return inputs, outputs
+
+
+def model_config(state: ServerState, served: ServedModel) -> dict[str, Any]:
+    """Triton's JSON model configuration of ``served``."""
+    config = state.config
+    inputs, outputs = tensors(served.model)
+    idle = IDLE_WITHOUT_TTL_US if config.ttl is None else round(config.ttl * 1e6)
+    return {
+        "name": served.name,
+        "platform": "rnnstream",
+        "backend": "rnnstream",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": 1,
+        "input": inputs,
+        "output": outputs,
+        "sequence_batching": {
+            "max_sequence_idle_microseconds": idle,
+            "oldest": {"max_candidate_sequences": min(config.max_streams or INT32_MAX, INT32_MAX),
+                       "preferred_batch_size": [config.max_batch],
+                       "max_queue_delay_microseconds": round(config.max_delay_ms * 1e3),
+                       "preserve_ordering": True},
+        },
+        "parameters": {"state_size": {"string_value": str(served.model.state_size)},
+                       "fingerprint": {"string_value": served.model.fingerprint}},
+    }
+
+
+def model_statistics(state: ServerState, name: str | None = None) -> dict[str, Any]:
+    """Triton's statistics of model ``name`` (every served model when None)."""
+    names = [state.find(name).name] if name is not None else sorted(state.models)
+    return {"model_stats": [_statistics(state.metrics, model) for model in names]}
+
+
+def _duration(count: float, seconds: float) -> dict[str, int]:
+    return {"count": int(count), "ns": int(seconds * 1e9)}
+
+
+def _statistics(metrics: Metrics, model: str) -> dict[str, Any]:
+    answered: dict[str, float] = {"success": 0.0, "fail": 0.0}
+    for key, value in metrics.requests.values().items():
+        labels = dict(key)
+        if labels.get("model") == model:
+            answered["success" if labels.get("code") == "200" else "fail"] += value
+    waited, queue_seconds = metrics.queue_delay.total(model=model)
+    executions, _ = metrics.step_latency.total(model=model)
+    computed = metrics.compute_seconds.value(model=model)
+    return {
+        "name": model,
+        "version": VERSION,
+        "last_inference": int(metrics.last_step.get(model, 0.0) * 1e3),
+        "inference_count": int(answered["success"]),
+        "execution_count": executions,
+        "inference_stats": {
+            "success": _duration(answered["success"], queue_seconds + computed),
+            "fail": _duration(answered["fail"], 0.0),
+            "queue": _duration(waited, queue_seconds),
+            "compute_input": _duration(waited, 0.0),
+            "compute_infer": _duration(waited, computed),
+            "compute_output": _duration(waited, 0.0),
+        },
+        "batch_stats": [],
+    }

@@ -1,0 +1,180 @@
+"""Triton's gRPC protocol, driven by the real ``tritonclient.grpc`` against a real server; and the HTTP
+endpoints Triton's tools read (model config, statistics, repository), by ``tritonclient.http``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import uuid
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+import websockets
+from tritonclient.utils import InferenceServerException
+
+import rnnstream
+from tests.server.conftest import ServerProcess
+
+SEED = rnnstream.load(rnnstream.demo.SEED_MODEL)
+
+
+def sid(prefix: str = "g") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def step_input(x: np.ndarray) -> list[grpcclient.InferInput]:
+    tensor = grpcclient.InferInput("input", [1, 4], "FP32")
+    tensor.set_data_from_numpy(x.reshape(1, 4).astype(np.float32))
+    return [tensor]
+
+
+def reference(xs: np.ndarray) -> np.ndarray:
+    """The seed model's outputs for sequences ``xs [n, T, 4]``, in process: ``[n, T]``."""
+    ys, _ = SEED.run(xs, SEED.initial_state(len(xs)))
+    return np.asarray(ys)[:, :, 0]
+
+
+def test_unary_infer_with_sequence_ids_equals_in_process_steps(server: ServerProcess) -> None:
+    xs = np.random.default_rng(0).normal(0, 1, (2, 4, 4)).astype(np.float32)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    ids = [2**62 + 5, sid()]  # an integer id (int64_param) and a string id
+    got = np.zeros((2, 4), np.float32)
+    for t in range(4):
+        for k, sequence in enumerate(ids):
+            result = client.infer("seed", step_input(xs[k, t]), sequence_id=sequence, sequence_start=t == 0,
+                                  sequence_end=t == 3, request_id=f"{k}/{t}")
+            assert result.get_response().id == f"{k}/{t}"
+            got[k, t] = result.as_numpy("output")[0, 0]
+    np.testing.assert_allclose(got, reference(xs), rtol=1e-6, atol=1e-6)
+
+
+def test_a_hundred_interleaved_sequences_on_one_stream_equal_in_process_steps(server: ServerProcess) -> None:
+    n, T = 100, 5
+    xs = np.random.default_rng(1).normal(0, 1, (n, T, 4)).astype(np.float32)
+    ids = [sid("s") for _ in range(n)]
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for t in range(T):  # every sequence's step t before any sequence's step t + 1
+            for k in range(n):
+                client.async_stream_infer("seed", step_input(xs[k, t]), request_id=f"{k}/{t}", sequence_id=ids[k],
+                                          sequence_start=t == 0, sequence_end=t == T - 1)
+        got = np.full((n, T), np.nan, np.float32)
+        for _ in range(n * T):
+            result, error = answers.get(timeout=30)
+            assert error is None, error
+            k, t = map(int, result.get_response().id.split("/"))
+            got[k, t] = result.as_numpy("output")[0, 0]
+    finally:
+        client.stop_stream()
+    np.testing.assert_allclose(got, reference(xs), rtol=1e-6, atol=1e-6)
+
+
+def test_a_failed_request_answers_an_error_and_the_stream_stays_open(server: ServerProcess) -> None:
+    xs = np.random.default_rng(2).normal(0, 1, (1, 3, 4)).astype(np.float32)
+    sequence = sid()
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        wrong = grpcclient.InferInput("input", [1, 3], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 3), np.float32))
+        client.async_stream_infer("seed", step_input(xs[0, 0]), request_id="0", sequence_id=sequence,
+                                  sequence_start=True)
+        assert answers.get(timeout=30)[1] is None
+        client.async_stream_infer("seed", [wrong], request_id="bad", sequence_id=sequence)
+        client.async_stream_infer("nope", step_input(xs[0, 1]), request_id="no-model", sequence_id=sequence)
+        client.async_stream_infer("seed", step_input(xs[0, 1]), request_id="late", sequence_id=sequence,
+                                  parameters={"sequence_step": 5})
+        errors = [answers.get(timeout=30)[1] for _ in range(3)]
+        messages = " | ".join(str(error) for error in errors)
+        assert all(isinstance(error, InferenceServerException) for error in errors), messages
+        assert "shape" in messages and "no model 'nope'" in messages and "takes step number 2 next" in messages
+        for t in (1, 2):  # the stream is open, and the sequence unharmed by the refused steps
+            client.async_stream_infer("seed", step_input(xs[0, t]), request_id=str(t), sequence_id=sequence)
+            result, error = answers.get(timeout=30)
+            assert error is None and result.get_response().id == str(t)
+            assert result.as_numpy("output")[0, 0] == pytest.approx(reference(xs)[0, t], abs=1e-6)
+    finally:
+        client.stop_stream()
+
+
+def test_unary_errors_are_grpc_statuses(server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    with pytest.raises(InferenceServerException, match="unknown sequence"):  # a step without a start
+        client.infer("seed", step_input(np.zeros(4, np.float32)), sequence_id=sid())
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("seed", step_input(np.zeros(4, np.float32)))  # no sequence id
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT" and "sequence_id" in str(refused.value)
+    with pytest.raises(InferenceServerException) as missing:
+        client.get_model_metadata("nope")
+    assert missing.value.status() == "StatusCode.NOT_FOUND"
+    nan = grpcclient.InferInput("input", [1, 4], "FP32")
+    nan.set_data_from_numpy(np.full((1, 4), np.nan, np.float32))
+    with pytest.raises(InferenceServerException, match="non-finite"):
+        client.infer("seed", [nan], sequence_id=sid(), sequence_start=True)
+
+
+def test_a_sequence_moves_between_http_websocket_and_grpc(server: ServerProcess) -> None:
+    xs = np.random.default_rng(3).normal(0, 1, (1, 3, 4)).astype(np.float32)
+    sequence = sid("moving")
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": xs[0, 0].tolist()}],
+            "parameters": {"sequence_id": sequence, "sequence_start": True}}
+    first = httpx.post(server.url + "/v2/models/seed/infer", json=body).json()["outputs"][0]["data"][0]
+
+    async def over_websocket() -> float:
+        async with websockets.connect(server.url.replace("http://", "ws://") + "/v2/stream") as socket:
+            await socket.send(json.dumps({"model": "seed", "sequence_id": sequence, "inputs": xs[0, 1].tolist()}))
+            return float(json.loads(await socket.recv())["outputs"]["output"][0])
+
+    second = asyncio.run(over_websocket())
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    third = client.infer("seed", step_input(xs[0, 2]), sequence_id=sequence).as_numpy("output")[0, 0]
+    np.testing.assert_allclose([first, second, third], reference(xs)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_metadata_config_statistics_and_repository_over_both_protocols(server: ServerProcess) -> None:
+    grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
+    http_client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    assert grpc_client.is_server_live() and grpc_client.is_server_ready() and grpc_client.is_model_ready("seed")
+    assert "grpc" in grpc_client.get_server_metadata(as_json=True)["extensions"]
+    metadata = grpc_client.get_model_metadata("seed", as_json=True)
+    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "4"]}]
+    for config in (grpc_client.get_model_config("seed", as_json=True)["config"], http_client.get_model_config("seed")):
+        assert config["name"] == "seed" and config["max_batch_size"] == 1 and "sequence_batching" in config
+        assert config["input"][0]["data_type"] == "TYPE_FP32" and [int(d) for d in config["input"][0]["dims"]] == [4]
+    sequence = sid()
+    grpc_client.infer("seed", step_input(np.zeros(4, np.float32)), sequence_id=sequence, sequence_start=True)
+    over_grpc = grpc_client.get_inference_statistics("seed", as_json=True)["model_stats"][0]
+    over_http = http_client.get_inference_statistics("seed")["model_stats"][0]
+    for stats in (over_grpc, over_http):
+        assert int(stats["inference_count"]) >= 1 and int(stats["execution_count"]) >= 1
+        assert int(stats["inference_stats"]["compute_infer"]["ns"]) > 0
+    every = http_client.get_inference_statistics()["model_stats"]
+    assert {s["name"] for s in every} == {"seed", "identity"}
+    assert {m["name"] for m in http_client.get_model_repository_index()} == {"seed", "identity"}
+    http_client.load_model("seed")
+    grpc_client.load_model("seed")
+    for unload in (http_client.unload_model, grpc_client.unload_model):
+        with pytest.raises(InferenceServerException, match="cannot be unloaded"):
+            unload("seed")
+    for missing in (http_client.get_model_config, http_client.get_inference_statistics, http_client.load_model):
+        with pytest.raises(InferenceServerException, match="no model 'nope'"):
+            missing("nope")
+
+
+def test_grpc_needs_the_bearer_token_when_the_server_has_one(seed_token_server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(seed_token_server.grpc_url)
+    assert client.is_server_live()  # health needs no token, as over HTTP
+    with pytest.raises(InferenceServerException) as refused:
+        client.get_model_metadata("seed")
+    assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    result = client.infer("seed", step_input(np.zeros(4, np.float32)), sequence_id=sid(), sequence_start=True,
+                          headers={"authorization": "Bearer s3cret"})
+    assert result.as_numpy("output").shape == (1, 1)
