@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_bench.add_argument("--streams", type=int, default=1000, help="concurrent streams (default %(default)s)")
     serve_bench.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     serve_bench.add_argument("--models", nargs="+", default=["identity", "seed", "large"])
-    serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket"])
+    serve_bench.add_argument("--protocols", nargs="+", default=["http", "websocket", "grpc"],
+                             choices=["http", "websocket", "grpc"])
     serve_bench.add_argument("--pairs", type=int, default=3,
                              help="alternating identity/seed closed-loop pairs for the seed / identity ratio "
                                   "(default %(default)s; 0: none)")

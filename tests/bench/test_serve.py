@@ -13,9 +13,10 @@ from tests.server.conftest import ServerProcess
 def test_load_generator_drives_a_real_server() -> None:
     server = ServerProcess("id=builtin:identity").start()
     try:
-        for protocol in ("http", "websocket"):
+        for protocol in ("http", "websocket", "grpc"):
+            target = server.grpc_url if protocol == "grpc" else server.url
             for rate in ("0", "20"):  # closed loop, then an open loop of 20 steps/s per stream
-                command = [sys.executable, "-m", "rnnstream.bench.load", server.url, "id", protocol, "20", "0.5", rate]
+                command = [sys.executable, "-m", "rnnstream.bench.load", target, "id", protocol, "20", "0.5", rate]
                 run = subprocess.run(command, capture_output=True, text=True, timeout=120)
                 assert run.returncode == 0, run.stderr
                 result = json.loads(run.stdout)

@@ -1,5 +1,6 @@
 """A load generator for ``rnnstream bench serve``, run in its own process:
-``python -m rnnstream.bench.load URL MODEL {http,websocket} STREAMS SECONDS [RATE]``; prints JSON.
+``python -m rnnstream.bench.load URL MODEL {http,websocket,grpc} STREAMS SECONDS [RATE]``; prints JSON
+(for grpc, URL is the gRPC address, ``host:port``).
 
 Closed loop (no RATE): each stream sends its next step when the previous one has answered, so the
 number of requests in flight is the number of streams and the latency is, by Little's law, at
@@ -9,8 +10,9 @@ and each latency counts from the step's scheduled time, so a server that falls b
 (no coordinated omission): this measures the latency streams see at that load.
 
 Over HTTP, every stream has its own keep-alive connection. Over WebSocket, streams share sockets
-(100 per socket); a socket sends one binary frame with a step for each of its streams. The first step
-of every stream (``sequence_start``) is not timed.
+(100 per socket); a socket sends one binary frame with a step for each of its streams. Over gRPC, streams
+share ``ModelStreamInfer`` calls (100 per call; rnnstream.bench.grpc_load). The first step of every stream
+(``sequence_start``) is not timed.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import struct
 import sys
 import time
 from collections.abc import Coroutine, Iterator
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
+from rnnstream.bench.grpc_load import grpc_load
+
 PER_SOCKET = 100
+T = TypeVar("T")
 
 
 def _summary(latencies: list[float], steps: int, seconds: float) -> dict[str, float]:
@@ -259,6 +264,10 @@ async def _until(due: float) -> None:
 def main(argv: list[str]) -> int:
     url, model, protocol, streams, seconds, *rest = argv
     rate = float(rest[0]) if rest else 0.0
+    if protocol == "grpc":
+        latencies, elapsed = _run(grpc_load(url, model, int(streams), float(seconds), rate, _schedule))
+        print(json.dumps(_summary(latencies, len(latencies), elapsed)))
+        return 0
     features = int(json.loads(_get(url + f"/v2/models/{model}"))["inputs"][0]["shape"][1])
     run = http_load if protocol == "http" else websocket_load
     result: dict[str, Any] = _run(run(url, model, features, int(streams), float(seconds), rate))
@@ -266,7 +275,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _run(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+def _run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop when it is installed (it comes with the server extra): the load generator
     shares the machine with the server, and every microsecond it spends per request is the server's."""
     try:

@@ -1,7 +1,7 @@
 """``rnnstream bench serve``: a server process and a load-generator process on loopback.
 
 For each model (``identity``: the server's own ceiling; ``seed``; ``large``: 2 × LSTM(512) over 128
-features), protocol (HTTP, WebSocket) and batching (on: max batch 1,024 and 2 ms delay; off: one step
+features), protocol (HTTP, WebSocket, gRPC streaming) and batching (on: max batch 1,024 and 2 ms delay; off: one step
 per engine call), it starts ``rnnstream serve`` and drives 1,000 concurrent streams from
 ``rnnstream.bench.load`` for a few seconds in a closed loop (the most the server can do), then, with
 batching on, in an open loop where every stream sends ``rate`` steps per second (the latency streams
@@ -70,8 +70,9 @@ def measure(model: str, protocol: str, batching: str, streams: int, seconds: flo
     )
     try:
         wait_ready(url, server)
+        target = f"127.0.0.1:{grpc_port}" if protocol == "grpc" else url
         load = subprocess.run(
-            [sys.executable, "-m", "rnnstream.bench.load", url, model, protocol, str(streams), str(seconds),
+            [sys.executable, "-m", "rnnstream.bench.load", target, model, protocol, str(streams), str(seconds),
              str(rate)],
             capture_output=True, text=True, timeout=seconds * 20 + 120,
         )
@@ -91,7 +92,7 @@ def report(results: list[LoadResult]) -> str:
     lines += [f"{r.model:<9} {r.protocol:<10} {r.batching:<9} {r.load:<12} {r.steps_per_second:>15,.0f} "
               f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f}" for r in results]
     closed = {(r.model, r.protocol, r.batching): r.steps_per_second for r in results if not r.rate}
-    for protocol in ("http", "websocket"):
+    for protocol in ("http", "websocket", "grpc"):
         seed, identity = closed.get(("seed", protocol, "on")), closed.get(("identity", protocol, "on"))
         on, off = closed.get(("large", protocol, "on")), closed.get(("large", protocol, "off"))
         if seed and identity:
