@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo demo-models test lint docs bench soak redis-server browser clean
+.PHONY: run demo demo-models test lint docs bench soak perf-analyzer redis-server browser clean
 
 run: $(RUN_STAMP)
 	$(PY) -m rnnstream serve
@@ -43,6 +43,15 @@ bench: $(BENCH_STAMP)
 # with ten times the cases and fresh seeds (~10 minutes); prints the cases by target and status.
 soak: $(TEST_STAMP)
 	RNNSTREAM_FUZZ_SCALE=10 $(PY) -m pytest -s -p no:cacheprovider tests/server/test_fuzz.py tests/server/test_openapi.py
+
+# Triton's perf_analyzer (C++, from the tritonclient 2.44 wheel) against `rnnstream serve seed`, over HTTP and
+# gRPC streaming with sequences (scripts/perf_analyzer.py); needs Debian's libb64-0d, installed here.
+perf-analyzer: $(TEST_STAMP)
+	@if ! ldconfig -p | grep -q libb64.so.0d; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libb64-0d; \
+	fi
+	$(PY) scripts/perf_analyzer.py
 
 # Retrain the bundled text model and CO2 forecaster (Keras, fixed seeds; ~15 minutes on 2 cores).
 demo-models: $(TEST_STAMP)
