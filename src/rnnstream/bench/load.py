@@ -11,7 +11,7 @@ and each latency counts from the step's scheduled time, so a server that falls b
 
 Over HTTP, every stream has its own keep-alive connection. Over WebSocket, streams share sockets
 (100 per socket); a socket sends one binary frame with a step for each of its streams. Over gRPC, streams
-share ``ModelStreamInfer`` calls (100 per call; rnnstream.bench.grpc_load). The first step of every stream
+share ``ModelStreamInfer`` calls (20 per call; rnnstream.bench.grpc_load). The first step of every stream
 (``sequence_start``) is not timed.
 """
 

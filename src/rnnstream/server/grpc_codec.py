@@ -82,6 +82,37 @@ def parse_infer(model: StreamModel, request: pb.ModelInferRequest, config: Serve
     """Decode ``request`` for ``model``: ProtocolError names the field that is wrong. Everything is checked
     here, before the step is queued."""
     check_id(request.id, "id", config)
+    x = fast_step(model, request)
+    if x is None:
+        x = step_inputs(model, request)
+    requested = [output.name for output in request.outputs] or None
+    if requested is not None:
+        unknown = sorted(set(requested) - set(model.output_names))
+        if unknown:
+            raise ProtocolError(f"outputs: unknown {unknown}; the model's outputs are {list(model.output_names)}")
+    parameters = request.parameters
+    step = step_request(sequence_id(parameters), flag(parameters, "sequence_start"), flag(parameters, "sequence_end"),
+                        step_number(parameters), x, config, prefix="parameters.")
+    return GrpcCall(request.id, step, requested)
+
+
+def fast_step(model: StreamModel, request: pb.ModelInferRequest) -> Array | None:
+    """The usual request decoded at once: the one FP32 input of a one-input model, one step of it, in raw
+    contents (what tritonclient sends); None for anything else, which :func:`step_inputs` decodes."""
+    specs, entries, raw = model.inputs, request.inputs, request.raw_input_contents
+    if len(specs) != 1 or len(entries) != 1 or len(raw) != 1:
+        return None
+    spec, entry = specs[0], entries[0]
+    features = spec.spec.shape
+    if entry.datatype != "FP32" or spec.spec.dtype != "float32" or entry.name != spec.name or \
+            len(raw[0]) != 4 * math.prod(features) or list(entry.shape) != [1, *features]:
+        return None
+    return np.frombuffer(raw[0], "<f4").reshape(features)
+
+
+def step_inputs(model: StreamModel, request: pb.ModelInferRequest) -> Any:
+    """One step of each model input from the request's tensors (raw or typed contents, any datatype):
+    an array for a one-input model, else a dict by input name."""
     specs = model.inputs
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -95,18 +126,8 @@ def parse_infer(model: StreamModel, request: pb.ModelInferRequest, config: Serve
     steps = {}
     for spec in specs:
         entry, k = given[spec.name]
-        array = tensor(entry, raw[k] if raw else None, f"inputs[{k}]")
-        steps[spec.name] = one_step(array, spec, entry.datatype)
-    requested = [output.name for output in request.outputs] or None
-    if requested is not None:
-        unknown = sorted(set(requested) - set(model.output_names))
-        if unknown:
-            raise ProtocolError(f"outputs: unknown {unknown}; the model's outputs are {list(model.output_names)}")
-    parameters = request.parameters
-    step = step_request(sequence_id(parameters), flag(parameters, "sequence_start"), flag(parameters, "sequence_end"),
-                        step_number(parameters), steps[specs[0].name] if len(specs) == 1 else steps, config,
-                        prefix="parameters.")
-    return GrpcCall(request.id, step, requested)
+        steps[spec.name] = one_step(tensor(entry, raw[k] if raw else None, f"inputs[{k}]"), spec, entry.datatype)
+    return steps[specs[0].name] if len(specs) == 1 else steps
 
 
 def tensor(entry: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, where: str) -> Array:
