@@ -178,3 +178,37 @@ def test_grpc_needs_the_bearer_token_when_the_server_has_one(seed_token_server: 
     result = client.infer("seed", step_input(np.zeros(4, np.float32)), sequence_id=sid(), sequence_start=True,
                           headers={"authorization": "Bearer s3cret"})
     assert result.as_numpy("output").shape == (1, 1)
+
+
+def test_raw_grpc_uint64_ids_size_limits_and_metrics(server: ServerProcess) -> None:
+    """What tritonclient cannot send: a uint64 sequence id beyond int64 (Triton's form) and a message past
+    --max-body-bytes; and gRPC requests are counted in /metrics."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as rpc
+
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = rpc.GRPCInferenceServiceStub(channel)
+        xs = np.random.default_rng(4).normal(0, 1, (1, 2, 4)).astype(np.float32)
+        sequence = 2**64 - 7
+        got = []
+        for t in range(2):
+            request = pb.ModelInferRequest(model_name="seed")
+            request.inputs.add(name="input", datatype="FP64", shape=[1, 4])  # cast to the model's FP32
+            request.raw_input_contents.append(xs[0, t].astype("<f8").tobytes())
+            request.parameters["sequence_id"].uint64_param = sequence
+            request.parameters["sequence_start"].bool_param = t == 0
+            got.append(np.frombuffer(stub.ModelInfer(request).raw_output_contents[0], "<f4")[0])
+        np.testing.assert_allclose(got, reference(xs)[0], rtol=1e-6, atol=1e-6)
+        big = pb.ModelInferRequest(model_name="seed")
+        big.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+        big.raw_input_contents.append(b"\0" * 200_000)  # the server's limit is 100,000 bytes
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(big)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with pytest.raises(grpc.RpcError) as wrong:
+            stub.ModelInfer(pb.ModelInferRequest(model_name="seed"))  # no inputs: a 400
+        assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    page = httpx.get(server.url + "/metrics").text
+    assert 'rnnstream_requests_total{code="200",model="seed",protocol="grpc"}' in page
+    assert 'rnnstream_requests_total{code="400",model="seed",protocol="grpc"}' in page
