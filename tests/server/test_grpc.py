@@ -6,7 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import signal
+import threading
+import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +24,7 @@ import websockets
 from tritonclient.utils import InferenceServerException
 
 import rnnstream
+from tests.redis_server import RedisServer
 from tests.server.conftest import ServerProcess
 
 SEED = rnnstream.load(rnnstream.demo.SEED_MODEL)
@@ -212,3 +219,51 @@ def test_raw_grpc_uint64_ids_size_limits_and_metrics(server: ServerProcess) -> N
     page = httpx.get(server.url + "/metrics").text
     assert 'rnnstream_requests_total{code="200",model="seed",protocol="grpc"}' in page
     assert 'rnnstream_requests_total{code="400",model="seed",protocol="grpc"}' in page
+
+
+def test_sigterm_answers_every_grpc_request_it_read(tmp_path: Path) -> None:
+    """Steps pipelined on a ModelStreamInfer stream while the server gets SIGTERM: the server stops reading,
+    answers every request it read, then ends the stream UNAVAILABLE, so a client's count of acknowledged
+    steps is each sequence's own; what it sent after that was never read and is resent elsewhere."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as rpc
+
+    redis = RedisServer(tmp_path).start()
+    server = ServerProcess("seed", "--store", redis.url).start()
+    sequences = [f"grpc-drain-{k}" for k in range(20)]
+    acknowledged: Counter[str] = Counter()
+
+    def requests() -> Iterator[pb.ModelInferRequest]:
+        for t in range(1, 10_000):
+            for sequence in sequences:
+                request = pb.ModelInferRequest(model_name="seed", id=sequence)
+                request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+                request.raw_input_contents.append(np.full(4, 0.1, "<f4").tobytes())
+                request.parameters["sequence_id"].string_param = sequence
+                request.parameters["sequence_start"].bool_param = t == 1
+                request.parameters["sequence_step"].int64_param = t
+                yield request
+            time.sleep(0.002)
+
+    def stop_soon() -> None:
+        time.sleep(1.5)
+        assert server.process is not None
+        server.process.terminate()
+
+    try:
+        threading.Thread(target=stop_soon).start()
+        with grpc.insecure_channel(server.grpc_url) as channel, pytest.raises(grpc.RpcError) as ended:
+            for reply in rpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests()):
+                assert not reply.error_message, reply.error_message
+                acknowledged[reply.infer_response.id] += 1
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in ended.value.details()
+        assert server.process is not None and server.process.wait(30) in (0, -signal.SIGTERM)
+        server.process = None
+        stored = rnnstream.Streams(SEED, redis.url)
+        assert sum(acknowledged.values()) > 200
+        assert {sequence: stored.steps_applied(sequence) for sequence in sequences} == \
+            {sequence: acknowledged[sequence] for sequence in sequences}
+    finally:
+        server.stop()
+        redis.stop()

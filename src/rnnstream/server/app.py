@@ -65,12 +65,13 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
             served.batcher.start()
         grpc_server = None
         if config.grpc_address is not None:
-            grpc_server, state.grpc_port = await grpc_service.start_server(state, config.grpc_address)
+            grpc_server = await grpc_service.start_server(state, config.grpc_address)
+            state.grpc_port = grpc_server.port
         state.ready = True
         yield
         state.ready = False
         if grpc_server is not None:
-            await grpc_server.stop(grpc_service.GRACE_SECONDS)
+            await grpc_server.stop()
         for served in state.models.values():
             await served.batcher.close()
             served.streams.close_store()

@@ -47,6 +47,8 @@ Context = Any
 """A ``grpc.aio.ServicerContext`` (grpc ships no type information)."""
 GRACE_SECONDS = 5.0
 """How long calls in flight may finish when the server stops."""
+SHUTTING_DOWN = ("the server is shutting down: every request it read was answered; resend the others (with "
+                 "sequence_step, safely) to another replica")
 
 
 class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc]  # generated: no types
@@ -55,6 +57,8 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.answered = {name: labels_key(model=name, protocol="grpc", code="200") for name in state.models}
+        self.readers: set[asyncio.Task[None]] = set()  # each open stream's reader
+        self.draining = False
 
     async def authorize(self, context: Context) -> None:
         token = self.state.config.token
@@ -155,31 +159,30 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],
                                context: Context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         await self.authorize(context)
-        limit = self.state.config.max_grpc_inflight
-        replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(limit)
-
-        def answered(reply: pb.ModelInferResponse | Exception, request: pb.ModelInferRequest) -> None:
-            slots.release()
-            replies.put_nowait(stream_reply(reply, request))
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    await slots.acquire()  # past max_grpc_inflight the stream is not read (backpressure)
-                    self.start(request, functools.partial(answered, request=request))
-                for _ in range(limit):  # the client is done sending: answer what it sent, then end
-                    await slots.acquire()
-            finally:
-                replies.put_nowait(None)
-
-        reader = asyncio.get_running_loop().create_task(read())
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        call = StreamCall(self, self.state.config.max_grpc_inflight)
+        reader = asyncio.get_running_loop().create_task(call.read(requests))
+        self.readers.add(reader)
+        reader.add_done_callback(call.ended)
         try:
-            while (reply := await replies.get()) is not None:
+            while (reply := await call.replies.get()) is not None:
                 yield reply
+            if call.drained:  # every request read was answered; the client resends the rest elsewhere
+                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             await reader  # a failure of the stream itself (the client's) ends the call with it
         finally:
             reader.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        """On shutdown: stop reading every stream, answer what was read, then end each stream UNAVAILABLE
+        (within ``timeout`` seconds); new streams are refused. Unary calls finish as they are."""
+        self.draining = True
+        for reader in list(self.readers):
+            reader.cancel()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.readers and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     def start(self, request: pb.ModelInferRequest, done: Callable[[pb.ModelInferResponse | Exception], None]) -> None:
         """Decode ``request`` and queue its step; ``done`` gets the response when the step is done, or the
@@ -215,6 +218,56 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
         self.state.metrics.refused(name, "grpc", error)
 
 
+class StreamCall:
+    """One ``ModelStreamInfer`` call: requests are read while fewer than ``limit`` are being answered, and
+    each is answered when its step is done."""
+
+    def __init__(self, service: InferenceService, limit: int) -> None:
+        self.service, self.limit = service, limit
+        self.slots = asyncio.Semaphore(limit)
+        self.replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        self.drained = False
+
+    async def read(self, requests: AsyncIterator[pb.ModelInferRequest]) -> None:
+        """Read and start every request; when the client is done sending, or the server drains (this task is
+        cancelled), wait for every answer, then end the replies."""
+        iterator = aiter(requests)
+        try:
+            while await self.next(iterator):
+                pass
+        except asyncio.CancelledError:
+            if not self.service.draining:
+                raise  # the call was cancelled: nobody waits for the answers
+            self.drained = True
+        for _ in range(self.limit):
+            await self.slots.acquire()
+        self.replies.put_nowait(None)
+
+    async def next(self, iterator: AsyncIterator[pb.ModelInferRequest]) -> bool:
+        """Read and start one request once there is room (until then the stream is not read: backpressure);
+        False when the client is done sending. A read cancelled midway started nothing."""
+        await self.slots.acquire()
+        try:
+            request = await anext(iterator)
+        except BaseException as end:
+            self.slots.release()
+            if isinstance(end, StopAsyncIteration):
+                return False
+            raise
+        self.service.start(request, functools.partial(self.answered, request=request))
+        return True
+
+    def answered(self, reply: pb.ModelInferResponse | Exception, request: pb.ModelInferRequest) -> None:
+        self.slots.release()
+        self.replies.put_nowait(stream_reply(reply, request))
+
+    def ended(self, reader: asyncio.Task[None]) -> None:
+        """The reader is done; if it failed or was cancelled, the replies end too."""
+        self.service.readers.discard(reader)
+        if reader.cancelled() or reader.exception() is not None:
+            self.replies.put_nowait(None)
+
+
 def stream_reply(
     reply: pb.ModelInferResponse | Exception, request: pb.ModelInferRequest
 ) -> pb.ModelStreamInferResponse:
@@ -226,18 +279,30 @@ def stream_reply(
     return pb.ModelStreamInferResponse(error_message=message, infer_response=identity)
 
 
-async def start_server(state: ServerState, address: str) -> tuple[grpc.aio.Server, int]:
-    """Serve ``state``'s models over gRPC at ``address`` (``host:port``) on the running loop; returns the
-    server and the port it listens on."""
+class GrpcServer:
+    """A running gRPC server: the port it listens on, and :meth:`stop`."""
+
+    def __init__(self, server: grpc.aio.Server, service: InferenceService, port: int) -> None:
+        self.server, self.service, self.port = server, service, port
+
+    async def stop(self) -> None:
+        """Drain every stream (answer what was read), then stop; calls still running after GRACE_SECONDS end."""
+        await self.service.drain(GRACE_SECONDS)
+        await self.server.stop(GRACE_SECONDS)
+
+
+async def start_server(state: ServerState, address: str) -> GrpcServer:
+    """Serve ``state``'s models over gRPC at ``address`` (``host:port``) on the running loop."""
     config = state.config
     options = [("grpc.max_receive_message_length", config.max_body_bytes), ("grpc.max_send_message_length", -1),
                ("grpc.so_reuseport", int(config.workers > 1))]  # else a second server would share the port
     server = grpc.aio.server(options=options)
-    rpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
+    service = InferenceService(state)
+    rpc.add_GRPCInferenceServiceServicer_to_server(service, server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:
         raise RnnstreamError(f"gRPC cannot listen on {address} ({error}): is the port in use? Choose another "
                              "with --grpc-port, or 0 for no gRPC") from None
     await server.start()
-    return server, port
+    return GrpcServer(server, service, port)
