@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", default="memory://", help="memory:// or redis://host:port/db (default %(default)s)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model-repository", metavar="DIR",
+                       help="serve the newest version of every model in DIR (Triton's layout: "
+                            "DIR/NAME/VERSION/model.keras)")
     serve.add_argument("--grpc-port", type=int, default=8001,
                        help="Triton's gRPC protocol on this port of --host (0: no gRPC)")
     serve.add_argument("--max-batch", type=int, default=256, help="streams per engine call (default %(default)s)")
@@ -160,6 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
                           max_streams=args.max_streams, ttl=args.ttl, threads=args.threads,
                           allow_nonfinite=args.allow_nonfinite,
                           grpc_address=f"{args.host}:{args.grpc_port}" if args.grpc_port else None,
+                          model_repository=args.model_repository,
                           **{limit.name: getattr(args, limit.name) for limit in LIMITS})
     return serve(config, args.host, args.port, args.workers)
 

@@ -37,6 +37,11 @@ class StreamNotFoundError(RnnstreamError, LookupError):
     """No stream has this id (never stepped, closed, or expired after its ttl)."""
 
 
+class StreamEndedError(StreamNotFoundError):
+    """The stream ended (``sequence_end``): its last step is kept for retries; a new stream with its id begins
+    with a start."""
+
+
 class StreamLimitError(RnnstreamError):
     """Starting these streams would exceed ``max_streams``; no stream was stepped."""
 

@@ -32,6 +32,7 @@ from rnnstream.errors import (
     InputError,
     RnnstreamError,
     StepOrderError,
+    StreamEndedError,
     StreamLimitError,
     StreamNotFoundError,
 )
@@ -305,7 +306,7 @@ def late_start(request: StepRequest, n: int, applied: int) -> StepOrderError:
 def unknown_sequence(request: StepRequest, applied: int, *, ended: bool) -> StreamNotFoundError:
     """The error of a step that must continue a stream the store does not hold (or holds as ended)."""
     if ended:
-        return StreamNotFoundError(f"sequence {request.stream_id!r} ended after step {applied}; a new sequence "
+        return StreamEndedError(f"sequence {request.stream_id!r} ended after step {applied}; a new sequence "
                                    "with this id begins with sequence_start")
     return StreamNotFoundError(f"unknown sequence {request.stream_id!r} (never started, ended, or expired): "
                                "its first step must start it")

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from rnnstream import __version__
 from rnnstream.model import StreamModel
-from rnnstream.server import forecast_http, generate_http, grpc_service, routes, ws
+from rnnstream.server import forecast_http, generate_http, grpc_service, repository_http, routes, ws
 from rnnstream.server.asgi import BearerAuth, Receive, Scope, Send
 from rnnstream.server.config import ServerConfig, sidecars
 from rnnstream.server.infer import InferEndpoint
@@ -56,7 +56,7 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
     """
     config = config or ServerConfig()
     state = ServerState(config, models)
-    notes = sidecars(config.models)
+    notes = sidecars(config.model_specs)
     tokens = generate_http.TokenServices(state, notes)
 
     @contextlib.asynccontextmanager
@@ -79,6 +79,7 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
     app = ServerApp(
         routes=[
             *routes.routes(),
+            *repository_http.routes(),
             *generate_http.routes(),
             *forecast_http.routes(),
             *ws.routes(),

@@ -25,6 +25,7 @@ from rnnstream.errors import InputError, ModelFileError
 from rnnstream.importers import load
 from rnnstream.model import StreamModel
 from rnnstream.server.limits import DEFAULTS, LIMITS
+from rnnstream.server.repository import model_specs, version_of
 
 BUNDLED = {"seed": SEED_MODEL, "text": TEXT_MODEL, "co2": CO2_MODEL}
 """Model specs that name a bundled model: the seed blog's model, the Shakespeare text model, the CO2 forecaster."""
@@ -51,6 +52,9 @@ class ServerConfig:
     grpc_address: str | None = None
     """Where the app also serves Triton's gRPC protocol (``host:port``; port 0: any free one); None: no gRPC.
     ``rnnstream serve`` listens on ``--grpc-port`` (8001, as Triton)."""
+    model_repository: str | None = None
+    """A model repository in Triton's layout (rnnstream.server.repository): the newest version of each of its
+    models is served beside ``models``."""
     workers: int = 1
     """Server processes (``rnnstream serve --workers``); more than one share the gRPC port (SO_REUSEPORT)."""
     # The limits (rnnstream.server.limits lists what each bounds and what exceeding it answers):
@@ -76,6 +80,20 @@ class ServerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{limit.name} ({limit.flag}) must be a positive integer, got {value!r}")
 
+    @property
+    def model_specs(self) -> list[str]:
+        """Every model to serve: ``models`` and the repository's newest versions (the bundled models when
+        neither names one)."""
+        found = model_specs(self.model_repository) if self.model_repository is not None else []
+        return [*self.models, *found] or list(DEFAULT_MODELS)
+
+    def version_of(self, name: str) -> str:
+        """The version served of model ``name``: its repository folder's name, else "1"."""
+        for spec in self.model_specs:
+            if model_spec(spec)[0] == name:
+                return version_of(spec, self.model_repository)
+        return "1"
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
@@ -84,7 +102,7 @@ class ServerConfig:
         return ServerConfig(**json.loads(text))
 
 
-def _model_spec(spec: str) -> tuple[str, str]:
+def model_spec(spec: str) -> tuple[str, str]:
     """``name=source`` → (name, source); a bare source names itself (file stem or built-in name)."""
     if "=" in spec:
         name, source = spec.split("=", 1)
@@ -131,7 +149,7 @@ def load_models(specs: list[str], threads: int | None = None) -> dict[str, Strea
     """
     models: dict[str, StreamModel] = {}
     for spec in specs or DEFAULT_MODELS:
-        name, source = _model_spec(spec)
+        name, source = model_spec(spec)
         if name in models:
             raise InputError(f"two models are named {name!r}; name them with name=MODEL")
         if source in BUNDLED:
@@ -154,7 +172,7 @@ def sidecars(specs: list[str]) -> dict[str, dict[str, Any]]:
     """
     found: dict[str, dict[str, Any]] = {}
     for spec in specs or DEFAULT_MODELS:
-        name, source = _model_spec(spec)
+        name, source = model_spec(spec)
         if source.startswith(builtin.PREFIX):
             continue
         path = Path(BUNDLED.get(source, source)).with_suffix(".json")

@@ -32,14 +32,15 @@ from tritonclient.grpc import service_pb2_grpc as rpc
 
 from rnnstream import __version__
 from rnnstream.errors import RnnstreamError
+from rnnstream.server import model_versions
 from rnnstream.server.asgi import bearer_matches
 from rnnstream.server.grpc_codec import GrpcCall, infer_response, parse_infer, status_of
 from rnnstream.server.metrics import labels_key
 from rnnstream.server.oip import model_metadata
-from rnnstream.server.refusals import ProtocolError, status_for
+from rnnstream.server.refusals import status_for
 from rnnstream.server.routes import EXTENSIONS
 from rnnstream.server.served import ServedModel, ServerState
-from rnnstream.server.triton_model import VERSION, model_config, model_statistics
+from rnnstream.server.triton_model import model_config, model_statistics
 from rnnstream.step_request import Result
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
         await self.authorize(context)
         served = await self.served(request.name, request.version, context)
-        metadata = model_metadata(served.name, served.model)
+        metadata = model_metadata(served.name, served.model, list(self.state.versions[served.name]))
         del metadata["parameters"]  # the message has no field for them
         return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
 
@@ -117,23 +118,30 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
         await self.authorize(context)
-        models = [pb.RepositoryIndexResponse.ModelIndex(name=name, version=VERSION, state="READY")
-                  for name in self.state.models]
-        return pb.RepositoryIndexResponse(models=models)
+        entries = model_versions.index(self.state)
+        if request.ready:
+            entries = [entry for entry in entries if entry["state"] == "READY"]
+        return json_format.ParseDict({"models": entries}, pb.RepositoryIndexResponse())
 
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: Context) -> pb.RepositoryModelLoadResponse:
         await self.authorize(context)
-        await self.served(request.model_name, "", context)  # a served model is loaded; any other is NOT_FOUND
+        try:
+            await model_versions.load(self.state, request.model_name)
+        except RnnstreamError as error:
+            await self.refuse(context, error)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: Context) -> pb.RepositoryModelUnloadResponse:
         await self.authorize(context)
-        served = await self.served(request.model_name, "", context)
-        await self.refuse(context, ProtocolError(
-            f"model {served.name!r} cannot be unloaded: this server serves the models it started with "
-            "(rnnstream serve MODEL ...); stop the server to drop one"))
+        given = request.parameters
+        version = given["version"].string_param if "version" in given else None
+        force = "force" in given and given["force"].bool_param
+        try:
+            await model_versions.unload(self.state, request.model_name, version or None, force)
+        except RnnstreamError as error:
+            await self.refuse(context, error)
         return pb.RepositoryModelUnloadResponse()
 
     async def served(self, name: str, version: str, context: Context) -> ServedModel:
@@ -191,7 +199,8 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
         try:
             served = self.state.find(name, request.model_version or None)
             call = parse_infer(served.model, request, self.state.config)
-            served.batcher.enqueue_call(call.step, lambda result: self.answer(served, call, result, done))
+            self.state.submit(served, call.step, lambda result: self.answer(served, call, result, done),
+                              pinned=bool(request.model_version))
         except Exception as error:
             self.failed(name, error)
             done(error)

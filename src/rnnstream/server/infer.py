@@ -105,7 +105,8 @@ class InferEndpoint:
         try:
             served = self.state.find(name, version)
             request = parse_infer(served.model, body, headers.get(HEADER_LENGTH_KEY), self.state.config)
-            served.batcher.enqueue_call(request.step, functools.partial(self.answer, served, request, reply))
+            self.state.submit(served, request.step, functools.partial(self.answer, served, request, reply),
+                              pinned=version is not None)
         except RnnstreamError as error:
             reply(self.refuse(name, error))
 

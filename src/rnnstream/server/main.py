@@ -91,7 +91,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
             "Use --store redis://host:port/db"
         )
     tune_process()
-    models = load_models(config.models, config.threads)
+    models = load_models(config.model_specs, config.threads)
     url = f"http://{host}:{port}"
     print(f"rnnstream serving {', '.join(models)} at {url} (store {config.store}, "
           f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")
@@ -100,7 +100,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
         print(f"gRPC (Triton's protocol): {config.grpc_address}")
     first = next(iter(models))
     examples = [example_request(url, first, models[first])]
-    examples += [example_generation(url, name) for name, notes in sidecars(config.models).items()
+    examples += [example_generation(url, name) for name, notes in sidecars(config.model_specs).items()
                  if name in models and "tokens" in notes][:1]
     print("Try:\n  " + "\n  ".join(examples), flush=True)
     # Float tensors barely compress: per-message deflate would only cost CPU. No access log and no

@@ -206,7 +206,7 @@ class Metrics:
     """Everything the server reports at ``/metrics``; ``models``: the served names (the ``model`` label's values)."""
 
     def __init__(self, models: Iterable[str] = ()) -> None:
-        self.models = frozenset(models)
+        self.models = set(models)
         self.requests = Counter("rnnstream_requests_total", "Step requests answered, by model, protocol and code.")
         self.errors = Counter("rnnstream_errors_total", "Step requests that failed, by model and error.")
         self.batch_size = Histogram("rnnstream_batch_size", "Streams per engine call.", _SIZES, LIVE_SECONDS)
@@ -227,6 +227,10 @@ class Metrics:
         self.generations: dict[str, Callable[[], int]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
+
+    def add_model(self, name: str) -> None:
+        """A model loaded after start-up: its name becomes a ``model`` label."""
+        self.models.add(name)
 
     def label(self, model: str) -> str:
         """The ``model`` label for a name a request gave: itself when served, else ``UNKNOWN_MODEL``."""

@@ -144,11 +144,11 @@ def encode_infer(model_name: str, request: InferCall, outputs: dict[str, Array])
     return header + b"".join(blobs), {HEADER_LENGTH: str(len(header))}
 
 
-def model_metadata(name: str, model: StreamModel) -> dict[str, Any]:
+def model_metadata(name: str, model: StreamModel, versions: list[str] | None = None) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs and outputs with datatypes and shapes (-1 = the batch axis)."""
     return {
         "name": name,
-        "versions": ["1"],
+        "versions": versions or ["1"],
         "platform": "rnnstream",
         "inputs": [
             {"name": s.name, "datatype": spec_datatype(s), "shape": [-1, *s.spec.shape]} for s in model.inputs

@@ -45,6 +45,10 @@ class BodyTooLargeError(RnnstreamError):
     """The request body is larger than the server takes (``--max-body-bytes``)."""
 
 
+class ModelInUseError(RnnstreamError):
+    """A model version to unload still holds live streams (a 409); unload with force, or once they end."""
+
+
 class LimitError(RnnstreamError):
     """A request goes past one of the server's limits: ``name`` (the ``ServerConfig`` field; its flag is
     ``--name-with-dashes``), the request's ``value`` and the ``limit``."""
@@ -85,6 +89,7 @@ OUTCOMES: list[Outcome] = [
     Outcome(MethodNotAllowedError, 405),
     Outcome(StepOrderError, 409),
     Outcome(ConflictError, 409, retryable=True),
+    Outcome(ModelInUseError, 409),
     Outcome(BodyTooLargeError, 413),
     Outcome(StreamLimitError, 503, retryable=True),
     Outcome(StoreError, 503, retryable=True),

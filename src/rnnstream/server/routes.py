@@ -45,11 +45,8 @@ async def ready(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     state = server_state(request)
-    return JSONResponse({"models": [{"name": n, "versions": ["1"], "ready": state.ready} for n in state.models]})
-
-
-async def repository_index(request: Request) -> Response:
-    return JSONResponse([{"name": n, "version": "1", "state": "READY"} for n in server_state(request).models])
+    return JSONResponse({"models": [{"name": n, "versions": list(v), "ready": state.ready}
+                                    for n, v in state.versions.items()]})
 
 
 async def model_info(request: Request) -> Response:
@@ -57,7 +54,8 @@ async def model_info(request: Request) -> Response:
         served = server_state(request).find(request.path_params["name"], request.path_params.get("version"))
     except NotFoundError as error:
         return error_response(error)
-    return JSONResponse(model_metadata(served.name, served.model))
+    versions = list(server_state(request).versions[served.name])
+    return JSONResponse(model_metadata(served.name, served.model, versions))
 
 
 async def model_ready(request: Request) -> Response:
@@ -94,25 +92,6 @@ async def statistics(request: Request) -> Response:
         return error_response(error)
 
 
-async def repository_load(request: Request) -> Response:
-    """Triton's repository extension: loading a served model is a no-op; any other name is a 404."""
-    try:
-        _served(request)
-    except NotFoundError as error:
-        return error_response(error)
-    return JSONResponse({})
-
-
-async def repository_unload(request: Request) -> Response:
-    """Unloading is refused: the server keeps serving the models it started with (and their streams)."""
-    try:
-        served = _served(request)
-    except NotFoundError as error:
-        return error_response(error)
-    return error_response(ProtocolError(f"model {served.name!r} cannot be unloaded: this server serves the models "
-                                        "it started with (rnnstream serve MODEL ...); stop the server to drop one"))
-
-
 async def metrics(request: Request) -> Response:
     """Prometheus' text format; rendered on a worker thread (the stream counts may ask a Redis store)."""
     text = await asyncio.to_thread(server_state(request).metrics.render)
@@ -136,7 +115,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    """Metadata, health, configuration, statistics, repository, metrics and OpenAPI routes."""
+    """Metadata, health, configuration, statistics, metrics and OpenAPI routes."""
     model_routes: list[BaseRoute] = []
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         model_routes += [Route(prefix, model_info), Route(prefix + "/ready", model_ready),
@@ -146,9 +125,6 @@ def routes() -> list[BaseRoute]:
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2/models", list_models),
-        Route("/v2/repository/index", repository_index, methods=["POST"]),
-        Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
-        Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
         Route("/v2/models/stats", statistics),  # before /v2/models/{name}, which would take "stats" as a name
         *model_routes,
         Route("/metrics", metrics),

@@ -155,6 +155,20 @@ class ForecastRequest(Struct, forbid_unknown_fields=True):
     quantiles: list[Annotated[float, Meta(ge=0, le=1)]] | None = None
 
 
+class RepositoryParameters(Struct):
+    """Parameters of a repository load or unload (Triton's others, such as ``unload_dependents``, are
+    taken and have no effect)."""
+
+    version: str | None = None
+    force: bool = False
+
+
+class RepositoryRequest(Struct):
+    """The body of ``POST /v2/repository/models/{name}/load`` or ``…/unload`` (may be empty)."""
+
+    parameters: RepositoryParameters | None = None
+
+
 class ErrorReply(Struct):
     """Every error: the message names the field, the value and the limit."""
 

@@ -31,8 +31,6 @@ from rnnstream.model import StreamModel
 from rnnstream.server.metrics import Metrics
 from rnnstream.server.served import ServedModel, ServerState
 
-VERSION = "1"
-"""The version every served model has (a model repository with versions comes later)."""
 INT32_MAX = 2**31 - 1
 IDLE_WITHOUT_TTL_US = 0
 """``max_sequence_idle_microseconds`` of a server without ``--ttl``: sequences never expire (Triton: 0 means its
@@ -84,14 +82,14 @@ def model_config(state: ServerState, served: ServedModel) -> dict[str, Any]:
 def model_statistics(state: ServerState, name: str | None = None) -> dict[str, Any]:
     """Triton's statistics of model ``name`` (every served model when None)."""
     names = [state.find(name).name] if name is not None else sorted(state.models)
-    return {"model_stats": [_statistics(state.metrics, model) for model in names]}
+    return {"model_stats": [_statistics(state.metrics, model, state.models[model].version) for model in names]}
 
 
 def _duration(count: float, seconds: float) -> dict[str, int]:
     return {"count": int(count), "ns": int(seconds * 1e9)}
 
 
-def _statistics(metrics: Metrics, model: str) -> dict[str, Any]:
+def _statistics(metrics: Metrics, model: str, version: str) -> dict[str, Any]:
     answered: dict[str, float] = {"success": 0.0, "fail": 0.0}
     for key, value in metrics.requests.values().items():
         labels = dict(key)
@@ -102,7 +100,7 @@ def _statistics(metrics: Metrics, model: str) -> dict[str, Any]:
     computed = metrics.compute_seconds.value(model=model)
     return {
         "name": model,
-        "version": VERSION,
+        "version": version,
         "last_inference": int(metrics.last_step.get(model, 0.0) * 1e3),
         "inference_count": int(answered["success"]),
         "execution_count": executions,

@@ -153,7 +153,7 @@ class StreamSocket:
                 served = self._served(step.model or message.model)
                 where = f"$.requests[{k}].inputs" if entries is not None else "$.inputs"
                 request = self._request(step, self._inputs(served, step, where))
-                outcomes.append((model, (step, served.batcher.enqueue(request))))
+                outcomes.append((model, (step, self.state.enqueue(served, request))))
             except RnnstreamError as error:
                 outcomes.append((model, (step, error)))
         responses, counted = [], []
@@ -204,7 +204,7 @@ class StreamSocket:
             step: StreamStep | None = None
             try:
                 step = entry if isinstance(entry, StreamStep) else decode(StreamStep, bytes(entry))
-                outcomes.append((step, served.batcher.enqueue(self._request(step, x))))
+                outcomes.append((step, self.state.enqueue(served, self._request(step, x))))
             except RnnstreamError as error:
                 outcomes.append((step, error))
         responses, blobs, counted = [], [], []

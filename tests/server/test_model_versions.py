@@ -1,0 +1,139 @@
+"""A model repository with versions, against a real server: a new version loads while 50 streams run on the
+old one; each of them ends on its own version, new streams start on the new one, and every output equals
+an in-process replay of the version it ran on."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import h5py
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+import rnnstream
+from rnnstream.server.repository import model_specs
+from tests.server.conftest import ServerProcess
+
+
+def second_version(source: Path, target: Path) -> None:
+    """The seed model with every weight halved: the same inputs and outputs, other outputs."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for item in original.namelist():
+            data = original.read(item)
+            if item == "model.weights.h5":
+                buffer = io.BytesIO(data)
+                with h5py.File(buffer, "r+") as weights:
+                    weights.visititems(lambda _, node: node.write_direct(node[()] * 0.5)
+                                       if isinstance(node, h5py.Dataset) and node.dtype.kind == "f" else None)
+                data = buffer.getvalue()
+            copy.writestr(item, data)
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    (tmp_path / "seed" / "1").mkdir(parents=True)
+    shutil.copy(rnnstream.demo.SEED_MODEL, tmp_path / "seed" / "1" / "model.keras")
+    return tmp_path
+
+
+def step(url: str, sequence: str, x: np.ndarray, *, start: bool = False, end: bool = False,
+         version: str | None = None) -> float:
+    path = f"/v2/models/seed/versions/{version}/infer" if version else "/v2/models/seed/infer"
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": x.tolist()}],
+            "parameters": {"sequence_id": sequence, "sequence_start": start, "sequence_end": end}}
+    reply = httpx.post(url + path, json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return float(reply.json()["outputs"][0]["data"][0])
+
+
+def replay(model: rnnstream.StreamModel, xs: np.ndarray) -> np.ndarray:
+    ys, _ = model.run(xs, model.initial_state(len(xs)))
+    return np.asarray(ys)[:, :, 0]
+
+
+def test_a_new_version_loads_while_fifty_streams_run_on_the_old_one(repository: Path) -> None:
+    assert [spec.rsplit("/", 2)[-2] for spec in model_specs(repository)] == ["1"]
+    old = rnnstream.load(rnnstream.demo.SEED_MODEL)
+    second_version(repository / "seed" / "1" / "model.keras", repository / "new.keras")
+    new = rnnstream.load(repository / "new.keras")
+    server = ServerProcess("--model-repository", str(repository)).start()
+    try:
+        n, T = 50, 8
+        xs = np.random.default_rng(0).normal(0, 1, (n, T, 4)).astype(np.float32)
+        ids = [f"old-{uuid.uuid4().hex[:8]}" for _ in range(n)]
+        got = np.zeros((n, T), np.float32)
+        for k in range(n):
+            got[k, 0] = step(server.url, ids[k], xs[k, 0], start=True)
+        loaded = threading.Event()
+
+        def run(k: int) -> None:
+            for t in range(1, T):
+                got[k, t] = step(server.url, ids[k], xs[k, t], end=t == T - 1)
+                if t == 2:
+                    loaded.wait(30)  # the new version loads while every stream is mid-way
+
+        workers = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+        for worker in workers:
+            worker.start()
+        time.sleep(0.2)
+        (repository / "seed" / "2").mkdir()
+        (repository / "new.keras").rename(repository / "seed" / "2" / "model.keras")
+        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        client.load_model("seed")
+        loaded.set()
+        for worker in workers:
+            worker.join(60)
+        np.testing.assert_allclose(got, replay(old, xs), rtol=1e-5, atol=1e-6)  # each ended on version 1
+
+        fresh = [f"new-{k}" for k in range(3)]
+        started = np.array([[step(server.url, s, xs[k, 0], start=True), step(server.url, s, xs[k, 1])]
+                            for k, s in enumerate(fresh)])
+        np.testing.assert_allclose(started, replay(new, xs[:3, :2]), rtol=1e-5, atol=1e-6)  # on version 2
+        assert not np.allclose(replay(new, xs[:3, :2]), replay(old, xs[:3, :2]))
+
+        index = {(m["name"], m["version"]): m["state"] for m in client.get_model_repository_index()}
+        assert index == {("seed", "1"): "READY", ("seed", "2"): "READY"}
+        assert httpx.get(server.url + "/v2/models/seed").json()["versions"] == ["1", "2"]
+        assert client.get_model_config("seed", "1")["name"] == "seed"
+        grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
+        assert grpc_client.get_model_metadata("seed", as_json=True)["versions"] == ["1", "2"]
+
+        pinned = f"pinned-{uuid.uuid4().hex[:6]}"  # a stream started on version 1 by name keeps it live
+        assert step(server.url, pinned, xs[0, 0], start=True, version="1") == pytest.approx(
+            replay(old, xs[:1, :1])[0, 0], abs=1e-6)
+        refused = httpx.post(server.url + "/v2/repository/models/seed/unload",
+                             json={"parameters": {"version": "1"}})
+        assert refused.status_code == 409 and "live streams (version 1: 1)" in refused.json()["error"]
+        assert step(server.url, pinned, xs[0, 1]) == pytest.approx(replay(old, xs[:1, :2])[0, 1], abs=1e-6)
+        forced = httpx.post(server.url + "/v2/repository/models/seed/unload",
+                            json={"parameters": {"version": "1", "force": True}})
+        assert forced.status_code == 200, forced.text
+        assert httpx.get(server.url + "/v2/models/seed").json()["versions"] == ["2"]
+        index = {(m["name"], m["version"]): m["state"] for m in client.get_model_repository_index()}
+        assert index == {("seed", "1"): "UNAVAILABLE", ("seed", "2"): "READY"}
+        with pytest.raises(InferenceServerException, match="no model 'seed' version '1'"):
+            client.get_model_config("seed", "1")
+    finally:
+        server.stop()
+
+
+def test_a_version_with_other_inputs_is_refused(repository: Path) -> None:
+    server = ServerProcess("--model-repository", str(repository)).start()
+    try:
+        (repository / "seed" / "2").mkdir()
+        shutil.copy(rnnstream.demo.TEXT_MODEL, repository / "seed" / "2" / "model.keras")
+        reply = httpx.post(server.url + "/v2/repository/models/seed/load")
+        assert reply.status_code == 400 and "another model" in reply.json()["error"]
+        assert httpx.post(server.url + "/v2/repository/models/nope/load").status_code == 404
+    finally:
+        server.stop()
