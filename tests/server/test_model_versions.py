@@ -108,6 +108,10 @@ def test_a_new_version_loads_while_fifty_streams_run_on_the_old_one(repository: 
         grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
         assert grpc_client.get_model_metadata("seed", as_json=True)["versions"] == ["1", "2"]
 
+        stats = {s["version"]: s for s in client.get_inference_statistics("seed")["model_stats"]}
+        assert stats["1"]["inference_count"] == n * T and stats["2"]["inference_count"] == 6  # per version
+        assert stats["2"]["inference_stats"]["fail"]["count"] == 0  # steps passed on to version 1 did not fail
+        assert stats["1"]["execution_count"] >= T and stats["2"]["execution_count"] >= 2
         pinned = f"pinned-{uuid.uuid4().hex[:6]}"  # a stream started on version 1 by name keeps it live
         assert step(server.url, pinned, xs[0, 0], start=True, version="1") == pytest.approx(
             replay(old, xs[:1, :1])[0, 0], abs=1e-6)

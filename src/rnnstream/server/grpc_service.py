@@ -109,10 +109,10 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
         self, request: pb.ModelStatisticsRequest, context: Context
     ) -> pb.ModelStatisticsResponse:
         await self.authorize(context)
-        name = None
         if request.name:
-            name = (await self.served(request.name, request.version, context)).name
-        return json_format.ParseDict(model_statistics(self.state, name), pb.ModelStatisticsResponse())
+            await self.served(request.name, request.version, context)  # NOT_FOUND for a model not served
+        statistics = model_statistics(self.state, request.name or None, request.version or None)
+        return json_format.ParseDict(statistics, pb.ModelStatisticsResponse())
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Context

@@ -65,11 +65,6 @@ class Counter:
     def value(self, **labels: str) -> float:
         return self._values.get(tuple(sorted(labels.items())), 0.0)
 
-    def values(self) -> dict[Labels, float]:
-        """Every label set's value (a copy)."""
-        with self._lock:
-            return dict(self._values)
-
     def family(self) -> Metric:
         """The counter as a prometheus_client family (label names from its label sets)."""
         with self._lock:
@@ -160,18 +155,6 @@ class Histogram:
             if self._window is not None:
                 self._window.extend(key, values, time.monotonic())
 
-    def total(self, **labels: str) -> tuple[int, float]:
-        """How many observations a label set has had, and their sum.
-
-        >>> h = Histogram("h", "", (1.0,))
-        >>> h.observe_many([0.5, 2.0], model="a")
-        >>> h.total(model="a"), h.total(model="b")
-        ((2, 2.5), (0, 0.0))
-        """
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            return sum(self._counts.get(key, ())), self._sums.get(key, 0.0)
-
     def recent(self, now: float | None = None, **labels: str) -> tuple[float, list[float]]:
         """The seconds covered and the values observed in the window (``window=`` histograms only)."""
         if self._window is None:
@@ -214,10 +197,6 @@ class Metrics:
                                      _SECONDS, LIVE_SECONDS)
         self.step_latency = Histogram("rnnstream_step_seconds", "Duration of one batched engine call.", _SECONDS,
                                       LIVE_SECONDS)
-        self.compute_seconds = Counter("rnnstream_request_compute_seconds_total", "Engine time by request: each "
-                                       "engine call's duration, once for each of its streams.")
-        self.last_step: dict[str, float] = {}
-        """When each model's last engine call finished (seconds since the epoch)."""
         self.active_streams: dict[str, Callable[[], int]] = {}
         self.tokens = Counter("rnnstream_generated_tokens_total", "Tokens generated, by model.")
         self.token_batch = Histogram("rnnstream_generate_streams", "Generating streams per token step (one engine "
@@ -274,7 +253,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
-        for series in (m.requests, m.errors, m.batch_size, m.queue_delay, m.step_latency, m.compute_seconds):
+        for series in (m.requests, m.errors, m.batch_size, m.queue_delay, m.step_latency):
             yield series.family()
         yield _gauge("rnnstream_active_streams", "Streams held by the store.", m.active_streams)
         for series in (m.tokens, m.token_batch, m.token_step):

@@ -8,8 +8,9 @@ what the served one does (input names, shapes and types, output names and shapes
 inputs is another model, under another name. Loading a version that is served already does nothing.
 
 **Unload** (``…/unload``, gRPC ``RepositoryModelUnload``) stops serving one version (parameter
-``version``) or every version of a repository model (the models named on the command line stay); a version that still holds live streams is refused (409)
-unless the parameter ``force`` is true, which drops its streams.
+``version``) or every version of a repository model (the models named on the command line stay); a
+version that still holds live streams is refused (409) unless the parameter ``force`` is true, which
+drops its streams.
 """
 
 from __future__ import annotations

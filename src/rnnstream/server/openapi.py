@@ -69,11 +69,11 @@ def openapi_document(version: str) -> bytes:
         "/v2/models": _get("the served models"),
         "/v2/repository/index": {"post": {"summary": "the model repository", "responses": {"200": _OBJECT}}},
         "/v2/repository/models/{name}/load": _with_params(
-            {"post": {"summary": "load a model (a served one: nothing to do)",
+            {"post": {"summary": "serve the newest version of a repository model",
                       "responses": {"200": {"description": "loaded", **_OBJECT}, "4XX": _ERRORS}}}, [_NAME]),
         "/v2/repository/models/{name}/unload": _with_params(
-            {"post": {"summary": "unload a model (refused: the server keeps its models)",
-                      "responses": {"4XX": _ERRORS}}},
+            {"post": {"summary": "stop serving a version of a repository model (409 with live streams)",
+                      "responses": {"200": {"description": "unloaded", **_OBJECT}, "4XX": _ERRORS}}},
             [_NAME]),
         "/v2/stats": _get("every model's live figures over the last seconds"),
         "/v2/models/stats": _get("Triton's statistics of every model"),

@@ -82,12 +82,11 @@ async def model_configuration(request: Request) -> Response:
 
 
 async def statistics(request: Request) -> Response:
-    """Triton's statistics extension, of one model or (``/v2/models/stats``) of every one."""
-    name = request.path_params.get("name")
+    """Triton's statistics extension: of each version of one model, of one version, or (``/v2/models/stats``)
+    of every model."""
     try:
-        if name is not None:
-            _served(request)
-        return JSONResponse(model_statistics(server_state(request), name))
+        return JSONResponse(model_statistics(server_state(request), request.path_params.get("name"),
+                                             request.path_params.get("version")))
     except NotFoundError as error:
         return error_response(error)
 

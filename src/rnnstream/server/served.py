@@ -127,6 +127,7 @@ class ServerState:
         def answered(result: Result) -> None:
             unknown = isinstance(result, StreamNotFoundError) and not isinstance(result, StreamEndedError)
             if unknown:
+                versions[0].batcher.statistics.passed_on()  # not that version's failure: its stream is elsewhere
                 self.ask(versions[1:], step, done)
             else:
                 done(result)

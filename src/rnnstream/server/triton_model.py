@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import Any
 
 from rnnstream.model import StreamModel
-from rnnstream.server.metrics import Metrics
 from rnnstream.server.served import ServedModel, ServerState
 
 INT32_MAX = 2**31 - 1
@@ -79,38 +78,36 @@ def model_config(state: ServerState, served: ServedModel) -> dict[str, Any]:
     }
 
 
-def model_statistics(state: ServerState, name: str | None = None) -> dict[str, Any]:
-    """Triton's statistics of model ``name`` (every served model when None)."""
-    names = [state.find(name).name] if name is not None else sorted(state.models)
-    return {"model_stats": [_statistics(state.metrics, model, state.models[model].version) for model in names]}
+def model_statistics(state: ServerState, name: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """Triton's statistics of each version of model ``name`` (of ``version`` only; of every model when None)."""
+    if name is None:
+        served = [v for model in sorted(state.versions) for v in state.versions[model].values()]
+    elif version is None:
+        served = list(state.versions[state.find(name).name].values())
+    else:
+        served = [state.find(name, version)]
+    return {"model_stats": [_statistics(v) for v in served]}
 
 
 def _duration(count: float, seconds: float) -> dict[str, int]:
     return {"count": int(count), "ns": int(seconds * 1e9)}
 
 
-def _statistics(metrics: Metrics, model: str, version: str) -> dict[str, Any]:
-    answered: dict[str, float] = {"success": 0.0, "fail": 0.0}
-    for key, value in metrics.requests.values().items():
-        labels = dict(key)
-        if labels.get("model") == model:
-            answered["success" if labels.get("code") == "200" else "fail"] += value
-    waited, queue_seconds = metrics.queue_delay.total(model=model)
-    executions, _ = metrics.step_latency.total(model=model)
-    computed = metrics.compute_seconds.value(model=model)
+def _statistics(served: ServedModel) -> dict[str, Any]:
+    figures = served.batcher.statistics
     return {
-        "name": model,
-        "version": version,
-        "last_inference": int(metrics.last_step.get(model, 0.0) * 1e3),
-        "inference_count": int(answered["success"]),
-        "execution_count": executions,
+        "name": served.name,
+        "version": served.version,
+        "last_inference": int(figures.last * 1e3),
+        "inference_count": figures.success,
+        "execution_count": figures.executions,
         "inference_stats": {
-            "success": _duration(answered["success"], queue_seconds + computed),
-            "fail": _duration(answered["fail"], 0.0),
-            "queue": _duration(waited, queue_seconds),
-            "compute_input": _duration(waited, 0.0),
-            "compute_infer": _duration(waited, computed),
-            "compute_output": _duration(waited, 0.0),
+            "success": _duration(figures.success, figures.queue_seconds + figures.compute_seconds),
+            "fail": _duration(figures.fail, 0.0),
+            "queue": _duration(figures.queued, figures.queue_seconds),
+            "compute_input": _duration(figures.queued, 0.0),
+            "compute_infer": _duration(figures.queued, figures.compute_seconds),
+            "compute_output": _duration(figures.queued, 0.0),
         },
         "batch_stats": [],
     }
