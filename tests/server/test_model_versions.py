@@ -141,3 +141,19 @@ def test_a_version_with_other_inputs_is_refused(repository: Path) -> None:
         assert httpx.post(server.url + "/v2/repository/models/nope/load").status_code == 404
     finally:
         server.stop()
+
+
+def test_several_worker_processes_refuse_to_change_versions(repository: Path) -> None:
+    """A load or unload request reaches one worker process of ``--workers N``: refused, with what to do."""
+    import asyncio
+
+    from rnnstream.server import model_versions
+    from rnnstream.server.config import ServerConfig
+    from rnnstream.server.refusals import ProtocolError
+    from rnnstream.server.served import ServerState
+
+    state = ServerState(ServerConfig(models=[], model_repository=str(repository), workers=2))
+    assert sorted(state.models) == ["seed"]
+    for change in (model_versions.load(state, "seed"), model_versions.unload(state, "seed")):
+        with pytest.raises(ProtocolError, match="worker processes"):
+            asyncio.run(change)

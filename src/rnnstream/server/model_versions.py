@@ -31,6 +31,7 @@ async def load(state: ServerState, name: str) -> ServedModel:
     root = state.config.model_repository
     if root is None:
         return state.find(name)  # served from the start: loaded; any other name is a 404
+    single_process(state, "load")
     try:
         number, path = newest(Path(root), name)
     except Exception as error:
@@ -47,6 +48,15 @@ async def load(state: ServerState, name: str) -> ServedModel:
     served.batcher.start()
     state.add(served)
     return served
+
+
+def single_process(state: ServerState, what: str) -> None:
+    """Refuse to change the served versions of one of several worker processes: a request reaches one of
+    them, and the others would go on serving what they serve (restart them to serve a new version)."""
+    if state.config.workers > 1:
+        raise ProtocolError(f"cannot {what} a model version in a server of {state.config.workers} worker "
+                            "processes: a request reaches one of them. Restart the server to serve the "
+                            "repository's newest versions, or run single-process replicas behind a load balancer")
 
 
 def check_compatible(name: str, version: str, served: ServedModel, model: StreamModel) -> None:
@@ -68,6 +78,7 @@ async def unload(state: ServerState, name: str, version: str | None = None, forc
     targets = [state.find(name, version)] if version is not None else \
         list(state.versions.get(state.find(name).name, {}).values())
     root = state.config.model_repository
+    single_process(state, "unload")
     if root is None or name not in names(Path(root)):
         raise ProtocolError(f"model {name!r} cannot be unloaded: it is not from the model repository "
                             "(--model-repository); the server serves the models it started with until it stops")
