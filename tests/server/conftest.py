@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,19 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"the server on port {self.port} was not ready within {timeout} s")
+
+    def terminate_after(self, seconds: float) -> threading.Thread:
+        """Send SIGTERM ``seconds`` from now, from a thread (the caller drives the load meanwhile)."""
+        process = self.process
+        assert process is not None
+
+        def terminate() -> None:
+            time.sleep(seconds)
+            process.terminate()
+
+        thread = threading.Thread(target=terminate)
+        thread.start()
+        return thread
 
     def stop(self, sig: int | None = None) -> int:
         if self.process is None:

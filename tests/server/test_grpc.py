@@ -7,7 +7,6 @@ import asyncio
 import json
 import queue
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
@@ -246,13 +245,8 @@ def test_sigterm_answers_every_grpc_request_it_read(tmp_path: Path) -> None:
                 yield request
             time.sleep(0.002)
 
-    def stop_soon() -> None:
-        time.sleep(1.5)
-        assert server.process is not None
-        server.process.terminate()
-
     try:
-        threading.Thread(target=stop_soon).start()
+        server.terminate_after(1.5)
         with grpc.insecure_channel(server.grpc_url) as channel, pytest.raises(grpc.RpcError) as ended:
             for reply in rpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests()):
                 assert not reply.error_message, reply.error_message

@@ -443,13 +443,8 @@ def test_sigterm_answers_every_websocket_message_it_received(tmp_path: Path) -> 
                 await sender
             return socket.close_code
 
-    def stop_soon() -> None:
-        time.sleep(1.5)
-        assert server.process is not None
-        server.process.terminate()
-
     try:
-        threading.Thread(target=stop_soon).start()
+        server.terminate_after(1.5)
         code = asyncio.run(client())
         assert server.process is not None and server.process.wait(30) in (0, -signal.SIGTERM)
         server.process = None
