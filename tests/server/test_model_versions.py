@@ -157,3 +157,37 @@ def test_several_worker_processes_refuse_to_change_versions(repository: Path) ->
     for change in (model_versions.load(state, "seed"), model_versions.unload(state, "seed")):
         with pytest.raises(ProtocolError, match="worker processes"):
             asyncio.run(change)
+
+
+def test_per_version_metrics_and_a_forecast_from_a_stream_on_an_older_version(tmp_path: Path) -> None:
+    """The co2 forecaster in two versions: a stream started on version 1 is forecast from version 1 after
+    version 2 loads (version 2 does not know it), and /metrics has each version's series."""
+    source = Path(rnnstream.demo.CO2_MODEL)
+    (tmp_path / "co2" / "1").mkdir(parents=True)
+    shutil.copy(source, tmp_path / "co2" / "1" / "model.keras")
+    shutil.copy(source.with_suffix(".json"), tmp_path / "co2" / "1" / "model.json")  # its feedback sidecar
+    server = ServerProcess("--model-repository", str(tmp_path)).start()
+    try:
+        stream = f"mauna-loa-{uuid.uuid4().hex[:6]}"
+        for t, level in enumerate((316.1, 316.4, 316.9)):
+            body = {"inputs": [{"name": "co2", "shape": [1, 1], "datatype": "FP32", "data": [level]},
+                               {"name": "calendar", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 0.07 * t]}],
+                    "parameters": {"sequence_id": stream, "sequence_start": t == 0}}
+            assert httpx.post(server.url + "/v2/models/co2/infer", json=body).status_code == 200
+        (tmp_path / "co2" / "2").mkdir()
+        second_version(tmp_path / "co2" / "1" / "model.keras", tmp_path / "co2" / "2" / "model.keras")
+        shutil.copy(source.with_suffix(".json"), tmp_path / "co2" / "2" / "model.json")
+        assert httpx.post(server.url + "/v2/repository/models/co2/load").status_code == 200
+        ask = {"sequence_id": stream, "horizon": 3, "exogenous": {"calendar": [[1.0, 0.1], [1.0, 0.2], [1.0, 0.3]]}}
+        unpinned = httpx.post(server.url + "/v2/models/co2/forecast", json=ask)
+        on_one = httpx.post(server.url + "/v2/models/co2/versions/1/forecast", json=ask)
+        on_two = httpx.post(server.url + "/v2/models/co2/versions/2/forecast", json=ask)
+        assert unpinned.status_code == on_one.status_code == 200, unpinned.text
+        assert unpinned.json()["point"] == on_one.json()["point"]
+        assert on_two.status_code == 400  # version 2 has no such stream
+        page = httpx.get(server.url + "/metrics").text
+        assert 'rnnstream_version_requests_total{model="co2",result="success",version="1"} 3.0' in page
+        assert 'rnnstream_version_active_streams{model="co2",version="1"} 1.0' in page
+        assert 'rnnstream_version_active_streams{model="co2",version="2"} 0.0' in page
+    finally:
+        server.stop()

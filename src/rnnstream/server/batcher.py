@@ -17,10 +17,9 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from rnnstream.server.batch_policy import SPLIT_WORK, BatchPolicy, Waiting
-from rnnstream.server.metrics import Metrics
+from rnnstream.server.metrics import Metrics, VersionStatistics
 from rnnstream.server.refusals import QueueTimeoutError, ShuttingDownError
 from rnnstream.server.runners import PIPELINE, Finish, LaunchRunner, Runner, WorkerRunner
 from rnnstream.step_request import Result, StepRequest
@@ -28,37 +27,6 @@ from rnnstream.streams import Streams
 from rnnstream.types import Outputs
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Statistics:
-    """What Triton's statistics extension reports of one model version (rnnstream.server.triton_model)."""
-
-    success: int = 0
-    fail: int = 0
-    queued: int = 0  # requests that reached an engine call
-    queue_seconds: float = 0.0  # their waits for it
-    compute_seconds: float = 0.0  # each engine call's duration, once for each of its requests
-    executions: int = 0  # engine calls
-    last: float = 0.0  # when the last engine call ended (seconds since the epoch)
-
-    def computed(self, waits: list[float], seconds: float) -> None:
-        """An engine call of ``seconds`` for requests that waited ``waits`` for it."""
-        self.queued += len(waits)
-        self.queue_seconds += sum(waits)
-        self.compute_seconds += seconds * len(waits)
-        self.executions += 1
-        self.last = time.time()
-
-    def passed_on(self) -> None:
-        """A request this version answered "unknown stream" went on to an older version that holds it."""
-        self.fail -= 1
-
-    def settled(self, results: Sequence[Result]) -> None:
-        """A batch's requests are answered: their outputs, or their errors."""
-        failed = sum([isinstance(result, Exception) for result in results])
-        self.fail += failed
-        self.success += len(results) - failed
 
 
 class Batcher:
@@ -78,7 +46,7 @@ class Batcher:
     ) -> None:
         self.streams, self.name, self.check_finite = streams, name, check_finite
         self.metrics = metrics or Metrics()
-        self.statistics = Statistics()
+        self.statistics = VersionStatistics()
         self.policy = BatchPolicy(max_batch=max_batch, max_delay=max_delay, timeout=timeout,
                                   row_work=streams.model.parameter_count, split_work=split_work)
         self.runners: list[Runner] = []  # made by start(), on the loop

@@ -103,6 +103,8 @@ async def forecast(request: Request) -> Response:
         body = await read_body(request, state.config.max_body_bytes)
         stream_id, horizon, options, quantiles = parse_forecast(
             body, served.model, sidecars.get(served.name, {}).get("feedback"), state.config)
+        if request.path_params.get("version") is None:  # the version that holds the stream, asked on a thread
+            served = await asyncio.to_thread(state.holder, served, stream_id)
         reply = await asyncio.to_thread(_forecast, served, stream_id, horizon, options, quantiles)
     except RnnstreamError as error:
         state.metrics.refused(name, "forecast", error)

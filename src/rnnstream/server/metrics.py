@@ -27,7 +27,8 @@ import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
@@ -185,6 +186,38 @@ UNKNOWN_MODEL = "_unknown"
 """The ``model`` label of requests that name a model the server does not serve."""
 
 
+@dataclass
+class VersionStatistics:
+    """One model version's requests and engine calls (its batcher's record): Triton's statistics extension
+    (rnnstream.server.triton_model) and the ``rnnstream_version_*`` series report them."""
+
+    success: int = 0
+    fail: int = 0
+    queued: int = 0  # requests that reached an engine call
+    queue_seconds: float = 0.0  # their waits for it
+    compute_seconds: float = 0.0  # each engine call's duration, once for each of its requests
+    executions: int = 0  # engine calls
+    last: float = 0.0  # when the last engine call ended (seconds since the epoch)
+
+    def computed(self, waits: list[float], seconds: float) -> None:
+        """An engine call of ``seconds`` for requests that waited ``waits`` for it."""
+        self.queued += len(waits)
+        self.queue_seconds += sum(waits)
+        self.compute_seconds += seconds * len(waits)
+        self.executions += 1
+        self.last = time.time()
+
+    def passed_on(self) -> None:
+        """A request this version answered "unknown stream" went on to an older version that holds it."""
+        self.fail -= 1
+
+    def settled(self, results: Sequence[object]) -> None:
+        """A batch's requests are answered: their outputs, or their errors."""
+        failed = sum([isinstance(result, Exception) for result in results])
+        self.fail += failed
+        self.success += len(results) - failed
+
+
 class Metrics:
     """Everything the server reports at ``/metrics``; ``models``: the served names (the ``model`` label's values)."""
 
@@ -204,6 +237,8 @@ class Metrics:
         self.token_step = Histogram("rnnstream_generate_step_seconds", "Duration of one token step: prime the new "
                                     "prompts, feed every stream, sample.", _SECONDS, LIVE_SECONDS)
         self.generations: dict[str, Callable[[], int]] = {}
+        self.versions: dict[tuple[str, str], tuple[VersionStatistics, Callable[[], int]]] = {}
+        """Each served (model, version): its statistics and its live-stream count."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -259,6 +294,7 @@ class _Collector(Collector):
         for series in (m.tokens, m.token_batch, m.token_step):
             yield series.family()
         yield _gauge("rnnstream_active_generations", "Token streams generating now.", m.generations)
+        yield from _version_series(m.versions)
 
 
 def _gauge(name: str, help_text: str, counts: dict[str, Callable[[], int]]) -> Metric:
@@ -274,3 +310,24 @@ def _percentiles(name: str, seconds: list[float]) -> dict[str, float]:
         return {f"{name}_p50_ms": 0.0, f"{name}_p99_ms": 0.0}
     p50, p99 = np.percentile(np.asarray(seconds) * 1e3, [50, 99])
     return {f"{name}_p50_ms": round(float(p50), 3), f"{name}_p99_ms": round(float(p99), 3)}
+
+
+def _version_series(versions: dict[tuple[str, str], tuple[VersionStatistics, Callable[[], int]]]) -> Iterator[Metric]:
+    """Each model version's requests, engine calls, times and live streams (labels ``model``, ``version``)."""
+    labels = ["model", "version"]
+    requests = CounterMetricFamily("rnnstream_version_requests", "Steps answered by a model version, by result "
+                                   "(success or fail).", labels=[*labels, "result"])
+    calls = CounterMetricFamily("rnnstream_version_engine_calls", "Engine calls of a model version.", labels=labels)
+    queue = CounterMetricFamily("rnnstream_version_queue_seconds", "Time steps waited for their engine call.",
+                                labels=labels)
+    compute = CounterMetricFamily("rnnstream_version_compute_seconds", "Engine time, each call's once for each "
+                                  "of its steps.", labels=labels)
+    streams = GaugeMetricFamily("rnnstream_version_active_streams", "Live streams of a model version.", labels=labels)
+    for (model, version), (figures, count) in sorted(versions.items()):
+        requests.add_metric([model, version, "success"], figures.success)
+        requests.add_metric([model, version, "fail"], figures.fail)
+        calls.add_metric([model, version], figures.executions)
+        queue.add_metric([model, version], figures.queue_seconds)
+        compute.add_metric([model, version], figures.compute_seconds)
+        streams.add_metric([model, version], count())
+    yield from (requests, calls, queue, compute, streams)

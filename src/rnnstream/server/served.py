@@ -82,18 +82,30 @@ class ServerState:
         self.models[served.name] = served
         self.metrics.add_model(served.name)
         self.metrics.active_streams[served.name] = served.streams.__len__
+        self.metrics.versions[served.name, served.version] = (served.batcher.statistics, served.streams.__len__)
 
     def remove(self, served: ServedModel) -> None:
         """Stop serving ``served`` (its batcher is the caller's to close): the newest remaining version
         takes its place, or the model is gone."""
         versions = self.versions[served.name]
         del versions[served.version]
+        self.metrics.versions.pop((served.name, served.version), None)
         if versions:
             self.models[served.name] = versions[max(versions, key=int)]
             self.metrics.active_streams[served.name] = self.models[served.name].streams.__len__
         else:
             del self.versions[served.name], self.models[served.name]
             self.metrics.active_streams.pop(served.name, None)
+
+    def holder(self, served: ServedModel, stream_id: str) -> ServedModel:
+        """The newest version of ``served``'s model that holds stream ``stream_id``, else ``served``.
+        Blocking (the store may be asked): call it from a worker thread."""
+        versions = self.versions[served.name]
+        if len(versions) > 1:
+            for version in sorted(versions.values(), key=lambda v: -int(v.version)):
+                if stream_id in version.streams:
+                    return version
+        return served
 
     def find(self, name: str, version: str | None = None) -> ServedModel:
         """The served model ``name``: its newest version, or ``version``; NotFoundError (a 404) lists the
