@@ -20,6 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("baseline", help="the baseline tree's src directory")
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--baseline-grpc", action="store_true",
+                        help="the baseline takes --grpc-port (releases from the one that added gRPC)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--models", nargs="+", default=["identity", "seed"])
@@ -30,7 +32,8 @@ def main() -> None:
             a, b = [], []
             for _ in range(args.pairs):
                 os.environ["PYTHONPATH"] = args.baseline
-                a.append(measure(model, protocol, "on", args.streams, args.seconds).steps_per_second)
+                a.append(measure(model, protocol, "on", args.streams, args.seconds,
+                                 grpc_flag=args.baseline_grpc).steps_per_second)
                 del os.environ["PYTHONPATH"]
                 b.append(measure(model, protocol, "on", args.streams, args.seconds).steps_per_second)
                 print(f"{protocol} {model}: A {a[-1]:,.0f}  B {b[-1]:,.0f}  B/A {b[-1] / a[-1]:.3f}", flush=True)

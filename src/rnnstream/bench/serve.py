@@ -60,12 +60,16 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) 
     raise RuntimeError(f"the server at {url} was not ready within {timeout} s")
 
 
-def measure(model: str, protocol: str, batching: str, streams: int, seconds: float, rate: float = 0.0) -> LoadResult:
+def measure(model: str, protocol: str, batching: str, streams: int, seconds: float, rate: float = 0.0, *,
+            grpc_flag: bool = True) -> LoadResult:
+    """One run: a server and the load generator. The server listens for gRPC only when the load is gRPC;
+    ``grpc_flag`` False: it does not take ``--grpc-port`` at all (a release older than gRPC, in an A/B)."""
     port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
+    grpc = ["--grpc-port", str(grpc_port if protocol == "grpc" else 0)] if grpc_flag else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "rnnstream", "serve", f"{model}={MODELS[model]}", "--port", str(port),
-         "--grpc-port", str(grpc_port), *BATCHING[batching]],
+        [sys.executable, "-m", "rnnstream", "serve", f"{model}={MODELS[model]}", "--port", str(port), *grpc,
+         *BATCHING[batching]],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
