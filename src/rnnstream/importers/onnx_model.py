@@ -35,8 +35,9 @@ from rnnstream.layers.layer import TensorSpec
 OPERATORS: dict[str, Handler] = {**COMPUTE, **LAYOUT, "LSTM": recurrent, "GRU": recurrent, "RNN": recurrent}
 
 _CONTROL = (
-    "it is control flow; tf2onnx writes some Keras recurrent layers (GRU with reset_after=False, SimpleRNN) "
-    "as a Loop, which rnnstream does not read: load the Keras model file (.keras / .h5) itself instead"
+    "it is control flow; Keras exporters write some recurrent layers as a Loop (tf2onnx: SimpleRNN, a GRU "
+    "with reset_after=False from tf.keras 2 or any GRU from Keras 3, an LSTM with recurrent_dropout; Keras 3's "
+    "own export: GRU), which rnnstream does not read: load the Keras model file (.keras / .h5) itself instead"
 )
 _REDUCE = "it reduces over an axis: over time it needs the whole sequence; over features it is not supported"
 REFUSED: dict[str, str] = {
