@@ -59,17 +59,45 @@ def _snake_case(name: str) -> str:
     return name
 
 
-def _vars_in(group: h5py.Group) -> list[Array]:
-    """A layer's own ``vars/0..n``, then its children's (``cell/``, ``layer/``) in name order."""
+def _unique_snake(class_names: list[str]) -> list[str]:
+    """Keras' names for the objects of a list, by class: ``lstm_cell``, ``gru_cell``, ``lstm_cell_1``, …"""
+    names: list[str] = []
+    used: dict[str, int] = {}
+    for class_name in class_names:
+        snake = _snake_case(class_name)
+        used[snake] = used.get(snake, -1) + 1
+        names.append(f"{snake}_{used[snake]}" if used[snake] else snake)
+    return names
+
+
+def _vars_in(group: h5py.Group, cells: list[str] | None = None) -> list[Array]:
+    """A layer's own ``vars/0..n``, then its children's (``cell/``, ``layer/``) in name order; the groups
+    of a ``cells/`` list (StackedRNNCells) in the list's order, ``cells`` (Keras names names by class, so
+    their name order is not the list's)."""
     arrays: list[Array] = []
     if "vars" in group:
         own = group["vars"]
         arrays += [np.asarray(own[k]) for k in sorted(own.keys(), key=int)]
     for key in sorted(k for k in group if k != "vars"):
         child = group[key]
-        if isinstance(child, h5py.Group):
-            arrays += _vars_in(child)
+        if not isinstance(child, h5py.Group):
+            continue
+        if key == "cells" and cells is not None:
+            arrays += [a for name in cells if name in child for a in _vars_in(child[name])]
+        else:
+            arrays += _vars_in(child, cells)
     return arrays
+
+
+def _stacked_cells(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Layer name → the weight group names of its StackedRNNCells' cells, in the cells' order."""
+    found: dict[str, list[str]] = {}
+    for entry in config.get("config", {}).get("layers", []):
+        cell = (entry.get("config") or {}).get("cell")
+        if isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells":
+            cells = (cell.get("config") or {}).get("cells") or []
+            found[_layer_name(entry)] = _unique_snake([str(c.get("class_name", "")) for c in cells])
+    return found
 
 
 def _read_keras_v3(path: Path, data: bytes) -> KerasSource:
@@ -92,12 +120,13 @@ def _read_keras_v3(path: Path, data: bytes) -> KerasSource:
         raise ModelFileError(f"{path}: config.json is not valid JSON ({exc})") from None
     major = _major(metadata.get("keras_version", "3.0"), str(path))
     layer_groups = _v3_layer_groups(config, weights_file)
+    stacked = _stacked_cells(config)
 
     def lookup(layer_name: str) -> list[Array]:
         group_path = layer_groups.get(layer_name)
         if group_path is None or group_path not in weights_file:
             return []
-        return _vars_in(weights_file[group_path])
+        return _vars_in(weights_file[group_path], stacked.get(layer_name))
 
     return KerasSource(config, lookup, major, f"Keras {metadata.get('keras_version', '3')} .keras file {path.name}")
 
@@ -105,16 +134,8 @@ def _read_keras_v3(path: Path, data: bytes) -> KerasSource:
 def _v3_layer_groups(config: dict[str, Any], weights: h5py.File) -> dict[str, str]:
     """Layer name → weight group path, by the ``name`` attribute when present, else by Keras' naming rule."""
     layers = config.get("config", {}).get("layers", [])
-    groups: dict[str, str] = {}
-    used: dict[str, int] = {}
-    for entry in layers:
-        snake = _snake_case(str(entry.get("class_name", "")))
-        if snake in used:
-            used[snake] += 1
-            snake = f"{snake}_{used[snake]}"
-        else:
-            used[snake] = 0
-        groups[_layer_name(entry)] = f"layers/{snake}"
+    snakes = _unique_snake([str(entry.get("class_name", "")) for entry in layers])
+    groups = {_layer_name(entry): f"layers/{snake}" for entry, snake in zip(layers, snakes, strict=True)}
     if "layers" in weights:
         for key, group in weights["layers"].items():
             named = group.get("vars")

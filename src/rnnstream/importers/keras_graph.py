@@ -11,8 +11,9 @@ from typing import Any
 
 from rnnstream.errors import ModelFileError, UnsupportedLayerError
 from rnnstream.graph import IMPLICIT_MASK, NO_MASK, Graph, GraphBuilder
+from rnnstream.importers.keras_context import LayerContext
 from rnnstream.importers.keras_files import KerasSource
-from rnnstream.importers.keras_layers import LayerContext, build_layer
+from rnnstream.importers.keras_layers import build_layers
 from rnnstream.importers.keras_ops import OPS, build_op
 from rnnstream.layers.layer import Layer, TensorSpec
 
@@ -40,26 +41,38 @@ def build_graph(source: KerasSource) -> tuple[Graph, str]:
 
 
 def _input_spec(entry_config: dict[str, Any], fallback_shape: Any = None) -> TensorSpec:
+    """What one step of a model input is: ``(B, T, *features)`` floats, ``(B, T)`` token ids (an integer
+    dtype), ``(B, T)`` floats (one number per step: the time axis has no fixed size), or ``(B, F)`` floats
+    with a fixed ``F``: a model without a time axis, which streams as one independent input per step."""
     shape = entry_config.get("batch_shape") or entry_config.get("batch_input_shape") or fallback_shape
     if shape is None:
         raise ModelFileError("the model's input shape is not recorded; build the model with an Input(...) first")
     shape = list(shape)
-    if len(shape) == 2:  # (batch, time): one token id per step
-        return TensorSpec((), dtype="int64")
-    if len(shape) < 3:
+    integer = _dtype_name(entry_config.get("dtype")).startswith(("int", "uint"))
+    if len(shape) == 2 and (integer or shape[1] is None):  # (batch, time): one token id or number per step
+        return TensorSpec((), dtype="int64" if integer else "float32")
+    if len(shape) < 2:
         raise UnsupportedLayerError(
-            f"the model input has shape {tuple(shape)}: rnnstream needs (batch, time, features) "
-            "or (batch, time) token ids"
+            f"the model input has shape {tuple(shape)}: rnnstream needs (batch, time, features), (batch, time) "
+            "token ids, or (batch, features)"
         )
-    features = shape[2:]
+    features = shape[1:] if len(shape) == 2 else shape[2:]
     if any(d is None for d in features):
         raise UnsupportedLayerError(f"the input's feature sizes must be known, got {tuple(shape)}")
-    return TensorSpec(tuple(int(d) for d in features))
+    return TensorSpec(tuple(int(d) for d in features), sequence=len(shape) > 2)
 
 
-def _make_layer(
+def _dtype_name(dtype: Any) -> str:
+    """A config's dtype: a name, or (Keras 3 layer configs) a DTypePolicy ``{"config": {"name": ...}}``."""
+    if isinstance(dtype, dict):
+        return str((dtype.get("config") or {}).get("name") or "float32")
+    return str(dtype or "float32")
+
+
+def _make_layers(
     entry: dict[str, Any], inputs: list[TensorSpec], source: KerasSource, constants: list[Any] | None = None
-) -> Layer:
+) -> list[Layer]:
+    """The canonical layers of one Keras layer (several for ``RNN(StackedRNNCells)``), chained on output 0."""
     name = _name(entry)
     class_name = str(entry.get("class_name"))
     module = str(entry.get("module") or "keras")
@@ -69,8 +82,9 @@ def _make_layer(
             "custom layers are code, which rnnstream never loads from a file"
         )
     weights = [] if _is_op(entry) else source.weights(name)
-    ctx = LayerContext(name, class_name, entry.get("config") or {}, weights, inputs, source.keras_major)
-    return build_op(ctx, constants or []) if _is_op(entry) else build_layer(ctx)
+    ctx = LayerContext(name, class_name, entry.get("config") or {}, weights, inputs, source.keras_major,
+                       module=str(entry.get("module") or ""))
+    return [build_op(ctx, constants or [])] if _is_op(entry) else build_layers(ctx)
 
 
 def _is_op(entry: dict[str, Any]) -> bool:
@@ -109,8 +123,8 @@ def _sequential(body: dict[str, Any], source: KerasSource) -> Graph:
                 f"layer {_name(entry)!r} has return_state=True inside a Sequential model, which Keras cannot "
                 "run; use the Functional API to expose states, or drop return_state"
             )
-        layer = _make_layer(entry, [builder.spec(x)], source)
-        x = builder.add_node(layer.name, layer, [x])[0]
+        layers = _make_layers(entry, [builder.spec(x)], source)
+        x = _add_chain(builder, _name(entry), layers, [x], IMPLICIT_MASK)[0]
     return builder.build([x], [_name(entries[-1]) if entries else "output"])
 
 
@@ -190,7 +204,7 @@ def _functional(body: dict[str, Any], source: KerasSource) -> Graph:
         if entry.get("class_name") != "InputLayer"
         for call_index, call in enumerate(entry.get("inbound_nodes") or [])
     ]
-    layers: dict[str, Layer] = {}
+    layers: dict[str, list[Layer]] = {}
     while pending:
         waiting = []
         for entry, call_index, call in pending:
@@ -218,7 +232,7 @@ def _add_call(
     call_index: int,
     call: Any,
     tensors: dict[TensorKey, int],
-    layers: dict[str, Layer],
+    layers: dict[str, list[Layer]],
     source: KerasSource,
 ) -> None:
     name = _name(entry)
@@ -236,7 +250,21 @@ def _add_call(
         raise UnsupportedLayerError(f"layer {name!r} is called with graph tensors as {extra}; not supported")
     inputs = [tensors[r] for r in refs]
     if name not in layers:
-        layers[name] = _make_layer(entry, [builder.spec(t) for t in inputs], source, _constants(call))
+        layers[name] = _make_layers(entry, [builder.spec(t) for t in inputs], source, _constants(call))
     node_name = name if call_index == 0 else f"{name}@{call_index}"
-    for index, tensor in enumerate(builder.add_node(node_name, layers[name], inputs, mask)):
+    for index, tensor in enumerate(_add_chain(builder, node_name, layers[name], inputs, mask)):
         tensors[(name, call_index, index)] = tensor
+
+
+def _add_chain(builder: GraphBuilder, node_name: str, layers: list[Layer], inputs: list[int], mask: int) -> list[int]:
+    """Add one Keras call: its layers in a chain (each reads the previous one's output 0; the call's mask
+    goes to the first). The call's outputs: the last layer's output 0, then every layer's other outputs
+    in order (the states of stacked cells, cell by cell, as Keras lists them)."""
+    if len(layers) == 1:
+        return builder.add_node(node_name, layers[0], inputs, mask)
+    extra: list[int] = []
+    x = inputs
+    for i, layer in enumerate(layers):
+        outputs = builder.add_node(f"{node_name}/cell_{i}", layer, x, mask if i == 0 else IMPLICIT_MASK)
+        x, extra = outputs[:1], extra + outputs[1:]
+    return x + extra

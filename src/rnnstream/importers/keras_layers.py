@@ -6,142 +6,20 @@ layers that cannot stream are refused with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
-from rnnstream.errors import ModelFileError, UnsupportedLayerError
+from rnnstream.importers.keras_context import Builder, LayerContext, activation_name, first
+from rnnstream.importers.keras_recurrent import build_recurrent, build_stack, stacked_cells
+from rnnstream.importers.keras_refusals import refusal
+from rnnstream.importers.keras_shapes import build_permute, build_rescaling, build_reshape
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.layers.dense import Activation, Dense, Embedding, Identity, ReLU
-from rnnstream.layers.layer import Layer, StatelessLayer, TensorSpec
+from rnnstream.layers.elementwise import ParametricActivation, parametric_name
+from rnnstream.layers.layer import Layer, StatelessLayer
 from rnnstream.layers.merge import Concatenate, Masking, Merge
 from rnnstream.layers.norm import BatchNorm, LayerNorm, Normalization
-from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
-from rnnstream.types import Array, FloatArray
-
-
-@dataclass(frozen=True)
-class LayerContext:
-    """What a builder needs besides the config: the weights, the input specs, the writer's Keras major."""
-
-    name: str
-    class_name: str
-    config: dict[str, Any]
-    weights: list[Array]
-    inputs: list[TensorSpec]
-    keras_major: int
-
-    def take(self, *expected: tuple[str, tuple[int | None, ...]]) -> list[FloatArray]:
-        """Check the weights against ``(name, shape)`` pairs (None = any size) and return them as float32."""
-        names = ", ".join(name for name, _ in expected)
-        if len(self.weights) != len(expected):
-            raise ModelFileError(
-                f"layer {self.name!r} ({self.class_name}) should have {len(expected)} weights ({names}); "
-                f"the file has {len(self.weights)}"
-            )
-        taken = []
-        for (wname, shape), array in zip(expected, self.weights, strict=True):
-            fits = len(array.shape) == len(shape) and all(
-                e is None or e == a for e, a in zip(shape, array.shape, strict=True)
-            )
-            if not fits:
-                wanted = "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
-                raise ModelFileError(
-                    f"layer {self.name!r} ({self.class_name}): weight {wname!r} has shape {tuple(array.shape)}, "
-                    f"expected {wanted}"
-                )
-            taken.append(np.ascontiguousarray(array, dtype=np.float32))
-        return taken
-
-    def feature_axis(self, axis: int) -> int:
-        """Map a Keras axis of the full tensor (batch, [time,] features…) to a feature axis (negative)."""
-        x = self.inputs[0]
-        lead = 2 if x.sequence else 1
-        rank = lead + len(x.shape)
-        full = axis if axis < 0 else axis - rank
-        if not -len(x.shape) <= full < 0:
-            raise UnsupportedLayerError(
-                f"layer {self.name!r} ({self.class_name}) works along axis {axis} of {x.describe()}, "
-                "the batch or time axis: only feature axes can stream"
-            )
-        return full
-
-    def refuse(self, why: str) -> UnsupportedLayerError:
-        return UnsupportedLayerError(f"layer {self.name!r} ({self.class_name}): {why}")
-
-
-Builder = Callable[[LayerContext], Layer]
-
-
-def _activation(value: Any) -> str:
-    if value is None:
-        return "linear"
-    if isinstance(value, dict):  # a serialised function: {"class_name": "function", "config": "tanh", ...}
-        inner = value.get("config")
-        if isinstance(inner, str):
-            return inner
-        raise UnsupportedLayerError(f"activation {value!r} is not a built-in activation name")
-    return str(value)
-
-
-def _first(value: Any) -> Any:
-    return value[0] if isinstance(value, list | tuple) else value
-
-
-# -- recurrent -------------------------------------------------------------------------------------
-
-
-def _recurrent_flags(ctx: LayerContext, cell: dict[str, Any]) -> dict[str, Any]:
-    c = ctx.config
-    if c.get("go_backwards"):
-        raise ctx.refuse("go_backwards=True reads the sequence from its end; a stream has no end yet")
-    if c.get("time_major"):
-        raise ctx.refuse("time_major=True models are not supported; re-save with time_major=False")
-    return {
-        "activation": _activation(cell.get("activation", "tanh")),
-        "recurrent_activation": _activation(cell.get("recurrent_activation", "sigmoid")),
-        "keras_major": ctx.keras_major,
-        "return_sequences": bool(c.get("return_sequences", False)),
-        "return_state": bool(c.get("return_state", False)),
-        "zero_output_for_mask": bool(c.get("zero_output_for_mask", False)),
-    }
-
-
-def _cell_config(ctx: LayerContext) -> tuple[str, dict[str, Any]]:
-    """(kind, cell config) for LSTM/GRU/SimpleRNN and for ``RNN(cell=...)``."""
-    if ctx.class_name != "RNN":
-        return ctx.class_name, ctx.config
-    cell = ctx.config.get("cell")
-    if not isinstance(cell, dict) or cell.get("class_name") not in ("LSTMCell", "GRUCell", "SimpleRNNCell"):
-        raise ctx.refuse("RNN wrapping anything but one LSTMCell, GRUCell or SimpleRNNCell is not supported")
-    return str(cell["class_name"]).removesuffix("Cell"), cell["config"]
-
-
-def _build_recurrent(ctx: LayerContext) -> Layer:
-    kind, cell = _cell_config(ctx)
-    units = int(cell["units"])
-    flags = _recurrent_flags(ctx, cell)
-    use_bias = bool(cell.get("use_bias", True))
-    gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[kind]
-    G = gates * units
-    reset_after = bool(cell.get("reset_after", ctx.keras_major >= 3)) if kind == "GRU" else False
-    bias_shape: tuple[int, ...] = (2, G) if reset_after else (G,)
-    expected: list[tuple[str, tuple[int | None, ...]]] = [("kernel", (None, G)), ("recurrent_kernel", (units, G))]
-    if use_bias:
-        expected.append(("bias", bias_shape))
-    arrays = ctx.take(*expected)
-    Wx, Wh = arrays[0], arrays[1]
-    b = arrays[2] if use_bias else np.zeros(bias_shape, np.float32)
-    if kind == "LSTM":
-        return LSTM(ctx.name, Wx=Wx, Wh=Wh, b=b, **flags)
-    if kind == "SimpleRNN":
-        return SimpleRNN(ctx.name, Wx=Wx, Wh=Wh, b=b, **flags)
-    if reset_after:
-        return GRU(ctx.name, Wx=Wx, Wh=Wh, bx=b[0], bh=b[1], reset_after=True, **flags)
-    return GRU(ctx.name, Wx=Wx, Wh=Wh, bx=b, bh=None, reset_after=False, **flags)
-
 
 # -- per-step layers -------------------------------------------------------------------------------
 
@@ -153,7 +31,7 @@ def _build_dense(ctx: LayerContext) -> Layer:
     if use_bias:
         expected.append(("bias", (units,)))
     arrays = ctx.take(*expected)
-    activation = _activation(ctx.config.get("activation"))
+    activation = activation_name(ctx.config.get("activation"))
     return Dense(ctx.name, W=arrays[0], b=arrays[1] if use_bias else None, activation=activation,
                  keras_major=ctx.keras_major)
 
@@ -166,12 +44,12 @@ def _build_embedding(ctx: LayerContext) -> Layer:
 
 def _build_activation(ctx: LayerContext) -> Layer:
     ctx.take()
-    return Activation(ctx.name, activation=_activation(ctx.config.get("activation")), keras_major=ctx.keras_major)
+    return Activation(ctx.name, activation=activation_name(ctx.config.get("activation")), keras_major=ctx.keras_major)
 
 
 def _build_softmax(ctx: LayerContext) -> Layer:
     ctx.take()
-    if ctx.feature_axis(int(_first(ctx.config.get("axis", -1)))) != -1:
+    if ctx.feature_axis(int(first(ctx.config.get("axis", -1)))) != -1:
         raise ctx.refuse("softmax over a feature axis other than the last is not supported")
     return Activation(ctx.name, activation="softmax")
 
@@ -203,6 +81,12 @@ def _build_identity(ctx: LayerContext) -> Layer:
     return Identity(ctx.name)
 
 
+def _build_thresholded_relu(ctx: LayerContext) -> Layer:
+    ctx.take()
+    theta = float(ctx.config.get("theta", 1.0))
+    return ParametricActivation(ctx.name, activation=parametric_name("thresholded_relu", alpha=theta))
+
+
 def _build_masking(ctx: LayerContext) -> Layer:
     ctx.take()
     return Masking(ctx.name, mask_value=float(ctx.config.get("mask_value", 0.0)))
@@ -226,7 +110,7 @@ def _build_layer_norm(ctx: LayerContext) -> Layer:
 
 def _build_batch_norm(ctx: LayerContext) -> Layer:
     c = ctx.config
-    if ctx.feature_axis(int(_first(c.get("axis", -1)))) != -1:
+    if ctx.feature_axis(int(first(c.get("axis", -1)))) != -1:
         raise ctx.refuse(f"normalises over axis {c.get('axis')}; only the last axis is supported")
     if c.get("renorm"):
         raise ctx.refuse("renorm=True is not supported")
@@ -258,8 +142,8 @@ def _build_normalization(ctx: LayerContext) -> Layer:
 
 def _build_conv1d(ctx: LayerContext) -> Layer:
     c = ctx.config
-    k = int(_first(c["kernel_size"]))
-    if int(_first(c.get("strides", 1))) != 1:
+    k = int(first(c["kernel_size"]))
+    if int(first(c.get("strides", 1))) != 1:
         raise ctx.refuse("strides > 1 change the time axis; only stride 1 can stream")
     if c.get("padding", "valid") != "causal" and k != 1:
         raise ctx.refuse(
@@ -277,8 +161,8 @@ def _build_conv1d(ctx: LayerContext) -> Layer:
         expected.append(("bias", (filters,)))
     arrays = ctx.take(*expected)
     return CausalConv1D(ctx.name, K=arrays[0], b=arrays[1] if use_bias else None,
-                        dilation=int(_first(c.get("dilation_rate", 1))),
-                        activation=_activation(c.get("activation")), keras_major=ctx.keras_major)
+                        dilation=int(first(c.get("dilation_rate", 1))),
+                        activation=activation_name(c.get("activation")), keras_major=ctx.keras_major)
 
 
 def _build_merge(ctx: LayerContext) -> Layer:
@@ -296,8 +180,8 @@ def _build_time_distributed(ctx: LayerContext) -> Layer:
     if not isinstance(inner, dict):
         raise ctx.refuse("the wrapped layer is missing from the config")
     inner_class = str(inner.get("class_name"))
-    inner_ctx = LayerContext(ctx.name, inner_class, inner.get("config", {}), ctx.weights, ctx.inputs,
-                             ctx.keras_major)
+    inner_ctx = replace(ctx, class_name=inner_class, config=inner.get("config", {}),
+                        module=str(inner.get("module") or ""))
     layer = build_layer(inner_ctx)
     if not isinstance(layer, StatelessLayer):
         raise ctx.refuse(f"TimeDistributed({inner_class}) keeps state per sub-step; only per-step layers fit")
@@ -305,10 +189,10 @@ def _build_time_distributed(ctx: LayerContext) -> Layer:
 
 
 BUILDERS: dict[str, Builder] = {
-    "LSTM": _build_recurrent,
-    "GRU": _build_recurrent,
-    "SimpleRNN": _build_recurrent,
-    "RNN": _build_recurrent,
+    "LSTM": build_recurrent,
+    "GRU": build_recurrent,
+    "SimpleRNN": build_recurrent,
+    "RNN": build_recurrent,
     "Dense": _build_dense,
     "Embedding": _build_embedding,
     "Activation": _build_activation,
@@ -335,43 +219,23 @@ BUILDERS: dict[str, Builder] = {
     "Minimum": _build_merge,
     "Concatenate": _build_concatenate,
     "TimeDistributed": _build_time_distributed,
+    "Identity": _build_identity,
+    "ThresholdedReLU": _build_thresholded_relu,
+    "Reshape": build_reshape,
+    "Permute": build_permute,
+    "Rescaling": build_rescaling,
 }
-
-_NEEDS_FUTURE = "needs the whole sequence, including steps that have not arrived yet"
-REFUSED: dict[str, str] = {
-    "Bidirectional": "its backward half reads the sequence from the end; a stream has no end yet",
-    "Attention": f"attends over every time step: it {_NEEDS_FUTURE}",
-    "AdditiveAttention": f"attends over every time step: it {_NEEDS_FUTURE}",
-    "MultiHeadAttention": f"attends over every time step: it {_NEEDS_FUTURE}",
-    "GroupQueryAttention": f"attends over every time step: it {_NEEDS_FUTURE}",
-    "GroupedQueryAttention": f"attends over every time step: it {_NEEDS_FUTURE}",
-    "Lambda": "it holds Python code, and rnnstream never runs code from a model file",
-    "GlobalAveragePooling1D": f"pools over time: it {_NEEDS_FUTURE}",
-    "GlobalMaxPooling1D": f"pools over time: it {_NEEDS_FUTURE}",
-    "MaxPooling1D": "pools over windows of time steps, changing the time axis",
-    "AveragePooling1D": "pools over windows of time steps, changing the time axis",
-    "Flatten": "it folds the time axis into the features",
-    "RepeatVector": "it makes a new time axis from one vector",
-    "Cropping1D": "it cuts steps off the time axis",
-    "ZeroPadding1D": "it adds steps to the time axis",
-    "UpSampling1D": "it repeats steps of the time axis",
-    "CuDNNLSTM": "the old CuDNN layer's weights are laid out differently; re-save the model with LSTM",
-    "CuDNNGRU": "the old CuDNN layer's weights are laid out differently; re-save the model with GRU",
-    "Sequential": "a model nested inside a model is not supported; rebuild it as one flat model",
-    "Functional": "a model nested inside a model is not supported; rebuild it as one flat model",
-    "Model": "a model nested inside a model is not supported; rebuild it as one flat model",
-}
-
 
 def build_layer(ctx: LayerContext) -> Layer:
     """The canonical layer for one Keras layer, or a clear refusal."""
     builder = BUILDERS.get(ctx.class_name)
-    if builder is not None:
-        return builder(ctx)
-    reason = REFUSED.get(ctx.class_name)
-    if reason is not None:
-        raise ctx.refuse(f"cannot stream: {reason}")
-    raise ctx.refuse(
-        "is not a built-in layer rnnstream knows (custom layers are code, which rnnstream never loads "
-        f"from a file). Supported: {', '.join(sorted(BUILDERS))}"
-    )
+    if builder is None:
+        raise refusal(ctx, sorted(BUILDERS))
+    return builder(ctx)
+
+
+def build_layers(ctx: LayerContext) -> list[Layer]:
+    """The canonical layers one Keras layer becomes, in order, each reading the previous one's output 0:
+    one layer, or one recurrent layer per cell of ``RNN(StackedRNNCells([...]))``."""
+    cells = stacked_cells(ctx)
+    return [build_layer(ctx)] if cells is None else build_stack(ctx, cells)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rnnstream.importers.keras_layers import LayerContext
+from rnnstream.importers.keras_context import LayerContext
 from rnnstream.layers.layer import Layer
 from rnnstream.layers.ops import Compare, ExpandDims, Fill, Join, Logical, Reduce
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from rnnstream.errors import UnsupportedLayerError
 from rnnstream.importers.axes import NodeContext, Shape, Stack, Tensor, Writer, Zeros
+from rnnstream.types import FloatArray
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,14 @@ class Meta:
     """A tensor's ``device`` or ``dtype``: only ever passed on (``.to(x.device)``)."""
 
     what: str
+
+
+@dataclass(frozen=True, eq=False)
+class Param:
+    """A tensor of the module read directly in forward (``self.w``, ``self.lin.weight``): a float32 copy."""
+
+    name: str
+    value: FloatArray
 
 
 @dataclass
@@ -48,7 +57,6 @@ class Call(NodeContext):
         raise self.refuse(f"its {role} is {describe(value)}, not a tensor of the model")
 
 
-
 Handler = Callable[[Call], Any]
 
 
@@ -57,4 +65,8 @@ def describe(value: Any) -> str:
         return "a tensor of zeros built in forward"
     if isinstance(value, Shape | Meta):
         return "a size, device or dtype"
+    if isinstance(value, Tensor):
+        return "a tensor computed in forward"
+    if isinstance(value, Param):
+        return f"the module's tensor {value.name!r}"
     return f"a Python {type(value).__name__}"

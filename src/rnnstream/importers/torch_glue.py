@@ -1,7 +1,8 @@
 """The glue of a traced ``forward``: functions and methods → canonical layers, through two explicit tables.
 
 Indexing (``out[:, -1]``, ``h_n[-1]``, tuple items), residual adds and other arithmetic,
-concatenation, transposes of batch and time, squeezes, activations
+concatenation, transposes of batch and time, squeezes and reshapes of features
+(:mod:`~rnnstream.importers.torch_reshape`), ``F.linear`` / ``F.layer_norm`` on the module's own tensors, activations
 (:mod:`~rnnstream.importers.torch_activations`), and the zeros that ``forward`` may build for an
 initial state (``torch.zeros(layers, x.size(0), hidden)``). What needs the future of a sequence
 (reversal, pooling over time, a fixed time step) is refused with the reason.
@@ -24,6 +25,8 @@ from rnnstream.errors import UnsupportedLayerError
 from rnnstream.importers.axes import BATCH, TIME, UNIT, Dim, Shape, Stack, Tensor, Zeros
 from rnnstream.importers.torch_activations import ACTIVATION_METHODS, ACTIVATIONS
 from rnnstream.importers.torch_call import Call, Handler, Meta, describe
+from rnnstream.importers.torch_layers import FUNCTIONAL
+from rnnstream.importers.torch_reshape import flatten, reshape, squeeze, unsqueeze
 from rnnstream.layers.elementwise import ConstantOp
 from rnnstream.layers.merge import Concatenate, Merge
 
@@ -148,25 +151,6 @@ def _permute_to(call: Call, x: Tensor, perm: tuple[int, ...]) -> Tensor:
         raise call.refuse(str(e)) from None
 
 
-def _squeeze(call: Call) -> Any:
-    value, dim = call.args[0], call.arg(1, "dim")
-    if dim is None:
-        raise call.refuse("squeeze() without a dim would also squeeze a batch of one stream; give the dim")
-    if isinstance(value, Stack) and len(value.items) == 1 and int(dim) in (0, -len(value.items[0].axes) - 1):
-        return value.items[0]
-    try:
-        return call.tensor(value).without(int(dim))
-    except UnsupportedLayerError as e:
-        raise call.refuse(str(e)) from None
-
-
-def _unsqueeze(call: Call) -> Tensor:
-    try:
-        return call.tensor(call.args[0]).with_unit(int(call.arg(1, "dim")))
-    except UnsupportedLayerError as e:
-        raise call.refuse(str(e)) from None
-
-
 def _same(call: Call) -> Any:
     """``.contiguous()``, ``.detach()``, ``.to(device)``, ...: the value itself."""
     value = call.args[0]
@@ -234,7 +218,6 @@ def _refused(reason: str) -> Handler:
 
 _NEEDS_FUTURE = "it needs the whole sequence, including steps that have not arrived yet"
 _REDUCES = f"reduces over an axis (over time, {_NEEDS_FUTURE}; reductions over features are not supported)"
-_RESHAPES = "reshapes the tensor; rnnstream keeps batch, time and features apart (use transpose/squeeze, or indexing)"
 
 TRACER_CHECKS = (("torch.fx._symbolic_trace", "_assert_is_none"),)
 """Calls torch.fx inserts into a trace for concrete arguments (``concrete_args``): nothing to compute. They
@@ -261,25 +244,30 @@ FUNCTIONS: dict[Any, Handler] = {
     operator.mul: _arith("mul"), torch.mul: _arith("mul"), torch.multiply: _arith("mul"),
     operator.truediv: _arith("div"), torch.div: _arith("div"), torch.divide: _arith("div"),
     torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat,
-    torch.transpose: _transpose, torch.permute: _permute, torch.squeeze: _squeeze, torch.unsqueeze: _unsqueeze,
+    torch.transpose: _transpose, torch.permute: _permute, torch.squeeze: squeeze, torch.unsqueeze: unsqueeze,
     **ACTIVATIONS,
     torch.zeros: _zeros, torch.zeros_like: _zeros_like,
     torch.flip: _refused(f"it reverses the sequence: {_NEEDS_FUTURE}"),
     torch.mean: _refused(_REDUCES), torch.sum: _refused(_REDUCES), torch.max: _refused(_REDUCES),
     torch.amax: _refused(_REDUCES), torch.min: _refused(_REDUCES), torch.cumsum: _refused(_REDUCES),
     torch.stack: _refused("it stacks tensors on a new axis; not supported"),
-    torch.reshape: _refused(_RESHAPES), torch.flatten: _refused(_RESHAPES),
+    torch.reshape: reshape, torch.flatten: flatten,
+    **FUNCTIONAL,
 }  # fmt: skip
+
+PARAMETER_FUNCTIONS = frozenset(FUNCTIONAL)
+"""The functions that may take a tensor of the module read directly in forward (``F.linear(h, self.w)``)."""
 
 METHODS: dict[str, Handler] = {
     "size": _size, "contiguous": _same, "clone": _same, "detach": _same, "float": _same, "to": _same,
     "type_as": _same,
-    "transpose": _transpose, "permute": _permute, "squeeze": _squeeze, "unsqueeze": _unsqueeze,
+    "requires_grad_": _same, "cpu": _same, "cuda": _same, "detach_": _same,
+    "transpose": _transpose, "permute": _permute, "squeeze": squeeze, "unsqueeze": unsqueeze,
     "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
     **ACTIVATION_METHODS,
     "new_zeros": _new_zeros,
     "flip": _refused(f"it reverses the sequence: {_NEEDS_FUTURE}"),
     "mean": _refused(_REDUCES), "sum": _refused(_REDUCES), "max": _refused(_REDUCES), "amax": _refused(_REDUCES),
     "min": _refused(_REDUCES), "cumsum": _refused(_REDUCES),
-    "view": _refused(_RESHAPES), "reshape": _refused(_RESHAPES), "flatten": _refused(_RESHAPES),
+    "view": reshape, "reshape": reshape, "flatten": flatten,
 }  # fmt: skip

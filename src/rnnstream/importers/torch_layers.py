@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as nnf
 
 from rnnstream.errors import ModelFileError
-from rnnstream.importers.axes import BATCH, FEATURE, TIME, LayoutError, Stack, Tensor, Zeros
+from rnnstream.importers.axes import BATCH, FEATURE, TIME, LayoutError, Shape, Stack, Tensor, Zeros
 from rnnstream.importers.torch_activations import activation, elu_name, leaky_relu, softmax
-from rnnstream.importers.torch_call import Call
+from rnnstream.importers.torch_call import Call, Param, describe
+from rnnstream.importers.torch_reshape import flatten_module
 from rnnstream.layers.dense import Dense, Embedding
 from rnnstream.layers.layer import Layer
 from rnnstream.layers.norm import LayerNorm
@@ -179,15 +181,65 @@ def _embedding(call: Call, module: Any) -> Tensor:
 
 
 def _layer_norm(call: Call, module: Any) -> Tensor:
-    x = call.tensor(call.arg(0, "input"))
-    shape = tuple(module.normalized_shape)
-    if len(shape) != 1 or x.axes[-1] != FEATURE:
-        raise call.refuse(f"normalises over {shape} of {x.describe()}; only the last (feature) axis is supported")
-    (F,) = shape
+    F = _normalized_size(call, call.tensor(call.arg(0, "input")), module.normalized_shape)
     gamma = weight(call, module, "weight", (F,)) if module.elementwise_affine else None
     beta = weight(call, module, "bias", (F,)) if getattr(module, "bias", None) is not None else None
-    (y,) = call.add(LayerNorm(call.layer_name(), gamma=gamma, beta=beta, epsilon=float(module.eps)), [x])
+    return _normalize(call, gamma, beta, float(module.eps))
+
+
+def _normalized_size(call: Call, x: Tensor, normalized_shape: Any) -> int:
+    given = normalized_shape.dims if isinstance(normalized_shape, Shape) else normalized_shape
+    given = tuple(given) if isinstance(given, tuple | list) else (given,)
+    shape = tuple(d.dims[0] if isinstance(d, Shape) else d for d in given)
+    if len(shape) != 1 or x.axes[-1] != FEATURE or call.writer.dims(x)[-1] != shape[0]:
+        raise call.refuse(
+            f"normalises over {shape} of {x.describe()} (sizes {call.writer.dims(x)}); only the last (feature) "
+            "axis is supported"
+        )
+    return int(shape[0])
+
+
+def _normalize(call: Call, gamma: FloatArray | None, beta: FloatArray | None, eps: float) -> Tensor:
+    x = call.tensor(call.arg(0, "input"))
+    (y,) = call.add(LayerNorm(call.layer_name(), gamma=gamma, beta=beta, epsilon=eps), [x])
     return Tensor(y, x.axes)
+
+
+def _param(call: Call, value: Any, role: str, shape: tuple[int, ...]) -> FloatArray | None:
+    """The ``role`` argument of a functional call: None, or a tensor of the module of ``shape``."""
+    if value is None:
+        return None
+    if not isinstance(value, Param):
+        raise call.refuse(f"its {role} is {describe(value)}; it must be a tensor of the module (an nn.Parameter)")
+    if value.value.shape != shape:
+        raise call.refuse(f"its {role} {value.name!r} has shape {value.value.shape}, expected {shape}")
+    return value.value.copy()
+
+
+def _f_linear(call: Call) -> Tensor:
+    """``F.linear(x, w, b)`` with the module's own tensors: a Dense with ``W = w.T``."""
+    x = call.tensor(call.arg(0, "input"))
+    w = call.arg(1, "weight")
+    if not isinstance(w, Param) or w.value.ndim != 2:
+        raise call.refuse(f"its weight is {describe(w)}; it must be a 2-D tensor of the module (an nn.Parameter)")
+    features = call.writer.dims(x)[-1] if x.axes[-1] == FEATURE else None
+    if w.value.shape[1] != features:
+        raise call.refuse(f"its weight {w.name!r} {w.value.shape} does not fit the features of {x.describe()}")
+    b = _param(call, call.arg(2, "bias"), "bias", (w.value.shape[0],))
+    (y,) = call.add(Dense(call.layer_name(), W=w.value.T.copy(), b=b, activation="linear"), [x])
+    return Tensor(y, x.axes)
+
+
+def _f_layer_norm(call: Call) -> Tensor:
+    """``F.layer_norm(x, (F,), weight, bias, eps)``, the tensors the module's own or None."""
+    F = _normalized_size(call, call.tensor(call.arg(0, "input")), call.arg(1, "normalized_shape"))
+    gamma = _param(call, call.arg(2, "weight"), "weight", (F,))
+    beta = _param(call, call.arg(3, "bias"), "bias", (F,))
+    return _normalize(call, gamma, beta, float(call.arg(4, "eps", 1e-5)))
+
+
+FUNCTIONAL: dict[Any, Callable[[Call], Any]] = {nnf.linear: _f_linear, nnf.layer_norm: _f_layer_norm}
+"""Functions that read tensors of the module (``self.w``): the weights of a Dense or a LayerNorm."""
 
 
 def _identity(call: Call, module: Any) -> Any:
@@ -235,7 +287,7 @@ MODULES: dict[type, Builder] = {
     nn.Hardshrink: _checked_act("hard_shrink", lambd=0.5),
     nn.ELU: lambda call, m: activation(call, call.tensor(call.arg(0, "input")), elu_name(float(m.alpha))),
     nn.LeakyReLU: lambda call, m: leaky_relu(call, call.tensor(call.arg(0, "input")), m.negative_slope),
-    nn.Softmax: _softmax("softmax"), nn.LogSoftmax: _softmax("log_softmax"),
+    nn.Softmax: _softmax("softmax"), nn.LogSoftmax: _softmax("log_softmax"), nn.Flatten: flatten_module,
 }  # fmt: skip
 
 _NEEDS_FUTURE = "needs the whole sequence, including steps that have not arrived yet"
@@ -251,6 +303,5 @@ REFUSED: dict[type, str] = {
     nn.MaxPool1d: "it pools over windows of time steps, changing the time axis",
     nn.AdaptiveAvgPool1d: f"it pools over time: it {_NEEDS_FUTURE}",
     nn.AdaptiveMaxPool1d: f"it pools over time: it {_NEEDS_FUTURE}",
-    nn.Flatten: "it folds the time axis into the features",
     nn.BatchNorm1d: "on a sequence it normalises channels of [B, C, T] (features before time); not supported",
 }

@@ -25,18 +25,19 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx
 
-from rnnstream.errors import ModelFileError, UnsupportedLayerError
+from rnnstream.errors import RnnstreamError, UnsupportedLayerError
 from rnnstream.graph import Graph
 from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer, Zeros, input_layouts
-from rnnstream.importers.torch_call import Call
-from rnnstream.importers.torch_glue import FUNCTIONS, METHODS, handler_of
+from rnnstream.importers.torch_call import Call, Param
+from rnnstream.importers.torch_checkpoint import load_checkpoint, unwrap
+from rnnstream.importers.torch_glue import FUNCTIONS, METHODS, PARAMETER_FUNCTIONS, handler_of
 from rnnstream.importers.torch_layers import MODULES, REFUSED, module_kind
 from rnnstream.layers.layer import TensorSpec
 from rnnstream.model import StreamModel
@@ -59,10 +60,10 @@ def import_module(
             "example_input must be a tensor or a tuple of tensors (one per input of forward), "
             f"got {type(example_input).__qualname__}"
         )
-    source = f"PyTorch module {type(module).__name__}"
+    module, wrappers = unwrap(module)
+    source = f"PyTorch module {type(module).__name__}" + "".join(f" (unwrapped from {w})" for w in wrappers)
     if checkpoint is not None:
-        load_checkpoint(module, Path(checkpoint))
-        source += f" with {Path(checkpoint).name}"
+        source += " with " + load_checkpoint(module, Path(checkpoint))
     training = module.training
     module.eval()  # trace what inference does: F.dropout(x, training=self.training) reads False
     try:
@@ -70,37 +71,6 @@ def import_module(
     finally:
         module.train(training)
     return StreamModel(graph, name=type(module).__name__, source=source, backend=backend, threads=threads)
-
-
-def load_checkpoint(module: Any, path: Path) -> None:
-    """Load a ``state_dict`` file into ``module`` after checking every key and shape; refuse anything else."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelFileError(f"checkpoint {str(path)!r} does not exist") from None
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for files it cannot read safely
-        raise ModelFileError(
-            f"checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True): {e}. "
-            "Save the weights with torch.save(module.state_dict(), path)"
-        ) from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelFileError(
-            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a state_dict of tensors; "
-            "save it with torch.save(module.state_dict(), path)"
-        )
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelFileError(
-            f"checkpoint {str(path)!r} does not fit {type(module).__name__}: missing keys {missing}, "
-            f"unexpected keys {unexpected}"
-        )
-    wrong = [f"{k}: {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}"
-             for k in sorted(expected) if tuple(state[k].shape) != tuple(expected[k].shape)]  # fmt: skip
-    if wrong:
-        raise ModelFileError(f"checkpoint {str(path)!r} has mis-shaped weights: {'; '.join(wrong)}")
-    module.load_state_dict(state, strict=True)
 
 
 def _build(module: Any, examples: tuple[Any, ...]) -> Graph:
@@ -193,29 +163,39 @@ class _Interpreter:
     def _call(self, node: Any, env: dict[Any, Any]) -> Any:
         args = self._substitute(node.args, env)
         kwargs = self._substitute(node.kwargs, env)
+        if node.op == "get_attr":
+            return self._param(str(node.target))
         if node.op == "call_module":
             module = self.module.get_submodule(node.target)
-            kind = module_kind(module)
-            call = Call(node.name, f"module {node.target!r} ({kind})", self.writer, tuple(args), dict(kwargs))
-            builder = MODULES.get(type(module))
-            if builder is None:
+            call = Call(node.name, f"module {node.target!r} ({module_kind(module)})", self.writer, tuple(args),
+                        dict(kwargs))  # fmt: skip
+            handler: Any = MODULES.get(type(module))
+            if handler is None:
                 reason = REFUSED.get(type(module))
                 if reason is not None:
                     raise call.refuse(f"cannot stream: {reason}")
                 raise call.refuse(f"is not a module rnnstream knows. Supported: {_supported()}")
-            return builder(call, module)
-        if node.op == "get_attr":
-            raise UnsupportedLayerError(
-                f"forward uses the tensor {node.target!r} directly; rnnstream reads weights from the modules it "
-                "knows (nn.Linear, nn.LSTM, ...): wrap the computation in such a module"
-            )
+            _no_params(call)
+            return _guarded(call, lambda: handler(call, module))
         label = getattr(node.target, "__name__", str(node.target))
         handler = handler_of(node.target) if node.op == "call_function" else METHODS.get(node.target)
         call = Call(node.name, f"operation {node.name!r} ({label})", self.writer, tuple(args), dict(kwargs))
+        if node.target not in PARAMETER_FUNCTIONS:
+            _no_params(call)
         if handler is None:
             known = sorted({getattr(f, "__name__", str(f)) for f in FUNCTIONS} | {f".{m}()" for m in METHODS})
             raise call.refuse(f"is not an operation rnnstream reads from a traced forward. Known: {', '.join(known)}")
-        return handler(call)
+        return _guarded(call, lambda: handler(call))
+
+    def _param(self, target: str) -> Param:
+        """A tensor of the module read in forward; only F.linear and F.layer_norm take one (PARAMETER_FUNCTIONS)."""
+        value: Any = self.module
+        for part in target.split("."):
+            value = getattr(value, part, None)
+        if not isinstance(value, torch.Tensor):
+            raise UnsupportedLayerError(f"forward reads {target!r}, a {type(value).__name__}, not a tensor")
+        array = value.detach().cpu().to(torch.float32).numpy()
+        return Param(target, np.array(array, dtype=np.float32, copy=True))
 
     def _substitute(self, value: Any, env: dict[Any, Any]) -> Any:
         return torch.fx.node.map_aggregate(value, lambda v: env[v] if isinstance(v, torch.fx.Node) else v)
@@ -244,6 +224,29 @@ class _Interpreter:
 
         collect(value, "output")
         return self.writer.builder.build(tensors, names)
+
+
+def _no_params(call: Call) -> None:
+    """Refuse a tensor of the module read directly where only tensors of the model (or numbers) may go."""
+    found = [v for v in (*call.args, *call.kwargs.values()) if isinstance(v, Param)]
+    if found:
+        raise call.refuse(
+            f"forward uses the tensor {found[0].name!r} directly; rnnstream reads the module's tensors as the weight "
+            "and bias of F.linear / F.layer_norm, or through the modules it knows (nn.Linear, nn.LSTM, ...): wrap "
+            "the computation in such a module"
+        )
+
+
+def _guarded(call: Call, build: Any) -> Any:
+    """``build()``, with a Python error from reading an unexpected argument refused in the node's name."""
+    try:
+        return build()
+    except RnnstreamError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        raise call.refuse(
+            f"cannot be read ({type(e).__name__}: {e}); its arguments are not the kind rnnstream reads here"
+        ) from None
 
 
 def _supported() -> str:
