@@ -7,11 +7,13 @@ live, with :func:`from_torch`: a ``.pt`` checkpoint holds weights but no archite
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rnnstream.errors import MissingDependencyError, ModelFileError, UnsupportedLayerError
+from rnnstream.errors import MissingDependencyError, ModelFileError, RnnstreamError, UnsupportedLayerError
 from rnnstream.importers.keras_files import KerasSource, read_keras_file
 from rnnstream.importers.keras_graph import build_graph
 from rnnstream.model import StreamModel
@@ -43,19 +45,45 @@ def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | 
             ) from e
         from rnnstream.importers.onnx_model import read_onnx
 
-        graph, name, description = read_onnx(path)
-        return StreamModel(graph, name=name, source=description, backend=backend, threads=threads)
+        with malformed_as_file_error(path.name):
+            graph, name, description = read_onnx(path)
+            return StreamModel(graph, name=name, source=description, backend=backend, threads=threads)
     if suffix in TORCH_SUFFIXES:
         raise ModelFileError(
             f"{path.name} is a PyTorch checkpoint: it holds weights but not the architecture (the module's code), "
             "so rnnstream cannot load it alone. Build the module in Python and import it with "
             f"rnnstream.from_torch(module, example_input, checkpoint={str(path)!r})"
         )
-    source = read_keras_file(path)
-    return _from_source(source, backend=backend, threads=threads)
+    with malformed_as_file_error(path.name):
+        source = read_keras_file(path)
+        return _from_source(source, backend=backend, threads=threads)
 
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+"""What Python raises when a model file's config or weights do not have the structure its importer reads."""
+
+
+@contextlib.contextmanager
+def malformed_as_file_error(name: str) -> Iterator[None]:
+    """Refuse (ModelFileError) a file whose config or weights do not fit together: the importers read what
+    Keras and the ONNX exporters write, and anything else surfaces as Python's own error, named here.
+
+    >>> with malformed_as_file_error("model.keras"):  # doctest: +ELLIPSIS
+    ...     {}["layers"]
+    Traceback (most recent call last):
+    rnnstream.errors.ModelFileError: model.keras: its config or weights ... (KeyError: 'layers'); re-save ...
+    """
+    try:
+        yield
+    except RnnstreamError:
+        raise
+    except MALFORMED as error:
+        raise ModelFileError(
+            f"{name}: its config or weights are not what the framework writes, or do not fit together "
+            f"({type(error).__name__}: {error}); re-save the model with its framework, and if the framework "
+            "wrote this file, please report it"
+        ) from error
 
 
 def _from_source(source: KerasSource, *, backend: str = "auto", threads: int | None = None) -> StreamModel:
