@@ -317,3 +317,11 @@ def test_a_checkpoint_refusal_names_what_the_file_is(tmp_path: Path, save: Any, 
     save(path)
     with pytest.raises(rnnstream.ModelFileError, match=message):
         rnnstream.from_torch(_net(), torch.zeros(1, 4), checkpoint=path)
+
+
+def test_loading_a_torchscript_file_says_what_it_is(tmp_path: Path) -> None:
+    scripted = torch.jit.script(torch.nn.Linear(3, 2))
+    path = tmp_path / "model.pt"
+    torch.jit.save(scripted, str(path))
+    with pytest.raises(rnnstream.ModelFileError, match=r"model.pt is a TorchScript archive .*from_torch"):
+        rnnstream.load(path)

@@ -16,6 +16,7 @@ from typing import Any
 from rnnstream.errors import MissingDependencyError, ModelFileError, RnnstreamError, UnsupportedLayerError
 from rnnstream.importers.keras_files import KerasSource, read_keras_file
 from rnnstream.importers.keras_graph import build_graph
+from rnnstream.importers.torch_files import is_torchscript
 from rnnstream.model import StreamModel
 from rnnstream.types import Array
 
@@ -48,6 +49,12 @@ def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | 
         with malformed_as_file_error(path.name):
             graph, name, description = read_onnx(path)
             return StreamModel(graph, name=name, source=description, backend=backend, threads=threads)
+    if suffix in TORCH_SUFFIXES and is_torchscript(path):
+        raise ModelFileError(
+            f"{path.name} is a TorchScript archive (torch.jit.save): rnnstream reads a module's architecture from "
+            "its Python code, which TorchScript replaces. Build the nn.Module in Python, load the weights "
+            "(torch.jit.load(...).state_dict()) into it, and import it with rnnstream.from_torch(module, example_input)"
+        )
     if suffix in TORCH_SUFFIXES:
         raise ModelFileError(
             f"{path.name} is a PyTorch checkpoint: it holds weights but not the architecture (the module's code), "

@@ -15,6 +15,8 @@ from rnnstream.importers.keras_context import LayerContext
 from rnnstream.importers.keras_files import KerasSource
 from rnnstream.importers.keras_layers import build_layers
 from rnnstream.importers.keras_ops import OPS, build_op
+from rnnstream.importers.keras_tf_call import TF_OP_CLASSES, read_call
+from rnnstream.importers.keras_tf_ops import build_tf_op
 from rnnstream.layers.layer import Layer, TensorSpec
 
 TensorKey = tuple[str, int, int]
@@ -69,12 +71,14 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype or "float32")
 
 
-def _make_layers(
-    entry: dict[str, Any], inputs: list[TensorSpec], source: KerasSource, constants: list[Any] | None = None
-) -> list[Layer]:
+def _make_layers(entry: dict[str, Any], inputs: list[TensorSpec], source: KerasSource, call: Any = None) -> list[Layer]:
     """The canonical layers of one Keras layer (several for ``RNN(StackedRNNCells)``), chained on output 0."""
     name = _name(entry)
     class_name = str(entry.get("class_name"))
+    if class_name in TF_OP_CLASSES:  # tf.keras 2's TF-op node: the config names the TF function
+        function = str((entry.get("config") or {}).get("function"))
+        ctx = LayerContext(name, function, entry.get("config") or {}, [], inputs, source.keras_major)
+        return build_tf_op(ctx, read_call(call or [])[1])
     module = str(entry.get("module") or "keras")
     if entry.get("registered_name") and not module.startswith("keras"):
         raise UnsupportedLayerError(
@@ -84,7 +88,7 @@ def _make_layers(
     weights = [] if _is_op(entry) else source.weights(name)
     ctx = LayerContext(name, class_name, entry.get("config") or {}, weights, inputs, source.keras_major,
                        module=str(entry.get("module") or ""))
-    return [build_op(ctx, constants or [])] if _is_op(entry) else build_layers(ctx)
+    return [build_op(ctx, _constants(call))] if _is_op(entry) else build_layers(ctx)
 
 
 def _is_op(entry: dict[str, Any]) -> bool:
@@ -145,8 +149,10 @@ def _triples(value: Any) -> list[tuple[str | None, TensorKey]]:
     raise ModelFileError(f"cannot read model inputs/outputs {value!r}")
 
 
-def _call_refs(node: Any) -> tuple[list[TensorKey], dict[str, Any]]:
+def _call_refs(node: Any, entry: dict[str, Any]) -> tuple[list[TensorKey], dict[str, Any]]:
     """The tensors a call reads and its keyword arguments, for Keras 3 and Keras 2 node layouts."""
+    if entry.get("class_name") in TF_OP_CLASSES:  # its keyword arguments are the TF function's
+        return read_call(node)[0], {}
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         refs: list[TensorKey] = []
         _collect_tensors(node.get("args", []), refs)
@@ -156,7 +162,10 @@ def _call_refs(node: Any) -> tuple[list[TensorKey], dict[str, Any]]:
         return refs, kwargs
     refs, kwargs = [], {}
     for item in node:  # Keras 2: [[layer, node, tensor, kwargs], ...]
-        refs.append((str(item[0]), int(item[1]), int(item[2])))
+        try:
+            refs.append((str(item[0]), int(item[1]), int(item[2])))
+        except (TypeError, ValueError, IndexError):
+            raise ModelFileError(f"layer {_name(entry)!r}: cannot read its call {node!r} (inbound_nodes)") from None
         if len(item) > 3 and isinstance(item[3], dict):
             kwargs.update(item[3])
     return refs, kwargs
@@ -208,12 +217,12 @@ def _functional(body: dict[str, Any], source: KerasSource) -> Graph:
     while pending:
         waiting = []
         for entry, call_index, call in pending:
-            if not all(ref in tensors for ref in _call_refs(call)[0]):
+            if not all(ref in tensors for ref in _call_refs(call, entry)[0]):
                 waiting.append((entry, call_index, call))
                 continue
             _add_call(builder, entry, call_index, call, tensors, layers, source)
         if len(waiting) == len(pending):
-            missing = sorted({r[0] for e, _, c in waiting for r in _call_refs(c)[0] if r not in tensors})
+            missing = sorted({r[0] for e, _, c in waiting for r in _call_refs(c, e)[0] if r not in tensors})
             raise ModelFileError(f"the model graph reads tensors no layer makes (from {missing}); is it a cycle?")
         pending = waiting
 
@@ -236,7 +245,7 @@ def _add_call(
     source: KerasSource,
 ) -> None:
     name = _name(entry)
-    refs, kwargs = _call_refs(call)
+    refs, kwargs = _call_refs(call, entry)
     mask = IMPLICIT_MASK
     if "mask" in kwargs:  # Keras >= 3.10 passes masks explicitly; None means "no mask"
         mask = NO_MASK if kwargs["mask"] is None else tensors[refs.pop()]
@@ -250,7 +259,7 @@ def _add_call(
         raise UnsupportedLayerError(f"layer {name!r} is called with graph tensors as {extra}; not supported")
     inputs = [tensors[r] for r in refs]
     if name not in layers:
-        layers[name] = _make_layers(entry, [builder.spec(t) for t in inputs], source, _constants(call))
+        layers[name] = _make_layers(entry, [builder.spec(t) for t in inputs], source, call)
     node_name = name if call_index == 0 else f"{name}@{call_index}"
     for index, tensor in enumerate(_add_chain(builder, node_name, layers[name], inputs, mask)):
         tensors[(name, call_index, index)] = tensor

@@ -27,12 +27,15 @@ import numpy as np
 from rnnstream.errors import ModelFileError, UnsupportedLayerError
 from rnnstream.graph import Graph
 from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer, input_layouts
+from rnnstream.importers.onnx_conv import CONV
 from rnnstream.importers.onnx_layout import LAYOUT
-from rnnstream.importers.onnx_ops import COMPUTE, Handler, Op
+from rnnstream.importers.onnx_ops import COMPUTE, Handler, Op, pending_error
 from rnnstream.importers.onnx_recurrent import recurrent
 from rnnstream.layers.layer import TensorSpec
 
-OPERATORS: dict[str, Handler] = {**COMPUTE, **LAYOUT, "LSTM": recurrent, "GRU": recurrent, "RNN": recurrent}
+OPERATORS: dict[str, Handler] = {
+    **COMPUTE, **LAYOUT, **CONV, "LSTM": recurrent, "GRU": recurrent, "RNN": recurrent,
+}  # fmt: skip
 
 _CONTROL = (
     "it is control flow; Keras exporters write some recurrent layers as a Loop (tf2onnx: SimpleRNN, a GRU "
@@ -188,6 +191,9 @@ class _Reader:
             known = ", ".join(sorted(OPERATORS))
             raise UnsupportedLayerError(f"{where} is not an operator rnnstream reads. Known: {known}")
         inputs = [self.values[n] if n else None for n in node.input]
+        pending = next((e for v in inputs if (e := pending_error(v)) is not None), None)
+        if pending is not None and node.op_type not in CONV:  # only a Conv or the chomp Slice reads these
+            raise pending
         attrs = {a.name: _attr(node, a.name) for a in node.attribute}
         outputs = handler(Op(node, name, self.writer, inputs, attrs, self.opset, self))
         for out_name, value in zip(node.output, outputs, strict=False):
@@ -202,6 +208,8 @@ class _Reader:
             if isinstance(value, Stack):
                 items = [(f"{output.name}[{k}]", item) for k, item in enumerate(value.items)]
             for name, item in items:
+                if (pending := pending_error(item)) is not None:
+                    raise pending
                 if not isinstance(item, Tensor):
                     raise UnsupportedLayerError(
                         f"graph output {name!r} is {'a constant' if isinstance(item, np.ndarray) else 'not a tensor'}; "

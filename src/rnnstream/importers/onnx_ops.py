@@ -37,6 +37,43 @@ class Reader(Protocol):
     def fuse(self, node: Any, value: Any) -> None: ...
 
 
+@dataclass(frozen=True)
+class TimePadded:
+    """A ``[B, C, T]`` tensor padded on its time axis by ONNX node ``node`` (``Pad``, a ``Concat`` of zeros):
+    only a ``Conv`` whose window spans exactly the ``left`` padding may read it (a causal convolution)."""
+
+    x: Tensor
+    left: int
+    right: int
+    node: str
+
+
+@dataclass(frozen=True)
+class Unchomped:
+    """The output ``y`` of a ``Conv`` (ONNX node ``node``) padded at the end: its last ``extra`` steps read
+    inputs that have not arrived yet, and only the chomp ``Slice`` that drops them may read it."""
+
+    y: Tensor
+    extra: int
+    node: str
+
+
+def pending_error(value: Any) -> UnsupportedLayerError | None:
+    """Why a padded time axis or an unchomped convolution cannot be used as a tensor of the model (or None)."""
+    if isinstance(value, TimePadded):
+        return UnsupportedLayerError(
+            f"{value.node}: pads the time axis, and the padded tensor is not read by a Conv whose window spans "
+            "exactly the padding; padding a stream's time axis only streams as part of a causal convolution"
+        )
+    if isinstance(value, Unchomped):
+        return UnsupportedLayerError(
+            f"{value.node}: is not causal: its last {value.extra} outputs read inputs that have not arrived yet "
+            f"(padding at the end of the time axis); drop them right after it with a Slice (ends -{value.extra}) "
+            "on the time axis, or pad only the start"
+        )
+    return None
+
+
 @dataclass
 class Op(NodeContext):
     """One ONNX node with its inputs read (None for an absent optional input) and attributes decoded."""
@@ -65,10 +102,12 @@ class Op(NodeContext):
         value = self.inputs[index] if index < len(self.inputs) else None
         if isinstance(value, Tensor):
             return value
+        pending = pending_error(value)
+        if pending is not None:
+            raise pending
         kinds = {Stack: "a stack of states", Zeros: "a tensor of zeros", Shape: "a shape", type(None): "absent"}
         kind = kinds.get(type(value), "a constant")
         raise self.refuse(f"input {index} is {kind}, where a tensor of the model is needed")
-
 
     def layer(self, layer: Layer, x: Tensor) -> list[Any]:
         """A per-step layer on ``x``; its output keeps ``x``'s axes."""

@@ -11,7 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rnnstream.errors import UnsupportedLayerError
+import numpy as np
+import torch
+
+from rnnstream.errors import ModelFileError, UnsupportedLayerError
 from rnnstream.importers.axes import NodeContext, Shape, Stack, Tensor, Writer, Zeros
 from rnnstream.types import FloatArray
 
@@ -29,6 +32,43 @@ class Param:
 
     name: str
     value: FloatArray
+
+
+@dataclass(frozen=True)
+class TimePadded:
+    """A ``[B, C, T]`` sequence padded on its time axis (``F.pad``, ``nn.ConstantPad1d``) by ``what``: only a
+    ``Conv1d`` may read it, which streams when the ``left`` padding is exactly its window's past."""
+
+    x: Tensor
+    left: int
+    right: int
+    what: str
+
+
+@dataclass(frozen=True)
+class Unchomped:
+    """The output ``y`` of a padded ``Conv1d`` (``what``) whose last ``extra`` steps read inputs that have not
+    arrived yet: only the chomp ``y[:, :, :-extra]`` that drops them may read it."""
+
+    y: Tensor
+    extra: int
+    what: str
+
+
+def pending_error(value: Any) -> UnsupportedLayerError | None:
+    """Why a padded time axis or an unchomped convolution cannot be used as a tensor of the model (or None)."""
+    if isinstance(value, TimePadded):
+        return UnsupportedLayerError(
+            f"{value.what}: pads the time axis, and the padded sequence is not read by a Conv1d whose window spans "
+            "exactly the padding; padding a stream's time axis only streams as part of a causal convolution"
+        )
+    if isinstance(value, Unchomped):
+        return UnsupportedLayerError(
+            f"{value.what}: is not causal: its last {value.extra} outputs read inputs that have not arrived yet "
+            f"(padding at the end of the time axis); drop them right after it with y[:, :, :-{value.extra}] (a "
+            f"chomp), or pad only the start of the time axis"
+        )
+    return None
 
 
 @dataclass
@@ -52,12 +92,26 @@ class Call(NodeContext):
     def tensor(self, value: Any, role: str = "input") -> Tensor:
         if isinstance(value, Tensor):
             return value
+        pending = pending_error(value)
+        if pending is not None:
+            raise pending
         if isinstance(value, Stack):
             raise self.refuse(f"its {role} is a stack of every layer's state (h_n): pick a layer, e.g. h_n[-1]")
         raise self.refuse(f"its {role} is {describe(value)}, not a tensor of the model")
 
 
 Handler = Callable[[Call], Any]
+
+
+def weight(call: Call, module: Any, name: str, shape: tuple[int, ...]) -> FloatArray:
+    """A copy of ``module.<name>`` as float32, checked against ``shape``."""
+    tensor = getattr(module, name, None)
+    if not isinstance(tensor, torch.Tensor):
+        raise ModelFileError(f"{call.what}: weight {name!r} is missing")
+    array = np.array(tensor.detach().cpu().to(torch.float32).numpy(), dtype=np.float32, copy=True)
+    if array.shape != shape:
+        raise ModelFileError(f"{call.what}: weight {name!r} has shape {array.shape}, expected {shape}")
+    return array
 
 
 def describe(value: Any) -> str:

@@ -17,7 +17,6 @@ key and shape is checked before anything is loaded.
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from rnnstream.errors import ModelFileError, UnsupportedLayerError
+from rnnstream.importers.torch_files import is_torchscript
 
 STATE_KEYS = ("model_state_dict", "state_dict", "model", "model_state", "net")
 """Keys of a training checkpoint dict that may hold the model's ``state_dict``, in the order tried."""
@@ -96,7 +96,7 @@ def load_checkpoint(module: Any, path: Path) -> str:
 def _read(path: Path) -> Any:
     if not path.exists():
         raise ModelFileError(f"checkpoint {str(path)!r} does not exist")
-    if _is_torchscript(path):
+    if is_torchscript(path):
         raise ModelFileError(
             f"checkpoint {str(path)!r} is a TorchScript archive (torch.jit.save): compiled code, not a state_dict. "
             "Build the module's class, load the archive's weights into it (torch.jit.load(path).state_dict() "
@@ -113,15 +113,6 @@ def _read(path: Path) -> Any:
             f"{what}; rnnstream never unpickles code. "
             "Save the weights with torch.save(module.state_dict(), path) and pass the module with checkpoint=path"
         ) from None
-
-
-def _is_torchscript(path: Path) -> bool:
-    """A zip with ``*/constants.pkl`` and ``*/code/``: what torch.jit.save writes (torch.save does not)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
 def _all_tensors(state: Mapping[Any, Any]) -> bool:

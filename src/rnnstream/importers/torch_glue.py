@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx
+from torch.nn import functional as nnf
 
 from rnnstream.errors import UnsupportedLayerError
 from rnnstream.importers.axes import BATCH, TIME, UNIT, Dim, Shape, Stack, Tensor, Zeros
 from rnnstream.importers.torch_activations import ACTIVATION_METHODS, ACTIVATIONS
-from rnnstream.importers.torch_call import Call, Handler, Meta, describe
+from rnnstream.importers.torch_call import Call, Handler, Meta, Unchomped, describe
+from rnnstream.importers.torch_conv import chomp, f_pad
 from rnnstream.importers.torch_layers import FUNCTIONAL
 from rnnstream.importers.torch_reshape import flatten, reshape, squeeze, unsqueeze
 from rnnstream.layers.elementwise import ConstantOp
@@ -92,6 +94,8 @@ def _getitem(call: Call) -> Any:
         if not -len(value.items) <= first < len(value.items):
             raise call.refuse(f"layer {first} is out of range for {len(value.items)} stacked states")
         return value.items[first]
+    if isinstance(value, Unchomped):
+        return chomp(call, value, index)
     return _index(call, call.tensor(value), index)
 
 
@@ -251,7 +255,7 @@ FUNCTIONS: dict[Any, Handler] = {
     torch.mean: _refused(_REDUCES), torch.sum: _refused(_REDUCES), torch.max: _refused(_REDUCES),
     torch.amax: _refused(_REDUCES), torch.min: _refused(_REDUCES), torch.cumsum: _refused(_REDUCES),
     torch.stack: _refused("it stacks tensors on a new axis; not supported"),
-    torch.reshape: reshape, torch.flatten: flatten,
+    torch.reshape: reshape, torch.flatten: flatten, nnf.pad: f_pad,
     **FUNCTIONAL,
 }  # fmt: skip
 

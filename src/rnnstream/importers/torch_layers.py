@@ -16,14 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from rnnstream.errors import ModelFileError
 from rnnstream.importers.axes import BATCH, FEATURE, TIME, LayoutError, Shape, Stack, Tensor, Zeros
 from rnnstream.importers.torch_activations import activation, elu_name, leaky_relu, softmax
-from rnnstream.importers.torch_call import Call, Param, describe
+from rnnstream.importers.torch_call import Call, Param, describe, weight
+from rnnstream.importers.torch_conv import constant_pad, conv1d
 from rnnstream.importers.torch_reshape import flatten_module
 from rnnstream.layers.dense import Dense, Embedding
 from rnnstream.layers.layer import Layer
@@ -37,17 +36,6 @@ Builder = Callable[[Call, Any], Any]
 def module_kind(module: Any) -> str:
     cls = type(module)
     return f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn") else cls.__qualname__
-
-
-def weight(call: Call, module: Any, name: str, shape: tuple[int, ...]) -> FloatArray:
-    """A copy of ``module.<name>`` as float32, checked against ``shape``."""
-    tensor = getattr(module, name, None)
-    if not isinstance(tensor, torch.Tensor):
-        raise ModelFileError(f"{call.what}: weight {name!r} is missing")
-    array = np.array(tensor.detach().cpu().to(torch.float32).numpy(), dtype=np.float32, copy=True)
-    if array.shape != shape:
-        raise ModelFileError(f"{call.what}: weight {name!r} has shape {array.shape}, expected {shape}")
-    return array
 
 
 def _blocks(w: FloatArray, order: list[int], H: int) -> FloatArray:
@@ -78,9 +66,7 @@ def _sequence_input(call: Call, module: Any) -> tuple[Tensor, tuple[str, str]]:
     if x.axes == (*layout, FEATURE):
         return x, layout
     if x.axes == (layout[1], layout[0], FEATURE):
-        raise LayoutError(
-            f"{call.what}: batch_first={module.batch_first}, but its input is laid out {x.describe()}"
-        )
+        raise LayoutError(f"{call.what}: batch_first={module.batch_first}, but its input is laid out {x.describe()}")
     if TIME not in x.axes:
         raise call.refuse(
             f"is called on one time step {x.describe()}; it takes a whole sequence. To step a module one "
@@ -288,6 +274,7 @@ MODULES: dict[type, Builder] = {
     nn.ELU: lambda call, m: activation(call, call.tensor(call.arg(0, "input")), elu_name(float(m.alpha))),
     nn.LeakyReLU: lambda call, m: leaky_relu(call, call.tensor(call.arg(0, "input")), m.negative_slope),
     nn.Softmax: _softmax("softmax"), nn.LogSoftmax: _softmax("log_softmax"), nn.Flatten: flatten_module,
+    nn.Conv1d: conv1d, nn.ConstantPad1d: constant_pad, nn.ZeroPad1d: constant_pad,
 }  # fmt: skip
 
 _NEEDS_FUTURE = "needs the whole sequence, including steps that have not arrived yet"
@@ -298,7 +285,8 @@ REFUSED: dict[type, str] = {
     nn.TransformerDecoder: f"it attends over every time step: it {_NEEDS_FUTURE}",
     nn.TransformerEncoderLayer: f"it attends over every time step: it {_NEEDS_FUTURE}",
     nn.TransformerDecoderLayer: f"it attends over every time step: it {_NEEDS_FUTURE}",
-    nn.Conv1d: "its padding makes outputs depend on later steps, and it is not read from PyTorch",
+    nn.ReflectionPad1d: "it fills the padding from the sequence itself (steps that have not arrived yet)",
+    nn.ReplicationPad1d: "it fills the padding from the sequence itself (steps that have not arrived yet)",
     nn.AvgPool1d: "it pools over windows of time steps, changing the time axis",
     nn.MaxPool1d: "it pools over windows of time steps, changing the time axis",
     nn.AdaptiveAvgPool1d: f"it pools over time: it {_NEEDS_FUTURE}",

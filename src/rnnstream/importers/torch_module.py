@@ -35,7 +35,7 @@ import torch.fx
 from rnnstream.errors import RnnstreamError, UnsupportedLayerError
 from rnnstream.graph import Graph
 from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer, Zeros, input_layouts
-from rnnstream.importers.torch_call import Call, Param
+from rnnstream.importers.torch_call import Call, Param, pending_error
 from rnnstream.importers.torch_checkpoint import load_checkpoint, unwrap
 from rnnstream.importers.torch_glue import FUNCTIONS, METHODS, PARAMETER_FUNCTIONS, handler_of
 from rnnstream.importers.torch_layers import MODULES, REFUSED, module_kind
@@ -217,6 +217,8 @@ class _Interpreter:
             elif isinstance(v, dict):
                 for key, item in v.items():
                     collect(item, str(key))
+            elif (pending := pending_error(v)) is not None:
+                raise pending
             elif isinstance(v, Zeros):
                 raise UnsupportedLayerError(f"forward returns a tensor of zeros as {name!r}; return model outputs only")
             else:
