@@ -67,8 +67,9 @@ def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | 
 
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError)
-"""What Python raises when a model file's config or weights do not have the structure its importer reads."""
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, OSError)
+"""What Python (and h5py, for broken bytes) raises when a model file's config or weights do not have the structure
+its importer reads. A missing or unreadable file is refused before, by name."""
 
 
 @contextlib.contextmanager

@@ -88,11 +88,11 @@ def _make_layers(entry: dict[str, Any], inputs: list[TensorSpec], source: KerasS
     weights = [] if _is_op(entry) else source.weights(name)
     ctx = LayerContext(name, class_name, entry.get("config") or {}, weights, inputs, source.keras_major,
                        module=str(entry.get("module") or ""))
-    return [build_op(ctx, _constants(call))] if _is_op(entry) else build_layers(ctx)
+    return build_op(ctx, call) if _is_op(entry) else build_layers(ctx)
 
 
 def _is_op(entry: dict[str, Any]) -> bool:
-    """A ``keras.ops`` operation node (Keras 3 writes them for masks), not a layer.
+    """A ``keras.ops`` operation node (Keras 3 writes them for masks and ``keras.ops`` calls), not a layer.
 
     ``.keras`` files name the ops module; the legacy ``.h5`` writer drops it, but an op's config,
     unlike every layer's, has no ``trainable`` key.
@@ -182,13 +182,6 @@ def _collect_tensors(value: Any, out: list[TensorKey]) -> None:
     elif isinstance(value, list | tuple):
         for item in value:
             _collect_tensors(item, out)
-
-
-def _constants(node: Any) -> list[Any]:
-    """The positional arguments of a Keras 3 call that are not tensors (e.g. the 0 of ``x != 0``)."""
-    if not isinstance(node, dict):
-        return []
-    return [a for a in node.get("args", []) if not (isinstance(a, dict) and a.get("class_name") == "__keras_tensor__")]
 
 
 def _has_tensor(value: Any) -> bool:

@@ -32,14 +32,17 @@ _ACTIVATIONS = {
 }
 
 
-def _activation(ctx: LayerContext, call: TFCall) -> Layer:
-    return Activation(ctx.name, activation=_ACTIVATIONS[ctx.class_name], keras_major=2)
+def _activation(activation: str) -> TFBuilder:
+    def build(ctx: LayerContext, call: TFCall) -> Layer:
+        return Activation(ctx.name, activation=activation, keras_major=ctx.keras_major)
+
+    return build
 
 
 def _softmax(ctx: LayerContext, call: TFCall) -> Layer:
     if ctx.feature_axis(int(call.arg(ctx, "axis", -1))) != -1:
         raise ctx.refuse("softmax over a feature axis other than the last is not supported")
-    return Activation(ctx.name, activation="softmax", keras_major=2)
+    return Activation(ctx.name, activation="softmax", keras_major=ctx.keras_major)
 
 
 def _leaky_relu(ctx: LayerContext, call: TFCall) -> Layer:
@@ -55,14 +58,21 @@ _WITH_CONSTANT = {"add": ("add", "add"), "subtract": ("sub", "rsub"), "multiply"
 """Operation → (``tensor ∘ constant``, ``constant ∘ tensor``) of :class:`ConstantOp`."""
 
 
-def _binary(ctx: LayerContext, call: TFCall) -> Layer:
-    op = _BINARY[ctx.class_name]
+def _binary(op: str) -> TFBuilder:
+    def build(ctx: LayerContext, call: TFCall) -> Layer:
+        return _combine(ctx, call, op)
+
+    return build
+
+
+def _combine(ctx: LayerContext, call: TFCall, op: str) -> Layer:
+    """``x ∘ y``: a merge of two tensors, or one tensor with a constant."""
     x, y = call.first, call.kwargs.get("y")
     tensors = [isinstance(x, TensorArg), isinstance(y, TensorArg)]
     if all(tensors):
         if op == "divide":
             raise ctx.refuse("divides a tensor by a tensor; rnnstream divides only by (or into) a constant")
-        return Merge(ctx.name, op=op, keras_major=2)
+        return Merge(ctx.name, op=op, keras_major=ctx.keras_major)
     if not any(tensors) or op not in _WITH_CONSTANT:
         raise ctx.refuse(f"{op} of {x!r} and {y!r} is not supported: it needs one tensor and one number")
     constant = y if tensors[0] else x
@@ -79,19 +89,22 @@ def _negative(ctx: LayerContext, call: TFCall) -> Layer:
 def _concat(ctx: LayerContext, call: TFCall) -> Layer:
     if not isinstance(call.first, list) or not all(isinstance(v, TensorArg) for v in call.first):
         raise ctx.refuse("concatenates constants with tensors; only tensors of the graph are supported")
-    return Concatenate(ctx.name, axis=ctx.feature_axis(int(call.arg(ctx, "axis", 0))), keras_major=2)
+    return Concatenate(ctx.name, axis=ctx.feature_axis(int(call.arg(ctx, "axis", 0))), keras_major=ctx.keras_major)
 
 
 _REDUCE = {f"math.reduce_{op}": op for op in ("mean", "sum", "max", "min")}
 
 
-def _reduce(ctx: LayerContext, call: TFCall) -> Layer:
-    axis = call.arg(ctx, "axis")
-    if axis is None:
-        raise ctx.refuse("reduces over every axis, time included: it needs the whole sequence")
-    axes = axis if isinstance(axis, list) else [axis]
-    return FeatureReduce(ctx.name, op=_REDUCE[ctx.class_name], axes=tuple(ctx.feature_axis(int(a)) for a in axes),
-                         keepdims=bool(call.arg(ctx, "keepdims", False)))
+def _reduce(op: str) -> TFBuilder:
+    def build(ctx: LayerContext, call: TFCall) -> Layer:
+        axis = call.arg(ctx, "axis")
+        if axis is None:
+            raise ctx.refuse("reduces over every axis, time included: it needs the whole sequence")
+        axes = axis if isinstance(axis, list | tuple) else [axis]
+        return FeatureReduce(ctx.name, op=op, axes=tuple(ctx.feature_axis(int(a)) for a in axes),
+                             keepdims=bool(call.arg(ctx, "keepdims", False)))
+
+    return build
 
 
 def _expand_dims(ctx: LayerContext, call: TFCall) -> Layer:
@@ -104,13 +117,13 @@ def _expand_dims(ctx: LayerContext, call: TFCall) -> Layer:
 
 
 TF_OPS: dict[str, TFBuilder] = {
-    **dict.fromkeys(_ACTIVATIONS, _activation),
+    **{name: _activation(activation) for name, activation in _ACTIVATIONS.items()},
     "nn.softmax": _softmax,
     "nn.leaky_relu": _leaky_relu,
-    **dict.fromkeys(_BINARY, _binary),
+    **{name: _binary(op) for name, op in _BINARY.items()},
     "math.negative": _negative,
     "concat": _concat,
-    **dict.fromkeys(_REDUCE, _reduce),
+    **{name: _reduce(op) for name, op in _REDUCE.items()},
     "expand_dims": _expand_dims,
     "reshape": build_reshape,
     "__operators__.getitem": build_getitem,
