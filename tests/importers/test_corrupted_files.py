@@ -144,5 +144,44 @@ def test_files_that_are_not_models_are_refused(tmp_path_factory: pytest.TempPath
         rnnstream.load(path)
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_mutated_onnx_graphs_load_or_are_refused(kind: str, tmp_path: Path) -> None:
+    """An ONNX recurrent model with one attribute, initializer shape, input dimension or operator changed."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    from tests.importers.onnx_graphs import rnn_model
+
+    base = onnx.load(rnn_model(tmp_path / "base.onnx", kind, seed=3))
+
+    @settings(SETTINGS, max_examples=60 * SCALE)
+    @given(st.sampled_from(["attribute", "initializer", "dimension", "op"]), st.integers(0, 10_000),
+           st.integers(-3, 40), st.sampled_from(["Conv", "LSTM", "GRU", "Gather", "Relu", "", "Loop"]))
+    def check(what: str, seed: int, value: int, op: str) -> None:
+        model = onnx.ModelProto()
+        model.CopyFrom(base)
+        nodes = model.graph.node
+        node = nodes[seed % len(nodes)]
+        if what == "attribute" and node.attribute:
+            attribute = node.attribute[seed % len(node.attribute)]
+            node.attribute.remove(attribute)
+            node.attribute.append(helper.make_attribute(attribute.name, value))
+        elif what == "initializer" and model.graph.initializer:
+            initializer = model.graph.initializer[seed % len(model.graph.initializer)]
+            array = numpy_helper.to_array(initializer)
+            resized = np.zeros((max(0, value), *array.shape[1:]) if array.ndim else (abs(value),), array.dtype)
+            initializer.CopyFrom(numpy_helper.from_array(resized, initializer.name))
+        elif what == "dimension":
+            dims = model.graph.input[0].type.tensor_type.shape.dim
+            dims[seed % len(dims)].dim_value = max(0, value)
+        else:
+            node.op_type = op
+        path = tmp_path / "model.onnx"
+        onnx.save(model, str(path))
+        loads_or_refuses(path)
+
+    check()
+
+
 def test_zz_outcomes() -> None:
     print(dict(OUTCOMES))
