@@ -19,11 +19,11 @@ class Protocol:
     def __init__(self) -> None:
         self.cycle = Cycle()
         self.transport = None
+        self.ready = False
 
     def on_body(self) -> None:
         self.cycle.body += b"x"
-        if self.cycle.more_body:  # a read of an attribute the provided cycle is not said to have
-            pass
+        self.ready = self.cycle.more_body  # a read of an attribute the provided cycle is not said to have
 
 
 def test_the_installed_uvicorn_has_everything_the_protocols_rely_on() -> None:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from rnnstream.importers.axes import BATCH, FEATURE, TIME, Tensor, Zeros, axis_name
+from rnnstream.importers.causal_padding import TimePadded, Unchomped
 from rnnstream.importers.onnx_layout import BIG, LAYOUT
-from rnnstream.importers.onnx_ops import Handler, Op, TimePadded, Unchomped, pending_error
+from rnnstream.importers.onnx_ops import Handler, Op, pending_error
 from rnnstream.layers.conv import CausalConv1D
 
 _ZEROS = "a stream starts a convolution's past at zeros, so only zero padding streams"
@@ -155,7 +156,7 @@ def _slice(op: Op) -> list[Any]:
     kept = [c for c in cuts if not (c[1] == 0 and c[2] >= BIG and c[3] == 1)]
     if [(int(a) % rank, s, e, st) for a, s, e, st in kept] != [(rank - 1, 0, -data.extra, 1)]:
         raise op.refuse(
-            f"slices {cuts} (axis, start, end, step) of the output of {data.node}, which has {data.extra} steps "
+            f"slices {cuts} (axis, start, end, step) of the output of {data.what}, which has {data.extra} steps "
             f"of padding at the end; only the chomp of the time axis 0:-{data.extra} that drops them streams"
         )
     return [data.y]

@@ -18,7 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from rnnstream.errors import UnsupportedLayerError
+from rnnstream.importers import causal_padding
 from rnnstream.importers.axes import FEATURE, NodeContext, Shape, Stack, Tensor, Writer, Zeros
+from rnnstream.importers.causal_padding import Unchomped
 from rnnstream.layers.dense import Activation, Dense, Embedding, ReLU
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation, parametric_name
 from rnnstream.layers.layer import Layer
@@ -37,41 +39,10 @@ class Reader(Protocol):
     def fuse(self, node: Any, value: Any) -> None: ...
 
 
-@dataclass(frozen=True)
-class TimePadded:
-    """A ``[B, C, T]`` tensor padded on its time axis by ONNX node ``node`` (``Pad``, a ``Concat`` of zeros):
-    only a ``Conv`` whose window spans exactly the ``left`` padding may read it (a causal convolution)."""
-
-    x: Tensor
-    left: int
-    right: int
-    node: str
-
-
-@dataclass(frozen=True)
-class Unchomped:
-    """The output ``y`` of a ``Conv`` (ONNX node ``node``) padded at the end: its last ``extra`` steps read
-    inputs that have not arrived yet, and only the chomp ``Slice`` that drops them may read it."""
-
-    y: Tensor
-    extra: int
-    node: str
-
-
 def pending_error(value: Any) -> UnsupportedLayerError | None:
-    """Why a padded time axis or an unchomped convolution cannot be used as a tensor of the model (or None)."""
-    if isinstance(value, TimePadded):
-        return UnsupportedLayerError(
-            f"{value.node}: pads the time axis, and the padded tensor is not read by a Conv whose window spans "
-            "exactly the padding; padding a stream's time axis only streams as part of a causal convolution"
-        )
-    if isinstance(value, Unchomped):
-        return UnsupportedLayerError(
-            f"{value.node}: is not causal: its last {value.extra} outputs read inputs that have not arrived yet "
-            f"(padding at the end of the time axis); drop them right after it with a Slice (ends -{value.extra}) "
-            "on the time axis, or pad only the start"
-        )
-    return None
+    """Why a padded time axis or an unchomped ``Conv`` cannot be used as a tensor of the model (or None)."""
+    extra = value.extra if isinstance(value, Unchomped) else 0
+    return causal_padding.pending_error(value, conv="Conv", chomp=f"a Slice (ends -{extra}) on the time axis")
 
 
 @dataclass

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from rnnstream.errors import ModelFileError, UnsupportedLayerError
+from rnnstream.importers import causal_padding
 from rnnstream.importers.axes import NodeContext, Shape, Stack, Tensor, Writer, Zeros
+from rnnstream.importers.causal_padding import Unchomped
 from rnnstream.types import FloatArray
 
 
@@ -34,41 +36,11 @@ class Param:
     value: FloatArray
 
 
-@dataclass(frozen=True)
-class TimePadded:
-    """A ``[B, C, T]`` sequence padded on its time axis (``F.pad``, ``nn.ConstantPad1d``) by ``what``: only a
-    ``Conv1d`` may read it, which streams when the ``left`` padding is exactly its window's past."""
-
-    x: Tensor
-    left: int
-    right: int
-    what: str
-
-
-@dataclass(frozen=True)
-class Unchomped:
-    """The output ``y`` of a padded ``Conv1d`` (``what``) whose last ``extra`` steps read inputs that have not
-    arrived yet: only the chomp ``y[:, :, :-extra]`` that drops them may read it."""
-
-    y: Tensor
-    extra: int
-    what: str
-
-
 def pending_error(value: Any) -> UnsupportedLayerError | None:
-    """Why a padded time axis or an unchomped convolution cannot be used as a tensor of the model (or None)."""
-    if isinstance(value, TimePadded):
-        return UnsupportedLayerError(
-            f"{value.what}: pads the time axis, and the padded sequence is not read by a Conv1d whose window spans "
-            "exactly the padding; padding a stream's time axis only streams as part of a causal convolution"
-        )
-    if isinstance(value, Unchomped):
-        return UnsupportedLayerError(
-            f"{value.what}: is not causal: its last {value.extra} outputs read inputs that have not arrived yet "
-            f"(padding at the end of the time axis); drop them right after it with y[:, :, :-{value.extra}] (a "
-            f"chomp), or pad only the start of the time axis"
-        )
-    return None
+    """Why a padded time axis or an unchomped ``Conv1d`` cannot be used as a tensor of the model (or None)."""
+    extra = value.extra if isinstance(value, Unchomped) else 0
+    return causal_padding.pending_error(value, conv="Conv1d", chomp=f"y[:, :, :-{extra}] (a chomp)",
+                                         tensor="sequence")
 
 
 @dataclass

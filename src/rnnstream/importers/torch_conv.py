@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from rnnstream.importers.axes import BATCH, FEATURE, TIME, Tensor, axis_name
-from rnnstream.importers.torch_call import Call, TimePadded, Unchomped, weight
+from rnnstream.importers.causal_padding import TimePadded, Unchomped
+from rnnstream.importers.torch_call import Call, weight
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.types import FloatArray
 
@@ -139,4 +140,5 @@ def chomp(call: Call, value: Unchomped, index: Any) -> Tensor:
             f"takes {index!r} of the output of {value.what}, which has {value.extra} steps of padding at the end; "
             f"only the chomp [:, :, :-{value.extra}] that drops them streams (a causal convolution)"
         )
-    return value.y
+    chomped: Tensor = value.y
+    return chomped

@@ -24,8 +24,9 @@ from torch.nn import functional as nnf
 
 from rnnstream.errors import UnsupportedLayerError
 from rnnstream.importers.axes import BATCH, TIME, UNIT, Dim, Shape, Stack, Tensor, Zeros
+from rnnstream.importers.causal_padding import Unchomped
 from rnnstream.importers.torch_activations import ACTIVATION_METHODS, ACTIVATIONS
-from rnnstream.importers.torch_call import Call, Handler, Meta, Unchomped, describe
+from rnnstream.importers.torch_call import Call, Handler, Meta, describe
 from rnnstream.importers.torch_conv import chomp, f_pad
 from rnnstream.importers.torch_layers import FUNCTIONAL
 from rnnstream.importers.torch_reshape import flatten, reshape, squeeze, unsqueeze

@@ -242,8 +242,9 @@ class StreamCall:
         cancelled), wait for every answer, then end the replies."""
         iterator = aiter(requests)
         try:
-            while await self.next(iterator):
-                pass
+            more = True
+            while more:
+                more = await self.next(iterator)
         except asyncio.CancelledError:
             if not self.service.draining:
                 raise  # the call was cancelled: nobody waits for the answers
