@@ -10,7 +10,9 @@ import threading
 import time
 import uuid
 import zipfile
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import h5py
 import httpx
@@ -189,5 +191,61 @@ def test_per_version_metrics_and_a_forecast_from_a_stream_on_an_older_version(tm
         assert 'rnnstream_version_requests_total{model="co2",result="success",version="1"} 3.0' in page
         assert 'rnnstream_version_active_streams{model="co2",version="1"} 1.0' in page
         assert 'rnnstream_version_active_streams{model="co2",version="2"} 0.0' in page
+    finally:
+        server.stop()
+
+
+def test_generated_steps_across_two_versions_are_answered_and_harm_no_other_stream(repository: Path) -> None:
+    """Hypothesis sends steps to a model served in two versions (starts, ends, step numbers, pinned and
+    unknown versions, wrong shapes): each is 200 or a JSON 4xx, and a canary stream living on version 1 steps
+    beside them exactly as an in-process replay of version 1."""
+    import os
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scale = int(os.environ.get("RNNSTREAM_FUZZ_SCALE", "1"))
+    server = ServerProcess("--model-repository", str(repository)).start()
+    old = rnnstream.load(rnnstream.demo.SEED_MODEL)
+    try:
+        canary, sent, got = f"canary-{uuid.uuid4().hex[:6]}", [], []
+        rng = np.random.default_rng(9)
+
+        def canary_step() -> None:
+            x = rng.normal(0, 1, 4).astype(np.float32)
+            got.append(step(server.url, canary, x, start=not sent))
+            sent.append(x)
+
+        canary_step()  # begun on version 1, before version 2 loads
+        (repository / "seed" / "2").mkdir()
+        second_version(repository / "seed" / "1" / "model.keras", repository / "seed" / "2" / "model.keras")
+        (repository / "seed" / "3").mkdir()  # a version folder without a model file: its load is refused
+        assert httpx.post(server.url + "/v2/repository/models/seed/load").status_code == 400  # folder 3: no file
+        shutil.rmtree(repository / "seed" / "3")
+        assert httpx.post(server.url + "/v2/repository/models/seed/load").status_code == 200
+        codes: Counter[int] = Counter()
+
+        @settings(deadline=None, derandomize=scale == 1, database=None, suppress_health_check=list(HealthCheck),
+                  max_examples=150 * scale)
+        @given(st.sampled_from(["a", "b", "c", "d"]), st.booleans(), st.booleans(),
+               st.none() | st.integers(0, 4), st.sampled_from([None, "1", "2", "3", "x"]), st.sampled_from([4, 3]))
+        def send(sequence: str, start: bool, end: bool, number: int | None, version: str | None, width: int) -> None:
+            path = f"/v2/models/seed/versions/{version}/infer" if version else "/v2/models/seed/infer"
+            parameters: dict[str, Any] = {"sequence_id": sequence, "sequence_start": start, "sequence_end": end}
+            if number is not None:
+                parameters["sequence_step"] = number
+            body = {"inputs": [{"name": "input", "shape": [1, width], "datatype": "FP32", "data": [0.5] * width}],
+                    "parameters": parameters}
+            reply = httpx.post(server.url + path, json=body, timeout=30)
+            codes[reply.status_code] += 1
+            assert reply.status_code in (200, 400, 404, 409), reply.text
+            assert "error" in reply.json() or reply.status_code == 200
+            canary_step()
+
+        send()
+        print(dict(codes))
+        assert codes[200] and codes[400] and codes[404]
+        ys, _ = old.run(np.stack(sent)[None], old.initial_state(1))
+        np.testing.assert_allclose(got, np.asarray(ys)[0, :, 0], rtol=1e-5, atol=1e-6)
     finally:
         server.stop()

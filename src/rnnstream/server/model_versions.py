@@ -21,7 +21,7 @@ from typing import Any
 
 from rnnstream.model import StreamModel
 from rnnstream.server.config import load_models
-from rnnstream.server.refusals import ModelInUseError, NotFoundError, ProtocolError
+from rnnstream.server.refusals import ModelInUseError, ProtocolError
 from rnnstream.server.repository import names, newest, versions
 from rnnstream.server.served import ServedModel, ServerState
 
@@ -32,12 +32,9 @@ async def load(state: ServerState, name: str) -> ServedModel:
     if root is None:
         return state.find(name)  # served from the start: loaded; any other name is a 404
     single_process(state, "load")
-    try:
-        number, path = newest(Path(root), name)
-    except Exception as error:
-        if name in state.models:
-            return state.models[name]
-        raise NotFoundError(str(error)) from None
+    if name not in names(Path(root)):  # a model named on the command line is loaded; any other is a 404
+        return state.find(name)
+    number, path = newest(Path(root), name)  # a version folder without one model file: InputError (400)
     version = str(number)
     if version in state.versions.get(name, {}):
         return state.versions[name][version]
