@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 
 import rnnstream
-from rnnstream import UnsupportedLayerError
-from tests.importers.test_keras_coverage import LENGTHS, Case, assert_matches
-from tests.zoo import randomize
+from tests.importers.test_keras_coverage import LENGTHS, Case, assert_matches, assert_refused, build_saved
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -62,13 +60,8 @@ CASES = [
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Any, Path]:
     case: Case = request.param
-    keras.utils.set_random_seed(7)
-    model = case.build(keras)
-    randomize(model, seed=len(case.name))
     folder = tmp_path_factory.mktemp(case.name)
-    model.save(folder / "model.keras")
-    model.save(folder / "model.h5")
-    return case, model, folder
+    return case, build_saved(keras, case, 7, folder, "model.keras", "model.h5"), folder
 
 
 def test_keras_ops_are_operation_nodes(built: tuple[Case, Any, Path]) -> None:
@@ -111,10 +104,4 @@ REFUSALS: list[tuple[str, Callable[[], Any], str]] = [
 @pytest.mark.parametrize(("case", "build", "message"), REFUSALS, ids=[r[0] for r in REFUSALS])
 def test_keras_op_refused_with_the_real_reason(case: str, build: Callable[[], Any], message: str,
                                                tmp_path: Path) -> None:
-    model = build()
-    model.save(tmp_path / "model.keras")
-    with pytest.raises(UnsupportedLayerError, match=message) as refused:
-        rnnstream.load(tmp_path / "model.keras")
-    assert "custom" not in str(refused.value)
-    with pytest.raises(UnsupportedLayerError, match=message):
-        rnnstream.from_keras(model)
+    assert_refused(build(), tmp_path / "model.keras", message)

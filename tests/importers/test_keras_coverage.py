@@ -128,6 +128,26 @@ def inputs(case: Case, T: int) -> np.ndarray:
     return x
 
 
+def build_saved(k: Any, case: Case, seed: int, folder: Path, *names: str) -> Any:
+    """``case``'s model built with Keras module ``k`` (seeded), random weights, saved in ``folder`` as ``names``."""
+    k.utils.set_random_seed(seed)
+    model = case.build(k)
+    randomize(model, seed=len(case.name))
+    for name in names:
+        model.save(folder / name)
+    return model
+
+
+def assert_refused(model: Any, path: Path, message: str) -> None:
+    """``model`` saved at ``path`` and live is refused with ``message`` (a regex), never called custom."""
+    model.save(path)
+    with pytest.raises(rnnstream.UnsupportedLayerError, match=message) as refused:
+        rnnstream.load(path)
+    assert "custom" not in str(refused.value)
+    with pytest.raises(rnnstream.UnsupportedLayerError, match=message):
+        rnnstream.from_keras(model)
+
+
 def assert_matches(stream_model: rnnstream.StreamModel, model: Any, case: Case, T: int) -> None:
     """Per-step outputs equal Keras' at every step; a whole-sequence output equals Keras' at the last step."""
     x = inputs(case, T)
@@ -143,13 +163,8 @@ def assert_matches(stream_model: rnnstream.StreamModel, model: Any, case: Case, 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
 def keras3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Any, Path]:
     case: Case = request.param
-    keras.utils.set_random_seed(11)
-    model = case.build(keras)
-    randomize(model, seed=len(case.name))
     folder = tmp_path_factory.mktemp(case.name)
-    model.save(folder / "model.keras")
-    model.save(folder / "model.h5")
-    return case, model, folder
+    return case, build_saved(keras, case, 11, folder, "model.keras", "model.h5"), folder
 
 
 @pytest.mark.parametrize("T", LENGTHS)
@@ -170,12 +185,8 @@ def test_keras3_live_model_equals_keras(keras3: tuple[Case, Any, Path]) -> None:
 def keras2(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Any, Path]:
     tf_keras = pytest.importorskip("tf_keras")
     case: Case = request.param
-    tf_keras.utils.set_random_seed(11)
-    model = case.build(tf_keras)
-    randomize(model, seed=len(case.name))
-    path = tmp_path_factory.mktemp(case.name) / "model.h5"
-    model.save(path)
-    return case, model, path
+    folder = tmp_path_factory.mktemp(case.name)
+    return case, build_saved(tf_keras, case, 11, folder, "model.h5"), folder / "model.h5"
 
 
 @pytest.mark.parametrize("T", LENGTHS)

@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 
 import rnnstream
-from rnnstream import UnsupportedLayerError
-from tests.importers.test_keras_coverage import LENGTHS, Case, assert_matches
-from tests.zoo import randomize
+from tests.importers.test_keras_coverage import LENGTHS, Case, assert_matches, assert_refused, build_saved
 
 tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
@@ -77,12 +75,8 @@ CASES = [
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Any, Path]:
     case: Case = request.param
-    tf_keras.utils.set_random_seed(5)
-    model = case.build(tf_keras)
-    randomize(model, seed=len(case.name))
-    path = tmp_path_factory.mktemp(case.name) / "model.h5"
-    model.save(path)
-    return case, model, path
+    folder = tmp_path_factory.mktemp(case.name)
+    return case, build_saved(tf_keras, case, 5, folder, "model.h5"), folder / "model.h5"
 
 
 def test_tf_ops_are_tf_op_layers(built: tuple[Case, Any, Path]) -> None:
@@ -132,10 +126,4 @@ REFUSALS: list[tuple[str, Callable[[], Any], str]] = [
 @pytest.mark.parametrize(("case", "build", "message"), REFUSALS, ids=[r[0] for r in REFUSALS])
 def test_tf_op_refused_with_the_real_reason(case: str, build: Callable[[], Any], message: str,
                                             tmp_path: Path) -> None:
-    model = build()
-    model.save(tmp_path / "model.h5")
-    with pytest.raises(UnsupportedLayerError, match=message) as refused:
-        rnnstream.load(tmp_path / "model.h5")
-    assert "custom" not in str(refused.value)
-    with pytest.raises(UnsupportedLayerError, match=message):
-        rnnstream.from_keras(model)
+    assert_refused(build(), tmp_path / "model.h5", message)
