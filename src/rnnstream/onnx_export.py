@@ -6,8 +6,10 @@ The exported graph takes the model's inputs at one step ``[B, *features]`` and `
 Triton. Recurrent layers become ONNX ``LSTM`` / ``GRU`` / ``RNN`` operators over one time step.
 
 Exported today: LSTM, GRU (both reset modes), SimpleRNN, Dense, Activation and LastStep layers with
-the activations ``linear``, ``sigmoid``, ``tanh``, ``relu``, ``softsign`` (and ``softmax`` on Dense/Activation), in
-graphs without masks. The recurrent variants of ONNX models (``clip``, peepholes, ``input_forget``,
+the activations ``linear``, ``sigmoid``, ``tanh``, ``relu``, ``softsign`` (and ``softmax`` on Dense/Activation), and
+the layers on feature axes (Reshape, Permute, FeatureSlice, FeatureReduce, ExpandDims, ConstantOp:
+:mod:`~rnnstream.onnx_feature_ops`), in graphs without masks.
+The recurrent variants of ONNX models (``clip``, peepholes, ``input_forget``,
 a separate cell activation, activations with parameters) are written as ONNX attributes; an LSTM
 projection (PyTorch ``proj_size``) has no ONNX form. Anything else is refused by name.
 
@@ -31,6 +33,7 @@ from rnnstream.layers.dense import Activation, Dense
 from rnnstream.layers.layer import TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.layers.sequence import LastStep
+from rnnstream.onnx_feature_ops import FEATURE_LAYERS, feature_op
 from rnnstream.types import FloatArray
 
 
@@ -47,6 +50,8 @@ class StepModel(Protocol):
 OPSET = 17
 ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softsign": "Softsign"}
 STATE_INPUT, STATE_OUTPUT = "state", "new_state"
+STATE_LAYOUTS = ("row", "parts")
+"""The ``state`` layouts of :func:`export_onnx` (``rnnstream export --state`` offers these)."""
 
 
 def export_onnx(model: StepModel, path: str | os.PathLike[str], *, state: str = "row") -> None:
@@ -62,6 +67,21 @@ def export_onnx(model: StepModel, path: str | os.PathLike[str], *, state: str = 
     except ImportError as e:
         raise MissingDependencyError("export_onnx needs the onnx package: pip install 'rnnstream[onnx]'") from e
     onnx.save(build_step_graph(model, state=state), os.fspath(path))
+
+
+def step_signature(proto: Any) -> str:
+    """An exported step's inputs and outputs with their shapes (``proto``: an ``onnx.ModelProto``).
+
+    >>> import rnnstream
+    >>> print(step_signature(build_step_graph(rnnstream.load(rnnstream.demo.SEED_MODEL))))
+    input [B, 4], state [B, 600] → output [B, 1], new_state [B, 600]
+    """
+
+    def listed(values: Any) -> str:
+        shapes = [", ".join(d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim) for v in values]
+        return ", ".join(f"{v.name} [{shape}]" for v, shape in zip(values, shapes, strict=True))
+
+    return f"{listed(proto.graph.input)} → {listed(proto.graph.output)}"
 
 
 def build_step_graph(model: StepModel, *, state: str = "row") -> Any:
@@ -86,8 +106,8 @@ def _step_inputs(graph: Graph, state: str) -> tuple[list[Any], dict[int, str]]:
         names[spec.tensor] = spec.name
         if spec.spec.dtype != "float32":
             raise UnsupportedLayerError(f"export_onnx: input {spec.name!r} takes token ids; not exported yet")
-    if state not in ("row", "parts"):
-        raise UnsupportedLayerError(f"export_onnx: state must be 'row' or 'parts', not {state!r}")
+    if state not in STATE_LAYOUTS:
+        raise UnsupportedLayerError(f"export_onnx: state must be one of {', '.join(STATE_LAYOUTS)}, not {state!r}")
     if state == "row":
         inputs.append(helper.make_tensor_value_info(STATE_INPUT, TensorProto.FLOAT, ["B", graph.state_size]))
     else:
@@ -136,9 +156,12 @@ def _feedforward(w: _Writer, graph: Graph, node: Node, x: str) -> str:
         return _activation(w, layer.activation_name, x, layer.name)
     if isinstance(layer, LastStep):  # at one step, the last step is this step
         return x
+    y = feature_op(w, layer, x)
+    if y is not None:
+        return y
     raise UnsupportedLayerError(
         f"export_onnx: layer {layer.name!r} ({layer.kind}) is not exported yet; exported are LSTM, GRU, "
-        "SimpleRNN, Dense, Activation and LastStep"
+        f"SimpleRNN, Dense, Activation, LastStep and {', '.join(c.__name__ for c in FEATURE_LAYERS)}"
     )
 
 
@@ -200,7 +223,7 @@ class _Writer:
         from onnx import numpy_helper
 
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers.append(numpy_helper.from_array(np.array(value, order="C"), name))  # 0-d stays 0-d
         return name
 
     def op(self, kind: str, inputs: list[str], n_out: int = 1, **attrs: Any) -> Any:

@@ -21,11 +21,13 @@ from rnnstream.layers import activations, elementwise
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.layers.dense import Activation, Dense, Embedding, Identity, ReLU
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation
+from rnnstream.layers.features import FeatureReduce, FeatureSlice
 from rnnstream.layers.layer import Layer, StatelessLayer, TensorSpec
 from rnnstream.layers.merge import Concatenate, Masking, Merge
 from rnnstream.layers.norm import LayerNorm
 from rnnstream.layers.ops import Compare, ExpandDims, Fill, Join, Logical, Reduce
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
+from rnnstream.layers.reshape import Permute, Reshape
 from rnnstream.layers.sequence import LastStep
 from tests.backends.conformance import TOLERANCE, Inputs, assert_agrees_step_by_step, listed, steps
 from tests.zoo import ZooModel, feed, make_inputs
@@ -216,6 +218,34 @@ def test_per_step_layers(rng: np.random.Generator) -> None:
     (d2,) = g.add_node("d2", Dense("d2", W=_w(rng, 1, 3), b=_w(rng, 3), activation="sigmoid"), [x2])  # (2, 3)
     model = rnnstream.StreamModel(g.build([d2, ln], ["d2", "ln"]), backend="torch", device="cpu")
     _check(model, rng.integers(0, 11, (6, 9)), 6)
+
+
+def test_feature_axis_layers(rng: np.random.Generator) -> None:
+    """Reshape, Permute, FeatureSlice (indices, forward and backward steps) and FeatureReduce (every op) run in
+    torch, on the device: no node stays on the host."""
+    g = GraphBuilder()
+    x = g.add_input("x", TensorSpec((3,)))
+    (h,) = g.add_node("l", GRU("l", Wx=_w(rng, 3, 36), Wh=_w(rng, 12, 36), bx=_w(rng, 36), bh=None,
+                                reset_after=False, return_sequences=True), [x])  # fmt: skip
+    (grid,) = g.add_node("grid", Reshape("grid", shape=(2, 3, 2)), [h])
+
+    def chain(t: int, *layers: Layer) -> int:
+        for layer in layers:
+            (t,) = g.add_node(layer.name, layer, [t])
+        return t
+
+    ys = [
+        chain(grid, Permute("p", perm=(2, 0, 1)), Reshape("back", shape=(12,)),
+              Dense("d", W=_w(rng, 12, 4), b=_w(rng, 4), activation="tanh")),
+        chain(grid, FeatureSlice("rev", index=((None, None, -1), (2, 0, -2)))),
+        chain(grid, FeatureSlice("pick", index=(-1, (1, None, None), 0))),
+        chain(grid, FeatureSlice("mid", index=((0, 1, None), (-2, None, 1)))),
+        *(chain(grid, FeatureReduce(op, op=op, axes=axes, keepdims=keep))
+          for op, axes, keep in [("mean", (-1,), True), ("sum", (-3, -1), False), ("max", (-2,), False),
+                                 ("min", (-3, -2, -1), True)]),
+    ]
+    model = rnnstream.StreamModel(g.build(ys, [f"y{k}" for k in range(len(ys))]), backend="torch", device="cpu")
+    _check(model, rng.normal(0, 1.5, (4, 6, 3)).astype(np.float32), 4)
 
 
 # -- what the torch step does not cover runs in NumPy (host API) or is refused (DeviceBatch) -------

@@ -8,10 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import rnnstream
-from tests.importers.test_keras_coverage import LENGTHS, Case, assert_matches, assert_refused, build_saved
+from tests.importers.test_keras_conformance import TOLERANCE
+from tests.importers.test_keras_coverage import BATCH, LENGTHS, Case, assert_matches, assert_refused, build_saved
+from tests.zoo import randomize
 
 tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
@@ -62,7 +65,30 @@ def reshaped_features(k: Any) -> Any:
     return k.Model(inp, tf.reduce_min(L.Dense(5)(grid), axis=1))
 
 
+def every_activation(k: Any) -> Any:
+    """The TF activations with a table entry, options included (tf.nn.gelu is exact unless approximate=True)."""
+    inp = L.Input((None, 4))
+    z = L.LSTM(6, return_sequences=True)(inp) * 3.0
+    acts = [tf.nn.elu(z), tf.nn.gelu(z), tf.nn.gelu(z, approximate=True), tf.abs(z), tf.math.abs(z), tf.nn.selu(z),
+            tf.nn.softplus(z), tf.nn.softsign(z), tf.nn.silu(z), tf.nn.swish(z), tf.math.log_sigmoid(z),
+            tf.nn.relu6(z * 3.0), tf.nn.leaky_relu(z), tf.nn.log_softmax(z), tf.nn.softmax(z), tf.exp(z)]
+    return k.Model(inp, [tf.concat(acts, axis=-1), L.Dense(3)(tf.nn.gelu(z))])
+
+
+def masked_then_ops(k: Any) -> Any:
+    """Masking before the LSTM; TF-op layers do not support masking, so the recurrent layers after them are
+    unmasked (a slice and a reduction drop the mask as well)."""
+    inp = L.Input((None, 3))
+    h = L.LSTM(6, return_sequences=True)(L.Masking()(inp))
+    y = tf.math.tanh(h * 2.0 + 1.0)
+    return k.Model(inp, [L.GRU(4, return_sequences=True)(y), L.SimpleRNN(3, return_sequences=True)(y[..., :4]),
+                         L.LSTM(2)(tf.concat([h, tf.abs(h)], axis=-1)), L.GRU(3)(h + h),
+                         L.LSTM(2)(tf.reduce_mean(h, axis=-1, keepdims=True)), L.GRU(3)(tf.nn.gelu(h)), h])
+
+
 CASES = [
+    Case("every_activation", every_activation, (4,)),
+    Case("masked_then_ops", masked_then_ops, (3,), masked=True),
     Case("activations_and_arithmetic", activations_and_arithmetic, (5,)),
     Case("tensor_products_and_concat", tensor_products_and_concat, (4,)),
     Case("last_step_head", last_step_head, (3,)),
@@ -94,6 +120,26 @@ def test_tf_keras2_h5_with_tf_ops_steps_equal_keras(built: tuple[Case, Any, Path
         assert_matches(rnnstream.from_keras(model), model, case, T)
 
 
+@pytest.mark.parametrize("T", LENGTHS)
+def test_embedding_mask_then_tf_ops(T: int, tmp_path: Path) -> None:
+    """Token 0 masks the GRU; the TF-op layers after it drop the mask (they do not support masking)."""
+    tf_keras.utils.set_random_seed(3)
+    inp = L.Input((None,), dtype="int32")
+    h = L.GRU(6, return_sequences=True)(L.Embedding(10, 5, mask_zero=True)(inp))
+    model = tf_keras.Model(inp, [L.LSTM(3, return_sequences=True)(tf.nn.gelu(h) - 0.5),
+                                 L.LSTM(3)(tf.reduce_mean(h, axis=-1, keepdims=True)), h])
+    randomize(model, seed=4)
+    model.save(tmp_path / "model.h5")
+    rng = np.random.default_rng(T)
+    ids = rng.integers(1, 10, (BATCH, T))
+    ids[rng.random((BATCH, T)) < 0.3] = 0
+    expected = [np.asarray(y) for y in model(ids, training=False)]
+    for stream_model in (rnnstream.load(tmp_path / "model.h5"), rnnstream.from_keras(model)):
+        ys, _ = stream_model.run(ids, stream_model.initial_state(BATCH))
+        for ours, theirs in zip(ys, expected, strict=True):
+            np.testing.assert_allclose(ours if theirs.ndim == ours.ndim else ours[:, -1], theirs, **TOLERANCE)
+
+
 # -- refusals ---------------------------------------------------------------------------------------
 
 
@@ -120,6 +166,10 @@ REFUSALS: list[tuple[str, Callable[[], Any], str]] = [
      r"tf\.reshape of the sequence \(B, T, 6\) .* fixes the time length or folds time into the batch"),
     ("tensor_division", _one_op(lambda h: h / tf.nn.relu(h)),
      r"\(math\.truediv\): divides a tensor by a tensor"),
+    ("silu_beta", _one_op(lambda h: tf.nn.silu(h, beta=2.0)),
+     r"\(nn\.silu\): option beta=2\.0 is not supported: rnnstream computes beta=1\.0 only"),
+    ("log_softmax_over_time", _one_op(lambda h: tf.nn.log_softmax(h, axis=1)),
+     r"\(nn\.log_softmax\) works along axis 1 of \(B, T, 6\), the batch or time axis"),
 ]
 
 

@@ -4,6 +4,7 @@ step by step (T = 1, 7, 50, within 1e-5); and what is refused, by name and with 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,13 @@ nnf = torch.nn.functional
 
 from tests.importers.test_torch_conformance import TOLERANCE, assert_matches, batch_first  # noqa: E402
 from tests.importers.test_torch_refusals import Wrap  # noqa: E402
-from tests.importers.torch_models import TorchCase, randomize, reference_outputs, sequence_input  # noqa: E402
+from tests.importers.torch_models import (  # noqa: E402
+    StackedLSTM,
+    TorchCase,
+    randomize,
+    reference_outputs,
+    sequence_input,
+)
 
 LENGTHS = (1, 7, 50)
 BATCH = 3
@@ -157,6 +164,21 @@ class TokenScores(nn.Module):
         return self.head(out).squeeze(2), self.head(out[:, -1]).flatten(1)
 
 
+class FeatureStats(nn.Module):
+    """Reductions over feature axes per step: mean, sum (keepdim), amax, amin, and a mean over two feature axes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(5, 8, batch_first=True)
+        self.head = nn.Linear(1, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, _ = self.lstm(x)
+        grid = out.view(x.size(0), x.size(1), 2, 4)
+        return (out.mean(-1), self.head(torch.sum(out, dim=2, keepdim=True)), out.amax(-1),
+                torch.amin(grid, dim=-1, keepdim=True), torch.mean(grid, dim=(2, 3)), out[:, -1].sum(1))  # fmt: skip
+
+
 COVERAGE = [
     TorchCase("squeezed_head", SqueezedHead),
     TorchCase("last_value", LastValue),
@@ -167,6 +189,7 @@ COVERAGE = [
     TorchCase("time_first_flatten", TimeFirstFlatten, batch_first=False),
     TorchCase("unit_features", UnitFeatures),
     TorchCase("token_scores", TokenScores, vocab=20),
+    TorchCase("feature_stats", FeatureStats),
 ]
 
 
@@ -193,6 +216,30 @@ def test_a_wrapped_module_is_unwrapped(name: str, wrap: Any) -> None:
     for T in LENGTHS:
         x = sequence_input(case, BATCH, T, seed=T)
         assert_matches(model, reference_outputs(case, inner, x), batch_first(case, x))
+
+
+@pytest.fixture
+def process_group() -> Any:
+    """A real one-process gloo process group (what DistributedDataParallel needs), destroyed afterwards."""
+    dist = torch.distributed
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{port}")
+    yield
+    dist.destroy_process_group()
+
+
+def test_a_distributed_data_parallel_lstm_is_unwrapped(process_group: Any) -> None:
+    case = TorchCase("ddp_lstm", lambda: StackedLSTM(2, True))
+    ddp = nn.parallel.DistributedDataParallel(randomize(case.make(), seed=6))
+    model = rnnstream.from_torch(ddp, sequence_input(case, 2, 4, seed=0))
+    assert model.source.endswith("(unwrapped from nn.DistributedDataParallel)")
+    for T in LENGTHS:
+        x = sequence_input(case, BATCH, T, seed=T)
+        assert_matches(model, reference_outputs(case, ddp.eval(), x), batch_first(case, x))
 
 
 @pytest.mark.parametrize(
@@ -281,6 +328,22 @@ REFUSALS = [
      r"operation 'layer_norm' \(layer_norm\): normalises over \(5, 3\) of \[B, T, F\].*only the last \(feature\)"),
     ("raw_error_is_wrapped", Wrap(lambda s, x: torch.cat(s.rnn(x)[0], -1), rnn=GRU),
      r"operation 'cat' \(cat\): cannot be read \(TypeError: .*\); its arguments are not the kind rnnstream reads"),
+    ("centred", Wrap(lambda s, x: s.rnn(x)[0] - s.rnn(x)[0].mean(-1, keepdim=True), rnn=GRU),
+     r"operation 'sub' \(sub\): sub of \[B, T, F\] \(sizes \('B', 'T', 3\)\) and \[B, T, F\] \(sizes "
+     r"\('B', 'T', 1\)\): broadcasting between two tensors of the model is not supported"),
+    ("gate_of_one", Wrap(lambda s, x: s.rnn(x)[0] * torch.sigmoid(s.lin(s.rnn(x)[0])), rnn=GRU, lin=nn.Linear(3, 1)),
+     r"operation 'mul' \(mul\): mul of .* \(sizes \('B', 'T', 1\)\): broadcasting between two tensors"),
+    ("last_step_over_time", Wrap(lambda s, x: s.rnn(x)[0] * s.rnn(x)[0][:, -1:], rnn=GRU),
+     r"operation 'mul' \(mul\): mul of \[B, T, F\] and \[B, 1, F\] broadcasts one time step over the whole "
+     r"sequence"),
+    ("divide_tensors", Wrap(lambda s, x: s.rnn(x)[0] / s.rnn(x)[0], rnn=GRU),
+     r"operation 'truediv' \(truediv\): div of two tensors of the model is not supported"),
+    ("sum_over_time", Wrap(lambda s, x: s.rnn(x)[0].sum(1), rnn=GRU),
+     r"operation 'sum\w*' \(sum\): cannot stream: sum over time: it needs the whole sequence"),
+    ("mean_of_everything", Wrap(lambda s, x: torch.mean(s.rnn(x)[0]), rnn=GRU),
+     r"operation 'mean' \(mean\): mean over every axis mixes the streams of the batch"),
+    ("max_with_indices", Wrap(lambda s, x: s.rnn(x)[0].max(-1)[0], rnn=GRU),
+     r"operation 'max\w*' \(max\): cannot stream: over time .*returns indices.*use amax / amin"),
     ("torchscript_module", torch.jit.script(nn.Sequential(nn.Linear(4, 3))),
      r"RecursiveScriptModule is a TorchScript module \(torch.jit.script / torch.jit.trace\): .*torch.fx cannot "
      r"trace. Pass the nn.Module itself"),

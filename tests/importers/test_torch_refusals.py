@@ -42,7 +42,7 @@ REFUSALS = [
     ("flip", Wrap(lambda s, x: s.rnn(torch.flip(x, [1]))[0], rnn=nn.RNN(4, 3, batch_first=True)), SEQ,
      r"operation 'flip' \(flip\): cannot stream: it reverses the sequence"),
     ("mean_over_time", Wrap(lambda s, x: s.rnn(x)[0].mean(dim=1), rnn=nn.LSTM(4, 3, batch_first=True)), SEQ,
-     r"operation 'mean' \(mean\): cannot stream: reduces over an axis \(over time, it needs the whole sequence"),
+     r"operation 'mean' \(mean\): cannot stream: mean over time: it needs the whole sequence"),
     ("attention", Wrap(lambda s, x: s.att(x, x, x)[0], att=nn.MultiheadAttention(4, 1, batch_first=True)), SEQ,
      r"module 'att' \(nn.MultiheadAttention\): cannot stream: it attends over every time step"),
     ("cell_on_sequence", Wrap(lambda s, x: s.cell(x), cell=nn.GRUCell(4, 3)), SEQ,

@@ -8,6 +8,7 @@ the reference carries the state through a Python loop, rnnstream keeps it itself
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -142,6 +143,66 @@ class TokenCellStep(nn.Module):
         return nnf.log_softmax(self.head(h), dim=-1), h
 
 
+def weight_norm(flavour: str) -> Callable[..., nn.Module]:
+    """``torch.nn.utils.parametrizations.weight_norm`` ("parametrization": original0 = g, original1 = v) or the
+    legacy ``torch.nn.utils.weight_norm`` ("legacy": weight_g, weight_v and a forward pre-hook)."""
+    if flavour == "parametrization":
+        return nn.utils.parametrizations.weight_norm
+
+    def legacy(module: nn.Module, name: str = "weight", dim: int | None = 0) -> nn.Module:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated for the parametrization, still common
+            return nn.utils.weight_norm(module, name, dim)
+
+    return legacy
+
+
+class Chomp1d(nn.Module):
+    """locuslab/TCN's chomp: drop the padding a symmetric Conv1d added at the end of the time axis."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, : -self.size].contiguous()
+
+
+class TemporalBlock(nn.Module):
+    """Bai et al.'s TCN block (locuslab/TCN): two weight-normalised dilated causal Conv1d, each made causal by a
+    chomp (or by nn.ConstantPad1d before it) and followed by ReLU and dropout; a residual, with a 1×1 Conv1d
+    downsample where the channels change."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, d: int, flavour: str, chomp: bool) -> None:
+        super().__init__()
+        wn, pad = weight_norm(flavour), (k - 1) * d
+        layers: list[nn.Module] = []
+        for c in (c_in, c_out):
+            conv = wn(nn.Conv1d(c, c_out, k, padding=pad if chomp else 0, dilation=d))
+            causal = [conv, Chomp1d(pad)] if chomp else [nn.ConstantPad1d((pad, 0), 0.0), conv]
+            layers += [*causal, nn.ReLU(), nn.Dropout(0.2)]
+        self.net = nn.Sequential(*layers)
+        self.downsample = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else None
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
+        res = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.net(x) + res)
+
+
+class WeightNormTCN(nn.Module):
+    """[B, T, 5] → transpose → TemporalBlocks (dilations 1 and 2; 5 → 6 channels, 6 → 6) → transpose → a
+    weight-normalised Linear head per step."""
+
+    def __init__(self, flavour: str, chomp: bool) -> None:
+        super().__init__()
+        self.tcn = nn.Sequential(TemporalBlock(5, 6, 3, 1, flavour, chomp), TemporalBlock(6, 6, 3, 2, flavour, chomp))
+        self.head = weight_norm(flavour)(nn.Linear(6, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tcn(x.transpose(1, 2)).transpose(1, 2))
+
+
 @dataclass(frozen=True)
 class TorchCase:
     name: str
@@ -162,6 +223,7 @@ SEQUENCE_CASES = [
     TorchCase("elman_pair", ElmanPair, stacked=(1,)),
     TorchCase("token_tagger", TokenTagger, vocab=30),
     TorchCase("activations", Activations, onnx=False),
+    TorchCase("weight_norm_tcn", lambda: WeightNormTCN("parametrization", chomp=True), onnx=False),
 ]
 
 

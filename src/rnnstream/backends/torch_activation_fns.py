@@ -78,6 +78,11 @@ def gelu(x: Tensor) -> Tensor:
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
+def gelu_approximate(x: Tensor) -> Tensor:
+    """GELU's tanh approximation, x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
 def softmax(x: Tensor) -> Tensor:
     return torch.softmax(x, dim=-1)
 
@@ -162,6 +167,7 @@ _BY_NAME: dict[str, TorchActivation] = {
     "silu": silu,
     "mish": mish,
     "gelu": gelu,
+    "gelu_approximate": gelu_approximate,
     "exponential": torch.exp,
     "softmax": softmax,
     "relu6": relu6,

@@ -32,11 +32,13 @@ from rnnstream.backends.torch_cells import NodeStep, Result, activation, tensor
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.layers.dense import Activation, Dense, Embedding, Identity, ReLU
 from rnnstream.layers.elementwise import ConstantOp, ParametricActivation
+from rnnstream.layers.features import FeatureReduce, FeatureSlice
 from rnnstream.layers.layer import Layer
 from rnnstream.layers.merge import Concatenate, Masking, Merge
 from rnnstream.layers.norm import BatchNorm, LayerNorm, Normalization
 from rnnstream.layers.ops import Compare, ExpandDims, Fill, Join, Logical, Reduce
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
+from rnnstream.layers.reshape import Permute, Reshape
 from rnnstream.layers.sequence import LastStep
 
 MaskRule = Callable[[list[Tensor | None]], Tensor | None]
@@ -71,6 +73,10 @@ _KNOWN: dict[type[Layer], tuple[frozenset[str], frozenset[str]]] = {
     ExpandDims: (frozenset({"axis"}), frozenset()),
     Fill: (frozenset({"value", "dtype"}), frozenset()),
     Join: (frozenset({"axis"}), frozenset()),
+    Reshape: (frozenset({"shape"}), frozenset()),
+    Permute: (frozenset({"perm"}), frozenset()),
+    FeatureSlice: (frozenset({"index"}), frozenset()),
+    FeatureReduce: (frozenset({"op", "axes", "keepdims"}), frozenset()),
 }
 
 
@@ -286,6 +292,48 @@ def _join(layer: Join, device: torch.device) -> NodeStep | str:
     return _stateless(lambda xs: torch.cat(xs, dim=axis), _drops)
 
 
+def _reshape(layer: Reshape, device: torch.device) -> NodeStep | str:
+    shape = layer.shape
+    return _stateless(lambda xs: xs[0].reshape(xs[0].shape[0], *shape), _drops)  # (B, *shape)
+
+
+def _permute(layer: Permute, device: torch.device) -> NodeStep | str:
+    dims = (0, *(p + 1 for p in layer.perm))
+    return _stateless(lambda xs: xs[0].permute(dims), _drops)  # (B, *permuted features)
+
+
+def _feature_slice(layer: FeatureSlice, device: torch.device) -> NodeStep | str:
+    """``x[:, *index]``. Torch slices forward only: an axis read backwards is flipped, then sliced forward
+    over the same elements (the sizes are Python ints, so nothing synchronises)."""
+    index = layer.index
+
+    def feature_slice(xs: list[Tensor]) -> Tensor:
+        x = xs[0]
+        key: list[int | slice] = [slice(None)]
+        for k, i in enumerate(index):
+            if isinstance(i, int):
+                key.append(i)
+                continue
+            n = x.shape[k + 1]
+            picked = range(*slice(*i).indices(n))
+            if picked.step < 0:  # the same elements, counted from the end of the flipped axis
+                x = torch.flip(x, dims=(k + 1,))
+                picked = range(n - 1 - picked.start, n - 1 - picked.stop, -picked.step)
+            key.append(slice(picked.start, picked.stop, picked.step))
+        return x[tuple(key)]  # (B, *sliced features)
+
+    return _stateless(feature_slice, _drops)
+
+
+_REDUCTIONS: dict[str, Callable[..., Tensor]] = {"mean": torch.mean, "sum": torch.sum, "max": torch.amax,
+                                                 "min": torch.amin}  # fmt: skip
+
+
+def _feature_reduce(layer: FeatureReduce, device: torch.device) -> NodeStep | str:
+    fn, axes, keepdims = _REDUCTIONS[layer.op], layer.axes, layer.keepdims
+    return _stateless(lambda xs: fn(xs[0], dim=axes, keepdim=keepdims), _drops)  # (B, *kept features)
+
+
 def _constant_op(layer: ConstantOp, device: torch.device) -> NodeStep | str:
     c, op = tensor(layer.constant, device), layer.op  # c broadcasts over the feature axes
     ops: dict[str, Callable[[Tensor], Tensor]] = {
@@ -327,4 +375,8 @@ _BUILDERS: dict[type[Layer], Callable[[Any, torch.device], NodeStep | str]] = {
     ExpandDims: _expand_dims,
     Fill: _fill,
     Join: _join,
+    Reshape: _reshape,
+    Permute: _permute,
+    FeatureSlice: _feature_slice,
+    FeatureReduce: _feature_reduce,
 }

@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from rnnstream.importers import keras_layers, keras_ops, keras_refusals, onnx_model, torch_glue, torch_layers
+from rnnstream.importers import (
+    keras_layers,
+    keras_ops,
+    keras_refusals,
+    keras_tf_ops,
+    onnx_model,
+    torch_glue,
+    torch_layers,
+    torch_weights,
+)
 
 
 def _names(keys: Iterable[Any]) -> list[str]:
@@ -28,10 +37,12 @@ def coverage() -> list[tuple[str, str, list[str]]]:
     return [
         ("Keras", "layers", _names(keras_layers.BUILDERS)),
         ("Keras", "keras.ops in Keras 3 files", _names(keras_ops.OPS)),
+        ("Keras", "TensorFlow functions in tf.keras 2 files", _names(keras_tf_ops.TF_OPS)),
         ("Keras", "refused with the reason", _names(keras_refusals.REFUSED)),
         ("PyTorch", "modules", _names(torch_layers.MODULES)),
         ("PyTorch", "functions in forward", _names([*torch_glue.FUNCTIONS, *torch_layers.FUNCTIONAL])),
         ("PyTorch", "tensor methods in forward", _names(torch_glue.METHODS)),
+        ("PyTorch", "weights computed before each call", _names(torch_weights.computed())),
         ("PyTorch", "refused with the reason", _names(torch_layers.REFUSED)),
         ("ONNX", "operators", _names(onnx_model.OPERATORS)),
         ("ONNX", "refused with the reason", _names(onnx_model.REFUSED)),

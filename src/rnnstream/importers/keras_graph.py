@@ -242,6 +242,10 @@ def _add_call(
     mask = IMPLICIT_MASK
     if "mask" in kwargs:  # Keras >= 3.10 passes masks explicitly; None means "no mask"
         mask = NO_MASK if kwargs["mask"] is None else tensors[refs.pop()]
+    elif entry.get("class_name") in TF_OP_CLASSES or _is_op(entry):
+        # An operation drops its input's mask: tf.keras 2's TF-op layers do not support masking, and
+        # keras.ops outputs carry none (keras-team/keras#18416; Keras >= 3.10 writes the None down).
+        mask = NO_MASK
     if entry.get("class_name") in _RECURRENT and (len(refs) > 1 or _has_tensor(kwargs.get("initial_state"))):
         raise UnsupportedLayerError(
             f"layer {name!r} is called with initial_state from the graph (a hand-made step model): "

@@ -3,9 +3,10 @@
 When a Keras 3 functional model calls ``keras.ops`` on a symbolic tensor (``keras.ops.relu(h)``,
 ``h * 2.0 + 1.0``, ``h[:, -1, :]``), the ``.keras`` file records the operation's class (``Relu``,
 ``Multiply``, ``GetItem``), its constant options in the config and its arguments in the node. Mask
-operations have their own builders; the others are read as the tf.keras 2 call they match and built
-by :data:`~rnnstream.importers.keras_tf_ops.TF_OPS`, all through one table, :data:`OPS`. Nothing is run:
-an operation in neither table is refused by name.
+operations have their own builders, activations theirs (with their options:
+:mod:`~rnnstream.importers.keras_activation_ops`); the others are read as the tf.keras 2 call they match
+and built by :data:`~rnnstream.importers.keras_tf_ops.TF_OPS`, all through one table, :data:`OPS`.
+Nothing is run: an operation in neither table is refused by name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rnnstream.importers.keras_activation_ops import KERAS3_ACTIVATIONS, ActivationBuilder
 from rnnstream.importers.keras_context import LayerContext
 from rnnstream.importers.keras_tf_call import TensorArg, TFCall
 from rnnstream.importers.keras_tf_ops import TF_OPS
@@ -79,17 +81,14 @@ _MASKS: dict[str, MaskBuilder] = {
 }
 
 _AS_TF: dict[str, str] = {
-    "Relu": "nn.relu", "Relu6": "nn.relu6", "Tanh": "math.tanh", "Sigmoid": "math.sigmoid", "Selu": "nn.selu",
-    "Softplus": "math.softplus", "Softsign": "nn.softsign", "Silu": "nn.silu", "Exp": "math.exp",
-    "Softmax": "nn.softmax", "LeakyRelu": "nn.leaky_relu", "Add": "math.add", "Subtract": "math.subtract",
-    "Multiply": "math.multiply", "TrueDivide": "math.truediv", "Divide": "math.divide", "Maximum": "math.maximum",
-    "Minimum": "math.minimum", "Negative": "math.negative", "Concatenate": "concat", "Mean": "math.reduce_mean",
-    "Sum": "math.reduce_sum", "Max": "math.reduce_max", "Min": "math.reduce_min", "ExpandDims": "expand_dims",
-    "Reshape": "reshape", "GetItem": "__operators__.getitem",
+    "Add": "math.add", "Subtract": "math.subtract", "Multiply": "math.multiply", "TrueDivide": "math.truediv",
+    "Divide": "math.divide", "Maximum": "math.maximum", "Minimum": "math.minimum", "Negative": "math.negative",
+    "Concatenate": "concat", "Mean": "math.reduce_mean", "Sum": "math.reduce_sum", "Max": "math.reduce_max",
+    "Min": "math.reduce_min", "ExpandDims": "expand_dims", "Reshape": "reshape", "GetItem": "__operators__.getitem",
 }
 """Keras 3 operation class → the tf.keras 2 function it computes (its builder's key in ``TF_OPS``)."""
 
-_RENAMED = {"newshape": "shape", "negative_slope": "alpha"}
+_RENAMED = {"newshape": "shape"}
 """Keras 3 option → the tf.keras 2 argument it is read as."""
 
 
@@ -132,6 +131,10 @@ def _as_tf(name: str) -> NodeBuilder:
     return build
 
 
+def _activation(builder: ActivationBuilder) -> NodeBuilder:
+    return lambda ctx, node: [builder(ctx, read_op_call(ctx, node))]
+
+
 def _concatenate(ctx: LayerContext, node: Any) -> list[Layer]:
     """Masks (booleans) join as masks; values as a ``Concatenate`` layer."""
     if ctx.inputs and all(x.dtype == "bool" for x in ctx.inputs):
@@ -142,6 +145,7 @@ def _concatenate(ctx: LayerContext, node: Any) -> list[Layer]:
 OPS: dict[str, NodeBuilder] = {
     **{name: _mask(builder) for name, builder in _MASKS.items()},
     **{name: _as_tf(function) for name, function in _AS_TF.items()},
+    **{name: _activation(builder) for name, builder in KERAS3_ACTIVATIONS.items()},
     "Concatenate": _concatenate,
 }
 """Keras 3 operation class (as a ``.keras`` file records it) → builder."""

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rnnstream.importers.keras_activation_ops import TF_ACTIVATIONS
 from rnnstream.importers.keras_context import LayerContext
 from rnnstream.importers.keras_tf_call import TensorArg, TFCall
 from rnnstream.importers.keras_tf_slices import build_getitem, build_reshape
-from rnnstream.layers.dense import Activation, ReLU
 from rnnstream.layers.elementwise import ConstantOp
 from rnnstream.layers.features import FeatureReduce
 from rnnstream.layers.layer import Layer
@@ -24,30 +24,6 @@ from rnnstream.layers.merge import Concatenate, Merge
 from rnnstream.layers.ops import ExpandDims
 
 TFBuilder = Callable[[LayerContext, TFCall], "Layer | list[Layer]"]
-
-_ACTIVATIONS = {
-    "nn.relu": "relu", "nn.relu6": "relu6", "math.tanh": "tanh", "math.sigmoid": "sigmoid", "nn.elu": "elu",
-    "nn.selu": "selu", "math.softplus": "softplus", "nn.softsign": "softsign", "math.softsign": "softsign",
-    "nn.silu": "silu", "math.exp": "exponential",
-}
-
-
-def _activation(activation: str) -> TFBuilder:
-    def build(ctx: LayerContext, call: TFCall) -> Layer:
-        return Activation(ctx.name, activation=activation, keras_major=ctx.keras_major)
-
-    return build
-
-
-def _softmax(ctx: LayerContext, call: TFCall) -> Layer:
-    if ctx.feature_axis(int(call.arg(ctx, "axis", -1))) != -1:
-        raise ctx.refuse("softmax over a feature axis other than the last is not supported")
-    return Activation(ctx.name, activation="softmax", keras_major=ctx.keras_major)
-
-
-def _leaky_relu(ctx: LayerContext, call: TFCall) -> Layer:
-    return ReLU(ctx.name, max_value=None, negative_slope=float(call.arg(ctx, "alpha", 0.2)), threshold=0.0)
-
 
 _BINARY = {
     "__operators__.add": "add", "math.add": "add", "math.subtract": "subtract", "math.multiply": "multiply",
@@ -117,9 +93,7 @@ def _expand_dims(ctx: LayerContext, call: TFCall) -> Layer:
 
 
 TF_OPS: dict[str, TFBuilder] = {
-    **{name: _activation(activation) for name, activation in _ACTIVATIONS.items()},
-    "nn.softmax": _softmax,
-    "nn.leaky_relu": _leaky_relu,
+    **TF_ACTIVATIONS,
     **{name: _binary(op) for name, op in _BINARY.items()},
     "math.negative": _negative,
     "concat": _concat,

@@ -18,6 +18,7 @@ from rnnstream.errors import ModelFileError, UnsupportedLayerError
 from rnnstream.importers import causal_padding
 from rnnstream.importers.axes import NodeContext, Shape, Stack, Tensor, Writer, Zeros
 from rnnstream.importers.causal_padding import Unchomped
+from rnnstream.importers.torch_weights import effective
 from rnnstream.types import FloatArray
 
 
@@ -76,8 +77,12 @@ Handler = Callable[[Call], Any]
 
 
 def weight(call: Call, module: Any, name: str, shape: tuple[int, ...]) -> FloatArray:
-    """A copy of ``module.<name>`` as float32, checked against ``shape``."""
-    tensor = getattr(module, name, None)
+    """A copy of ``module.<name>`` as float32 (as forward computes it: :mod:`~rnnstream.importers.torch_weights`),
+    checked against ``shape``."""
+    try:
+        tensor = effective(module, name)
+    except UnsupportedLayerError as e:
+        raise call.refuse(str(e)) from None
     if not isinstance(tensor, torch.Tensor):
         raise ModelFileError(f"{call.what}: weight {name!r} is missing")
     array = np.array(tensor.detach().cpu().to(torch.float32).numpy(), dtype=np.float32, copy=True)

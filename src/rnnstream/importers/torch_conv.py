@@ -1,10 +1,11 @@
 """Temporal convolutional networks (TCN) as PyTorch writes them → :class:`~rnnstream.layers.conv.CausalConv1D`.
 
-A TCN convolves ``[B, C, T]`` (time last, usually ``x.transpose(1, 2)`` of a ``[B, T, C]`` input) and makes
-``nn.Conv1d(k, dilation=d)`` causal in one of three ways, all read here:
+A TCN convolves ``[B, C, T]`` (time last: ``x.transpose(1, 2)`` of a ``[B, T, C]`` input, or an input taken
+channels first) and makes ``nn.Conv1d(k, dilation=d)`` causal in one of four ways, all read here:
 
 - ``F.pad(x, ((k-1)·d, 0))`` then the convolution,
 - ``nn.ConstantPad1d(((k-1)·d, 0), 0)`` (or ``nn.ZeroPad1d``) then the convolution,
+- ``torch.cat([x.new_zeros(x.size(0), C, (k-1)·d), x], dim=2)`` then the convolution,
 - the "chomp": ``Conv1d(padding=(k-1)·d)`` then ``y[:, :, :-(k-1)·d]`` (locuslab's ``Chomp1d``).
 
 Each gives ``y_t = b + Σ_j W[:, :, j] x_{t-(k-1-j)·d}``: the canonical causal convolution with
@@ -24,13 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.importers.axes import BATCH, FEATURE, TIME, Tensor, axis_name
+from rnnstream.importers.axes import BATCH, FEATURE, TIME, Tensor, Zeros, axis_name
 from rnnstream.importers.causal_padding import TimePadded, Unchomped
 from rnnstream.importers.torch_call import Call, weight
 from rnnstream.layers.conv import CausalConv1D
 from rnnstream.types import FloatArray
 
 _ZEROS = "a stream starts a convolution's past at zeros, so only zero padding streams"
+_DECLARE = (
+    'if forward takes [B, C, T], say so: input_layout="NCT" (from_torch finds it by itself only where the input '
+    "goes straight into a Conv1d or its padding)"
+)
 
 
 def _padded(call: Call, value: Any, left: int, right: int, fill: Any) -> TimePadded:
@@ -45,7 +50,7 @@ def _padded(call: Call, value: Any, left: int, right: int, fill: Any) -> TimePad
     if x.axes[-1] != TIME:
         raise call.refuse(
             f"pads the last axis of {x.describe()}, {axis_name(x.axes[-1])}; only the time axis of a [B, C, T] "
-            "sequence can be padded, before a Conv1d"
+            f"sequence can be padded, before a Conv1d; {_DECLARE}"
         )
     return TimePadded(x, left, right, call.what)
 
@@ -65,6 +70,40 @@ def constant_pad(call: Call, module: Any) -> TimePadded:
     """``nn.ConstantPad1d((left, right), value)`` and ``nn.ZeroPad1d``."""
     left, right = (int(p) for p in module.padding)
     return _padded(call, call.arg(0, "input"), left, right, module.value)
+
+
+def zero_concat(call: Call, items: list[Any], dim: int) -> TimePadded:
+    """``torch.cat([zeros, x], dim=time)``: ``x`` padded by the zeros' steps (at the start; zeros after it: at
+    the end), the zeros the size of ``x`` off the time axis (``x.new_zeros(x.size(0), C, (k-1)·d)``)."""
+    values = [v for v in items if not isinstance(v, Zeros)]
+    if len(values) != 1:
+        raise call.refuse(
+            f"joins tensors of zeros with {len(values)} tensors of the model; zeros join a stream's tensor only as "
+            "the causal padding of one [B, C, T] sequence before a Conv1d"
+        )
+    value = values[0]
+    x = call.tensor(value.x if isinstance(value, TimePadded) else value)
+    axis, dims = x.axis(dim), call.writer.dims(x)
+    if x.axes[axis] != TIME or axis != len(x.axes) - 1:
+        where = "the time axis, which is not last" if x.axes[axis] == TIME else axis_name(x.axes[axis])
+        raise call.refuse(
+            f"joins zeros with {x.describe()} along {where}; zeros join a stream's tensor only on the time axis of "
+            "a [B, C, T] sequence, as the causal padding before a Conv1d"
+        )
+    steps, after = [0, 0], False
+    for zeros in items:
+        if zeros is value:
+            after = True
+            continue
+        size = zeros.dims[axis] if len(zeros.dims) == len(dims) else None
+        others = [(a, b) for k, (a, b) in enumerate(zip(zeros.dims, dims, strict=False)) if k != axis]
+        if not isinstance(size, int) or any(a != b for a, b in others):
+            raise call.refuse(
+                f"joins zeros of size {zeros.dims} with {x.describe()} of size {dims}: they must have its size on "
+                "every axis but time (the batch as x.size(0)), and a number of steps"
+            )
+        steps[after] += size
+    return _padded(call, value, steps[0], steps[1], 0)
 
 
 def _kernel(call: Call, module: Any, channels: int) -> FloatArray:
@@ -112,7 +151,7 @@ def conv1d(call: Call, module: Any) -> Tensor | Unchomped:
     if x.axes != (BATCH, FEATURE, TIME):
         raise call.refuse(
             f"convolves the last axis of {x.describe()}, which is not time after channels: Conv1d takes "
-            "[B, C, T]; transpose a [B, T, C] sequence first (x.transpose(1, 2))"
+            f"[B, C, T]; transpose a [B, T, C] sequence first (x.transpose(1, 2)), or {_DECLARE}"
         )
     k, d = module.kernel_size[0], module.dilation[0]
     if isinstance(module.padding, str):  # "valid": none; "same": (k-1)·d split, the larger part at the end

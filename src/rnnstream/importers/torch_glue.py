@@ -23,12 +23,14 @@ import torch.fx
 from torch.nn import functional as nnf
 
 from rnnstream.errors import UnsupportedLayerError
+from rnnstream.importers import torch_reduce as reductions
 from rnnstream.importers.axes import BATCH, TIME, UNIT, Dim, Shape, Stack, Tensor, Zeros
-from rnnstream.importers.causal_padding import Unchomped
+from rnnstream.importers.causal_padding import TimePadded, Unchomped
 from rnnstream.importers.torch_activations import ACTIVATION_METHODS, ACTIVATIONS
 from rnnstream.importers.torch_call import Call, Handler, Meta, describe
-from rnnstream.importers.torch_conv import chomp, f_pad
+from rnnstream.importers.torch_conv import chomp, f_pad, zero_concat
 from rnnstream.importers.torch_layers import FUNCTIONAL
+from rnnstream.importers.torch_reduce import NEEDS_FUTURE
 from rnnstream.importers.torch_reshape import flatten, reshape, squeeze, unsqueeze
 from rnnstream.layers.elementwise import ConstantOp
 from rnnstream.layers.merge import Concatenate, Merge
@@ -44,12 +46,7 @@ def _arith(op: str) -> Handler:
         if float(call.kwargs.get("alpha", 1)) != 1:
             raise call.refuse("alpha != 1 is not supported")
         if isinstance(a, Tensor) and isinstance(b, Tensor):
-            if op not in _MERGES:
-                raise call.refuse(f"{op} of two tensors is not supported (only add, sub, mul)")
-            if a.axes != b.axes:
-                raise call.refuse(f"its operands are laid out differently ({a.describe()} and {b.describe()})")
-            (y,) = call.add(Merge(call.layer_name(), op=_MERGES[op], keras_major=3), [a, b])
-            return Tensor(y, a.axes)
+            return _two_tensors(call, op, a, b)
         for x, c, reverse in ((a, b, False), (b, a, True)):
             if isinstance(x, Tensor) and isinstance(c, int | float) and not isinstance(c, bool):
                 kind = ("r" + op) if reverse and op in ("sub", "div") else op
@@ -61,9 +58,34 @@ def _arith(op: str) -> Handler:
     return handle
 
 
-def _cat(call: Call) -> Tensor:
-    parts = [call.tensor(t, "inputs") for t in call.args[0]]
-    dim = int(call.arg(1, "dim", 0))
+def _two_tensors(call: Call, op: str, a: Tensor, b: Tensor) -> Tensor:
+    """``a ∘ b`` of two tensors of the model: one elementwise Merge, which takes operands of one layout and shape."""
+    if op not in _MERGES:
+        raise call.refuse(
+            f"{op} of two tensors of the model is not supported: rnnstream's elementwise merge adds, subtracts and "
+            "multiplies"
+        )
+    sizes = (call.writer.dims(a), call.writer.dims(b))
+    if any({p, q} == {TIME, UNIT} for p, q in zip(a.axes, b.axes, strict=False)):
+        raise call.refuse(
+            f"{op} of {a.describe()} and {b.describe()} broadcasts one time step over the whole sequence: every step "
+            "would need that step (the last one) before it has arrived"
+        )
+    if a.axes != b.axes or sizes[0] != sizes[1]:
+        raise call.refuse(
+            f"{op} of {a.describe()} (sizes {sizes[0]}) and {b.describe()} (sizes {sizes[1]}): broadcasting between "
+            "two tensors of the model is not supported (rnnstream's elementwise merge takes operands of one layout "
+            "and shape); give both the same shape, e.g. a gate of H units rather than 1"
+        )
+    (y,) = call.add(Merge(call.layer_name(), op=_MERGES[op], keras_major=3), [a, b])
+    return Tensor(y, a.axes)
+
+
+def _cat(call: Call) -> Tensor | TimePadded:
+    items, dim = list(call.args[0]), int(call.arg(1, "dim", 0))
+    if any(isinstance(t, Zeros | TimePadded) for t in items):
+        return zero_concat(call, items, dim)  # zeros before a Conv1d: its causal padding
+    parts = [call.tensor(t, "inputs") for t in items]
     if len({p.axes for p in parts}) > 1:
         raise call.refuse(f"joins tensors laid out differently: {[p.describe() for p in parts]}")
     axis = parts[0].feature_axis(dim)
@@ -221,9 +243,6 @@ def _refused(reason: str) -> Handler:
     return handle
 
 
-_NEEDS_FUTURE = "it needs the whole sequence, including steps that have not arrived yet"
-_REDUCES = f"reduces over an axis (over time, {_NEEDS_FUTURE}; reductions over features are not supported)"
-
 TRACER_CHECKS = (("torch.fx._symbolic_trace", "_assert_is_none"),)
 """Calls torch.fx inserts into a trace for concrete arguments (``concrete_args``): nothing to compute. They
 are recognised by module and name (no private attribute of torch is read): a torch whose tracer inserts
@@ -252,9 +271,8 @@ FUNCTIONS: dict[Any, Handler] = {
     torch.transpose: _transpose, torch.permute: _permute, torch.squeeze: squeeze, torch.unsqueeze: unsqueeze,
     **ACTIVATIONS,
     torch.zeros: _zeros, torch.zeros_like: _zeros_like,
-    torch.flip: _refused(f"it reverses the sequence: {_NEEDS_FUTURE}"),
-    torch.mean: _refused(_REDUCES), torch.sum: _refused(_REDUCES), torch.max: _refused(_REDUCES),
-    torch.amax: _refused(_REDUCES), torch.min: _refused(_REDUCES), torch.cumsum: _refused(_REDUCES),
+    torch.flip: _refused(f"it reverses the sequence: {NEEDS_FUTURE}"),
+    **reductions.FUNCTIONS,
     torch.stack: _refused("it stacks tensors on a new axis; not supported"),
     torch.reshape: reshape, torch.flatten: flatten, nnf.pad: f_pad,
     **FUNCTIONAL,
@@ -271,8 +289,7 @@ METHODS: dict[str, Handler] = {
     "add": _arith("add"), "sub": _arith("sub"), "mul": _arith("mul"), "div": _arith("div"),
     **ACTIVATION_METHODS,
     "new_zeros": _new_zeros,
-    "flip": _refused(f"it reverses the sequence: {_NEEDS_FUTURE}"),
-    "mean": _refused(_REDUCES), "sum": _refused(_REDUCES), "max": _refused(_REDUCES), "amax": _refused(_REDUCES),
-    "min": _refused(_REDUCES), "cumsum": _refused(_REDUCES),
+    "flip": _refused(f"it reverses the sequence: {NEEDS_FUTURE}"),
+    **reductions.METHODS,
     "view": reshape, "reshape": reshape, "flatten": flatten,
 }  # fmt: skip

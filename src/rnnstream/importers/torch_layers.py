@@ -19,11 +19,12 @@ import numpy as np
 from torch import nn
 from torch.nn import functional as nnf
 
-from rnnstream.importers.axes import BATCH, FEATURE, TIME, LayoutError, Shape, Stack, Tensor, Zeros
+from rnnstream.importers.axes import BATCH, FEATURE, TIME, LayoutError, Shape, Stack, Tensor, Zeros, axis_name
 from rnnstream.importers.torch_activations import activation, elu_name, leaky_relu, softmax
 from rnnstream.importers.torch_call import Call, Param, describe, weight
 from rnnstream.importers.torch_conv import constant_pad, conv1d
 from rnnstream.importers.torch_reshape import flatten_module
+from rnnstream.importers.torch_weights import module_class
 from rnnstream.layers.dense import Dense, Embedding
 from rnnstream.layers.layer import Layer
 from rnnstream.layers.norm import LayerNorm
@@ -34,7 +35,7 @@ Builder = Callable[[Call, Any], Any]
 
 
 def module_kind(module: Any) -> str:
-    cls = type(module)
+    cls = module_class(module)
     return f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn") else cls.__qualname__
 
 
@@ -81,7 +82,7 @@ def _full_sequence(call: Call, module: Any) -> tuple[Any, ...]:
     H, L = module.hidden_size, module.num_layers
     P = getattr(module, "proj_size", 0)
     h_size = P or H
-    gates = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}[type(module)]
+    gates = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}[module_class(module)]
     states: list[list[Tensor]] = [[], []]
     t = x
     for k in range(L):
@@ -122,7 +123,7 @@ def _cell(call: Call, module: Any) -> Any:
             "and call the cell once per step in forward (rnnstream keeps its state between steps)"
         )
     H, features = module.hidden_size, module.input_size
-    gates = {nn.LSTMCell: 4, nn.GRUCell: 3, nn.RNNCell: 1}[type(module)]
+    gates = {nn.LSTMCell: 4, nn.GRUCell: 3, nn.RNNCell: 1}[module_class(module)]
     W_ih = weight(call, module, "weight_ih", (gates * H, features))
     W_hh = weight(call, module, "weight_hh", (gates * H, H))
     zeros = np.zeros(gates * H, np.float32)
@@ -150,6 +151,11 @@ def _cell(call: Call, module: Any) -> Any:
 
 def _linear(call: Call, module: Any) -> Tensor:
     x = call.tensor(call.arg(0, "input"))
+    if x.axes[-1] != FEATURE:
+        raise call.refuse(
+            f"maps the last axis of {x.describe()}, {axis_name(x.axes[-1])}; a Linear maps features: transpose a "
+            "[B, C, T] sequence to [B, T, C] first (y.transpose(1, 2))"
+        )
     units, features = module.out_features, module.in_features
     W = weight(call, module, "weight", (units, features)).T.copy()
     b = weight(call, module, "bias", (units,)) if module.bias is not None else None

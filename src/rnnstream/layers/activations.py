@@ -1,4 +1,5 @@
-"""Every built-in Keras activation, in NumPy, by its Keras name.
+"""Every built-in Keras activation, in NumPy, by its Keras name (and ``gelu_approximate``, the form of
+``gelu`` that ``keras.ops.gelu`` computes by default).
 
 Definitions follow ``keras/src/activations/activations.py`` and the TensorFlow backend ops they call.
 ``hard_sigmoid`` is the one whose meaning changed: Keras 2 used ``clip(0.2 x + 0.5, 0, 1)``,
@@ -104,6 +105,14 @@ def _erf(x: FloatArray) -> FloatArray:
 def gelu(x: FloatArray) -> FloatArray:
     """Exact GELU, x·Φ(x) = x/2 · (1 + erf(x/√2)) — Keras' default (``approximate=False``)."""
     return _f32(0.5 * x * (1.0 + _erf(x / np.float32(np.sqrt(2.0)))))
+
+
+def gelu_approximate(x: FloatArray) -> FloatArray:
+    """GELU's tanh approximation, x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³))): ``keras.ops.gelu``'s default
+    (``approximate=True``), ``tf.nn.gelu(approximate=True)``. Not a Keras activation name: Keras' ``"gelu"``
+    is exact."""
+    inner = np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x)  # (B, ...)
+    return _f32(np.float32(0.5) * x * (np.float32(1) + np.tanh(inner)))
 
 
 def softmax(x: FloatArray) -> FloatArray:
@@ -216,7 +225,12 @@ _KERAS3_ONLY: dict[str, Activation] = {
     "sparsemax": sparsemax,
 }
 
-NAMES: tuple[str, ...] = tuple(sorted({*_COMMON, *_KERAS3_ONLY, "hard_sigmoid"}))
+_APPROXIMATIONS: dict[str, Activation] = {
+    "gelu_approximate": gelu_approximate,
+}
+"""Forms of Keras activations that ``keras.ops`` / TensorFlow compute under an option, by rnnstream's name."""
+
+NAMES: tuple[str, ...] = tuple(sorted({*_COMMON, *_KERAS3_ONLY, *_APPROXIMATIONS, "hard_sigmoid"}))
 """Every activation name :func:`get` knows."""
 
 
@@ -231,7 +245,7 @@ def get(name: str | None, keras_major: int = 3) -> Activation:
         return linear
     if name == "hard_sigmoid":
         return hard_sigmoid_keras2 if keras_major < 3 else hard_sigmoid_keras3
-    found = _COMMON.get(name) or _KERAS3_ONLY.get(name)
+    found = _COMMON.get(name) or _KERAS3_ONLY.get(name) or _APPROXIMATIONS.get(name)
     if found is None:
         raise UnsupportedLayerError(
             f"unknown activation {name!r}; rnnstream knows {', '.join(NAMES)}. "
