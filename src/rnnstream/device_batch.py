@@ -28,6 +28,7 @@ from rnnstream.backends.torch import TorchBackend, TorchProgram, resolve_device
 from rnnstream.backends.torch_graph import FixedStep, upload
 from rnnstream.errors import InputError, UnsupportedLayerError
 from rnnstream.model import StreamModel
+from rnnstream.precision import at_precision
 from rnnstream.state import State
 from rnnstream.types import Inputs, Outputs
 
@@ -61,7 +62,7 @@ class DeviceBatch:
         if isinstance(backend, TorchBackend) and backend.device == self.device:
             program = backend.program  # the weights are on the device already
         else:
-            program = TorchProgram(model.graph, self.device)
+            program = TorchProgram(at_precision(model.graph, model.precision), self.device)
         if program.host_nodes:
             nodes = "; ".join(f"{name!r}: {why}" for name, why in program.host_nodes.items())
             raise UnsupportedLayerError(

@@ -28,6 +28,7 @@ from rnnstream.graph import Graph, InputSpec
 from rnnstream.layers.layer import Layer, StateSlice, TensorSpec
 from rnnstream.onnx_export import export_onnx
 from rnnstream.state import State
+from rnnstream.stepper import Stepper
 from rnnstream.types import Array, FloatArray, Inputs, Outputs
 
 __all__ = ["Inputs", "Outputs", "PendingStep", "StreamModel"]
@@ -43,21 +44,29 @@ class StreamModel:
 
     def __init__(
         self, graph: Graph, *, name: str = "model", source: str = "", backend: str = "auto", threads: int | None = None,
-        device: str | None = None,
+        device: str | None = None, precision: str = "fp32",
     ) -> None:  # fmt: skip
         self.graph = graph
         self.name = name
         self.source = source
-        self.backend: Backend = make_backend(backend, graph, threads=threads, device=device)
+        self.precision = precision
+        self.backend: Backend = make_backend(backend, graph, threads=threads, device=device, precision=precision)
         self.fingerprint = _fingerprint(graph)
+        self._plain_inputs: dict[int, tuple[np.dtype[Any], tuple[int, ...]]] = {}
 
-    def set_backend(self, backend: str, *, threads: int | None = None, device: str | None = None) -> StreamModel:
+    def set_backend(
+        self, backend: str, *, threads: int | None = None, device: str | None = None, precision: str | None = None
+    ) -> StreamModel:
         """Switch what executes the step (``"auto"``, ``"numpy"``, ``"fused"``, ``"torch"``); returns the model.
 
         ``threads`` caps the fused kernel's threads (default: every core); ``device`` is the torch
-        backend's (``"cpu"``, ``"cuda"``; default ``cuda`` when torch sees a GPU). States stay valid.
+        backend's (``"cpu"``, ``"cuda"``; default ``cuda`` when torch sees a GPU); ``precision`` is the
+        weights' (``"fp32"``, ``"bf16"``: see :mod:`rnnstream.precision`; default: as before). States stay
+        valid.
         """
-        self.backend = make_backend(backend, self.graph, threads=threads, device=device)
+        precision = self.precision if precision is None else precision
+        self.backend = make_backend(backend, self.graph, threads=threads, device=device, precision=precision)
+        self.precision = precision
         return self
 
     # -- description -------------------------------------------------------------------------------
@@ -234,6 +243,22 @@ class StreamModel:
         launched = self.backend.launch(inputs, state.rows, fd, threads)
         return PendingStep(self, inputs, launched)
 
+    def stepper(self, batch_size: int = 1, state: State | None = None) -> Stepper:
+        """A :class:`~rnnstream.stepper.Stepper` for ``batch_size`` streams starting at ``state`` (default:
+        zeros): ``stepper(x)`` is ``step(x, state)`` over preallocated buffers, the state kept inside
+        (``stepper.state``), for a caller that steps the same streams in a loop. Same outputs as
+        :meth:`step`, bit for bit; the returned arrays are overwritten by later calls.
+
+        >>> import numpy as np, rnnstream
+        >>> m = rnnstream.load(rnnstream.demo.SEED_MODEL)
+        >>> step = m.stepper()
+        >>> for t in range(3):
+        ...     y = step(np.full((1, 4), t, np.float32))
+        >>> step.state.batch_size, y.shape
+        (1, (1, 1))
+        """
+        return Stepper(self, batch_size, state)
+
     def run(self, xs: Inputs, state: State, *, check_finite: bool = False) -> tuple[Outputs, State]:
         """Advance every stream through a whole sequence ``xs [B, T, *features]``: T calls of ``step``.
 
@@ -276,6 +301,9 @@ class StreamModel:
         """
         batch = batch_size
         specs = self.graph.inputs
+        plain = len(specs) == 1 and not (check_finite or time_axis) and type(x) is np.ndarray
+        if plain and isinstance(x, np.ndarray) and (x.dtype, x.shape) == self._plain_input(batch):
+            return [x]  # already what the model takes: no copy, no check
         if isinstance(x, Mapping):
             unknown = sorted(set(x) - {s.name for s in specs})
             missing = [s.name for s in specs if s.name not in x]
@@ -302,6 +330,13 @@ class StreamModel:
             raise InputError(f"inputs have different sequence lengths: {lengths}")
         return prepared
 
+    def _plain_input(self, batch: int) -> tuple[np.dtype[Any], tuple[int, ...]]:
+        """The one input's dtype and shape at this batch size, as a step takes it without a copy."""
+        found = self._plain_inputs.get(batch)
+        if found is None:
+            spec = self.graph.inputs[0].spec
+            found = self._plain_inputs[batch] = (np.dtype(spec.dtype), (batch, *spec.shape))
+        return found
 
 class PendingStep:
     """A step started by :meth:`StreamModel.launch`: ``done()``, then ``result()`` (what ``step`` returns)."""

@@ -34,10 +34,13 @@ def steps(inputs: Inputs) -> list[Inputs]:
     return [inputs[:, t] for t in range(inputs.shape[1])]
 
 
-def assert_agrees_step_by_step(model: rnnstream.StreamModel, inputs: Inputs, batch: int, step: Step) -> None:
+def assert_agrees_step_by_step(
+    model: rnnstream.StreamModel, inputs: Inputs, batch: int, step: Step, *, precision: str = "fp32"
+) -> None:
     """From the oracle's own state at every step, ``step``'s outputs and state rows equal the oracle's
-    (each step starts from the same state, so 1e-7 roundings cannot grow through a chaotic recurrence)."""
-    oracle = rnnstream.StreamModel(model.graph, backend="numpy")
+    (each step starts from the same state, so 1e-7 roundings cannot grow through a chaotic recurrence).
+    ``precision``: the oracle's (bf16: the same weights rounded to bfloat16, so the same tolerance)."""
+    oracle = rnnstream.StreamModel(model.graph, backend="numpy", precision=precision)
     state = oracle.initial_state(batch)
     for x in steps(inputs):
         y_ours, s_ours = step(x, state)

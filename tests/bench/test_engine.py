@@ -71,3 +71,19 @@ def _settles_at(pid: int, state: str, seconds: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_the_stepper_bf16_and_beside_rows_and_the_limit() -> None:
+    """The pre-bound stepper and the steps beside ONNX Runtime or OpenBLAS agree with rnnstream; bf16
+    within its rounding; every row carries the arithmetic limit."""
+    engines = ("rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-beside-ort", "rnnstream-beside-blas")
+    rows, missing = engine.measure("seed", (1, 3), engines, 1, 1, "fused")
+    assert not missing
+    assert list(rows[0].seconds) == ["rnnstream-fused", "rnnstream-stepper", "rnnstream-fused-bf16",
+                                     "rnnstream-beside-ort", "rnnstream-beside-blas"]  # fmt: skip
+    for row in rows:
+        assert max(d for e, d in row.max_difference.items() if e != "rnnstream-fused-bf16") <= 1e-5
+        assert 0 < row.max_difference["rnnstream-fused-bf16"] < 1e-3
+        assert 0 < row.limit < row.seconds["rnnstream-fused"]
+    text = engine.report(rows)
+    assert "arithmetic limit" in text and "of which bf16" in text

@@ -21,6 +21,7 @@
 
 #include "kernel.h"
 #include "launcher.h"
+#include "whole_step.h"
 #include "work_pool.h"
 
 /* ---- plans: one fused node, its packed weights and where it reads and writes -------------------- */
@@ -30,14 +31,15 @@ typedef struct {
     Py_ssize_t start; /* recurrent: its state columns start here (h, then c for an LSTM) */
     Py_ssize_t x_col; /* >= 0: x is new_state[:, x_col : x_col + k_x]; -1: x is passed */
     long row_flops;   /* FLOPs per batch row, to decide whether a second thread pays */
+    int bf16;         /* weights are bfloat16 (uint16) */
     /* The plan's own copies, 64-byte aligned: a vector load never straddles two cache lines (NumPy's
      * 16-byte alignment made half of them do so: ~20% of a large step). */
-    float *weights, *bias;
+    void *weights;
+    float *bias;
 } Plan;
 
 #define PARALLEL_MIN_FLOPS 2000000L  /* ~20 µs of one core: below it, waiting for a second thread that the OS
                                       * has not scheduled yet costs more than sharing the work saves */
-#define RELEASE_GIL_MIN_FLOPS 100000L /* below this, releasing and retaking the GIL costs more than it frees */
 
 static void plan_free(PyObject *capsule) {
     Plan *plan = (Plan *)PyCapsule_GetPointer(capsule, "rnnstream.fused.plan");
@@ -47,10 +49,10 @@ static void plan_free(PyObject *capsule) {
     PyMem_Free(plan);
 }
 
-/* A 64-byte aligned copy of a contiguous float32 array, in whole lines (NULL when out of memory). */
-static float *aligned_copy(PyArrayObject *a) {
-    const size_t bytes = (size_t)PyArray_SIZE(a) * sizeof(float);
-    float *copy = aligned_alloc(64, bytes / 64 * 64 + 64);
+/* A 64-byte aligned copy of a contiguous array, in whole lines (NULL when out of memory). */
+static void *aligned_copy(PyArrayObject *a) {
+    const size_t bytes = (size_t)PyArray_NBYTES(a);
+    void *copy = aligned_alloc(64, bytes / 64 * 64 + 64);
     if (copy != NULL) memcpy(copy, PyArray_DATA(a), bytes);
     return copy;
 }
@@ -62,7 +64,8 @@ static int is_floats(PyObject *obj, int ndim) {
 
 PyDoc_STRVAR(make_plan_doc,
              "make_plan(epilogue, activation, weights, bias, panels, k_x, k_h, units, start, x_col) -> plan\n\n"
-             "Check packed weights once and keep them with the node's sizes and state columns.");
+             "Check packed weights once and keep them with the node's sizes and state columns. weights:\n"
+             "float32, or uint16 for bfloat16 weights (the high halves of float32 values).");
 
 static PyObject *make_plan(PyObject *self, PyObject *args) {
     (void)self;
@@ -80,9 +83,11 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "make_plan(): epilogue, activation and sizes do not fit together");
         return NULL;
     }
-    if (!is_floats(weights, 1) || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)weights) ||
+    p.bf16 = PyArray_Check(weights) && PyArray_TYPE((PyArrayObject *)weights) == NPY_UINT16;
+    const int weights_ok = p.bf16 ? PyArray_NDIM((PyArrayObject *)weights) == 1 : is_floats(weights, 1);
+    if (!weights_ok || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)weights) ||
         PyArray_SIZE((PyArrayObject *)weights) != (Py_ssize_t)p.panels * K * 4 * lanes) {
-        PyErr_Format(PyExc_ValueError, "weights must be %zd contiguous float32 values",
+        PyErr_Format(PyExc_ValueError, "weights must be %zd contiguous float32 (or uint16 bfloat16) values",
                      (Py_ssize_t)p.panels * K * 4 * lanes);
         return NULL;
     }
@@ -96,7 +101,7 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     if (plan == NULL) return PyErr_NoMemory();
     *plan = p;
     plan->weights = aligned_copy((PyArrayObject *)weights);
-    plan->bias = aligned_copy((PyArrayObject *)bias);
+    plan->bias = (float *)aligned_copy((PyArrayObject *)bias);
     PyObject *capsule = NULL;
     if (plan->weights == NULL || plan->bias == NULL)
         PyErr_NoMemory();
@@ -131,10 +136,8 @@ static int matrix(PyObject *obj, const char *what, npy_intp rows, npy_intp cols,
     return 0;
 }
 
-/* The Job for plan over every row of state (B, S), or -1 with an exception set. x: (B, k_x) or None
- * to read new_state's columns; out: (B, units) for a Dense node. *packed_floats: the blocked path's
- * scratch floats the running thread must provide (0: none). */
-static int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject *new_obj, PyObject *out_obj,
+/* whole_step.h */
+int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject *new_obj, PyObject *out_obj,
                      long threads, Job *job, size_t *packed_floats) {
     Plan *plan = (Plan *)PyCapsule_GetPointer(plan_obj, "rnnstream.fused.plan");
     if (plan == NULL) return -1;
@@ -186,8 +189,10 @@ static int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, P
     job->k_h = plan->k_h;
     job->units = plan->units;
     job->weights = plan->weights;
+    job->bf16 = plan->bf16;
     job->bias = plan->bias;
     job->threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
+    job->flops = (long)batch * plan->row_flops;
     const int K = plan->k_x + plan->k_h;
     *packed_floats = chosen.blocked && batch >= BR && K > 0 ? (size_t)(batch + BR - 1) / BR * BR * K : 0;
     return 0;
@@ -210,12 +215,11 @@ static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     size_t packed_floats;
     if (build_job(args[0], args[1], args[2], args[3], args[4], threads, &job, &packed_floats) < 0) return NULL;
     if (packed_floats > 0 && (job.packed = scratch_for(packed_floats)) == NULL) return PyErr_NoMemory();
-    const Plan *plan = (const Plan *)PyCapsule_GetPointer(args[0], "rnnstream.fused.plan");
-    if ((long)job.batch * plan->row_flops >= RELEASE_GIL_MIN_FLOPS) {
-        Py_BEGIN_ALLOW_THREADS chosen.run(&job);
+    if (job.flops >= RELEASE_GIL_MIN_FLOPS) {
+        Py_BEGIN_ALLOW_THREADS run_job(&job);
         Py_END_ALLOW_THREADS
     } else if (job.batch > 0) {
-        chosen.run(&job);
+        run_job(&job);
     }
     Py_RETURN_NONE;
 }
@@ -265,16 +269,10 @@ static PyObject *launch(PyObject *self, PyObject *args) {
         if (!PyErr_Occurred()) PyErr_NoMemory();
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyTuple_GET_ITEM(PyTuple_GET_ITEM(launch->refs, 0), i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
-            PyErr_SetString(PyExc_TypeError, "launch(): each item is a (plan, x, out) tuple");
-            goto fail;
-        }
-        if (build_job(PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1), state, new_state,
-                      PyTuple_GET_ITEM(item, 2), threads, &launch->jobs[i], &launch->packed_floats[i]) < 0)
-            goto fail;
-    }
+    long flops;
+    if (build_jobs(PyTuple_GET_ITEM(launch->refs, 0), state, new_state, threads, launch->jobs, launch->packed_floats,
+                   &flops) < 0)
+        goto fail;
     capsule = PyCapsule_New(launch, "rnnstream.fused.launch", NULL);
     if (capsule == NULL) goto fail;
     if (launch_submit(launch) < 0) {
@@ -335,6 +333,9 @@ static PyMethodDef methods[] = {
     {"launch", launch, METH_VARARGS, launch_doc},
     {"done", launch_done, METH_O, "done(launched) -> True once its steps have run (then its arrays are ready)."},
 #endif
+    {"bind", bind_step, METH_VARARGS, bind_doc},
+    {"run", run_bound, METH_O, run_doc},
+    {"step_all", (PyCFunction)(void (*)(void))step_all, METH_FASTCALL, step_all_doc},
     {"isa", isa, METH_NOARGS, "(name, lanes) of the instruction set this CPU runs the kernel with."},
     {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
     {NULL, NULL, 0, NULL},

@@ -23,6 +23,18 @@ class LaunchedStep(Protocol):
         ...
 
 
+class BoundStep(Protocol):
+    """One step bound to fixed arrays by :meth:`Backend.bind`: ``run()`` reads the bound inputs and state
+    and writes the bound new state and ``outputs``."""
+
+    @property
+    def outputs(self) -> list[FloatArray]: ...
+
+    def run(self) -> None:
+        """Step once, in place."""
+        ...
+
+
 class Backend(Protocol):
     """What StreamModel (and the server's batcher) need of a backend."""
 
@@ -48,6 +60,11 @@ class Backend(Protocol):
         it is done; ``threads`` (at most :attr:`threads`) share its work. Needs :attr:`can_launch`."""
         ...
 
+    def bind(self, xs: list[FloatArray], state: FloatArray, new_state: FloatArray) -> BoundStep | None:
+        """The step from ``state`` into ``new_state`` over the input buffers ``xs`` (float32, contiguous
+        rows), checked once and run again and again; None when this backend cannot bind a step."""
+        ...
+
 
 class StepOnly:
     """The launch members of a backend that steps on the caller's thread only (``can_launch`` is False)."""
@@ -58,3 +75,6 @@ class StepOnly:
 
     def launch(self, xs: list[Array], state: FloatArray, fd: int, threads: int | None = None) -> LaunchedStep:
         raise RuntimeError(f"backend {getattr(self, 'name', '?')!r} cannot launch a step; call step() instead")
+
+    def bind(self, xs: list[FloatArray], state: FloatArray, new_state: FloatArray) -> BoundStep | None:
+        return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -79,8 +79,9 @@ class FusedBackend(NumpyBackend):
 
     name = "fused"
 
-    def __init__(self, graph: Graph, *, threads: int | None = None) -> None:
+    def __init__(self, graph: Graph, *, threads: int | None = None, bf16: bool = False) -> None:
         super().__init__(graph)
+        self.bf16 = bf16  # the kernel keeps the weight matrices as bfloat16 (graph's already rounded to it)
         kernel = _require()
         self._kernel = kernel
         self.lanes: int = kernel.isa()[1]
@@ -98,8 +99,9 @@ class FusedBackend(NumpyBackend):
                 continue
             assert isinstance(node.layer, Recurrent | Dense)
             x_col = self._in_state.get(node.inputs[0], -1)
+            weights = packing.bf16_pairs(packed.weights, self.lanes) if bf16 else packed.weights
             plan = kernel.make_plan(
-                packed.epilogue, packed.activation, packed.weights, packed.bias, packed.panels,
+                packed.epilogue, packed.activation, weights, packed.bias, packed.panels,
                 packed.k_x, packed.k_h, packed.units, node.start, x_col,
             )  # fmt: skip
             self._plans[id(node)] = (plan, node.layer)
@@ -119,13 +121,33 @@ class FusedBackend(NumpyBackend):
         :attr:`can_launch`."""
         if self._recipe is None:
             raise RuntimeError("this graph has nodes the kernel does not step; call step() instead")
+        new_state = np.empty_like(state)
+        items, outputs = self._items(self._recipe, xs, new_state)
+        share = self.threads if threads is None else max(1, min(threads, self.threads))
+        handle = self._kernel.launch(list(items), state, new_state, share, fd)
+        return Launched(handle, self._kernel, outputs, new_state)
+
+    def bind(self, xs: list[FloatArray], state: FloatArray, new_state: FloatArray) -> Bound | None:
+        """The whole step from ``state`` into ``new_state`` over the input buffers ``xs``, checked once
+        (``_fused.bind``); None when a node is not the kernel's (see :attr:`can_launch`)."""
+        if self._recipe is None:
+            return None
+        if any(x.dtype != np.float32 or not x.flags.c_contiguous for x in xs):
+            raise ValueError("bind(): input buffers must be contiguous float32 arrays (the kernel reads them in place)")
+        items, outputs = self._items(self._recipe, list(xs), new_state)
+        return Bound(self._kernel.bind(items, state, new_state, self.threads), self._kernel, outputs)
+
+    def _items(
+        self, recipe: list[_LaunchNode], xs: list[Array], new_state: FloatArray
+    ) -> tuple[tuple[tuple[object, FloatArray | None, FloatArray | None], ...], list[FloatArray]]:
+        """The kernel's items for one step of ``recipe`` over ``xs`` into ``new_state``, and the arrays that
+        will hold the graph's outputs."""
         values: list[Any] = [None] * len(self.graph.specs)
         for spec, given in zip(self.graph.inputs, xs, strict=True):
             values[spec.tensor] = given
-        batch = state.shape[0]
-        new_state = np.empty_like(state)
+        batch = new_state.shape[0]
         items: list[tuple[object, FloatArray | None, FloatArray | None]] = []
-        for node in self._recipe:
+        for node in recipe:
             if node.plan is None:  # an Identity layer: its output is its input
                 values[node.y_tensor] = values[node.inputs]
                 continue
@@ -138,9 +160,7 @@ class FusedBackend(NumpyBackend):
                 items.append((node.plan, x, None))
                 for tensor, lo, hi in node.columns:
                     values[tensor] = new_state[:, lo:hi]
-        share = self.threads if threads is None else max(1, min(threads, self.threads))
-        handle = self._kernel.launch(items, state, new_state, share, fd)
-        return Launched(handle, self._kernel, [values[t] for t in self.graph.outputs], new_state)
+        return tuple(items), [values[t] for t in self.graph.outputs]
 
     @property
     def fused_nodes(self) -> list[str]:
@@ -167,6 +187,11 @@ class FusedBackend(NumpyBackend):
         return None
 
     def step(self, xs: list[Array], state: FloatArray) -> tuple[list[FloatArray], FloatArray]:
+        if self._recipe is not None:  # every node the kernel's: one call for the whole step
+            new_state = np.empty_like(state)
+            items, outputs = self._items(self._recipe, xs, new_state)
+            self._kernel.step_all(items, state, new_state, self.threads)
+            return outputs, new_state
         if self._program is None:
             return super().step(xs, state)
         values: list[Any] = [None] * len(self.graph.specs)
@@ -214,6 +239,19 @@ class Launched:
         return bool(self.kernel.done(self.handle))
 
 
+@dataclass
+class Bound:
+    """A step bound to its arrays by :meth:`FusedBackend.bind`: ``run()`` steps in place and leaves the
+    graph's outputs in ``outputs``."""
+
+    handle: object
+    kernel: ModuleType
+    outputs: list[FloatArray]
+
+    def run(self) -> None:
+        self.kernel.run(self.handle)
+
+
 @dataclass(frozen=True)
 class _LaunchNode:
     plan: object | None  # None: an Identity layer, whose output is tensor ``inputs``
@@ -243,7 +281,22 @@ def _recipe(backend: FusedBackend) -> list[_LaunchNode] | None:
         else:
             columns = _columns(node, layer.units)
             recipe.append(_LaunchNode(plan, node.inputs[0], x_tensor, layer.units, node.outputs[0], columns))
-    return recipe
+    return _read_columns_only(recipe, backend.graph.outputs)
+
+
+def _read_columns_only(recipe: list[_LaunchNode], outputs: tuple[int, ...]) -> list[_LaunchNode]:
+    """``recipe`` with only the state columns a step hands on: those a graph output or a later node's x
+    is (the next recurrent node reads its x in place, without a view)."""
+    read = set(outputs)
+    for node in reversed(recipe):
+        if node.plan is None and node.y_tensor in read:
+            read.add(node.inputs)
+        elif node.x_tensor is not None:
+            read.add(node.x_tensor)
+    return [
+        replace(node, columns=[c for c in node.columns if c[0] in read]) if node.columns is not None else node
+        for node in recipe
+    ]
 
 
 def _columns(node: Node, units: int) -> list[tuple[int, int, int]]:

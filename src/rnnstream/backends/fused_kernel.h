@@ -5,7 +5,10 @@
  *   LANES   floats per vector (16 for AVX-512, 8 for AVX2, 4 for the portable build)
  *   MB      batch rows per register tile (the tile keeps MB x 4 accumulator vectors in registers)
  *   BLOCKED 1: batches of BR rows and more may take the blocked path (Job.packed set)
- *   NAME(x) x with the instruction set's suffix, so the copies do not collide
+ *   WT      the weights' type: float, or uint16_t for bfloat16 weights (the high half of a float32: a
+ *           load widens them to float32, so products and sums stay float32 and the bytes read halve;
+ *           see wload2 for their layout)
+ *   NAME(x) x with the instruction set's (and weight type's) suffix, so the copies do not collide
  * Each copy defines static functions only; its entry point is NAME(run)(const Job *).
  *
  * One call of NAME(run) computes, for every batch row b and every panel p of packed weights,
@@ -24,10 +27,11 @@
  * and run the product in cache-sized blocks (see "the blocked path" below); on the AVX2 machine this
  * took an LSTM(512) step from ~45 to ~60-75 GFLOP/s per core.
  */
-#if !defined(LANES) || !defined(MB) || !defined(BLOCKED) || !defined(NAME)
-#error "fused_kernel.h is a template: define LANES, MB, BLOCKED and NAME(x) before including it (see kernel.c)"
+#if !defined(LANES) || !defined(MB) || !defined(BLOCKED) || !defined(NAME) || !defined(WT)
+#error "fused_kernel.h is a template: define LANES, MB, BLOCKED, WT and NAME(x) before including it (see kernel.c)"
 #endif
 
+#include <stdint.h>
 #include <string.h>
 
 #include "kernel.h"
@@ -45,6 +49,22 @@ static inline __attribute__((always_inline)) VF NAME(load)(const float *p) {
 }
 
 static inline __attribute__((always_inline)) void NAME(store)(float *p, VF v) { memcpy(p, &v, sizeof v); }
+
+/* Two slots' weight vectors (2 x LANES) as floats, from p: as they are, or from bfloat16 weights packed
+ * in pairs (packing.py): 32-bit word j holds lane j of the first slot in its low half and of the second
+ * in its high half, so one load, a shift and a mask widen both, with no shuffle. */
+static inline __attribute__((always_inline)) void NAME(wload2)(const WT *p, VF *first, VF *second) {
+    if (sizeof(WT) == sizeof(float)) {
+        memcpy(first, p, sizeof *first);
+        memcpy(second, (const float *)(const void *)p + LANES, sizeof *second);
+        return;
+    }
+    typedef unsigned int NAME(vu) __attribute__((vector_size(LANES * 4)));
+    NAME(vu) words; /* unsigned: the shift into the sign bit is well defined */
+    memcpy(&words, p, sizeof words);
+    *first = (VF)(words << 16);
+    *second = (VF)(words & 0xffff0000u);
+}
 
 static inline __attribute__((always_inline)) VF NAME(splat)(float a) { return (VF){0} + a; }
 
@@ -113,7 +133,7 @@ static inline __attribute__((always_inline)) void NAME(store_part)(float *p, VF 
 
 /* acc[m][s] += sum over k < n of rows[m][k] · w[k][s], for mb rows (a constant after inlining). */
 static inline __attribute__((always_inline)) void NAME(accumulate)(VF acc[][4], const float *const rows[], int n,
-                                                                   const float *w, const int mb) {
+                                                                   const WT *w, const int mb) {
     int k = 0;
     if (mb == 1) {
         /* One row has 4 accumulators: each FMA would wait for the last one (latency 4). A second set for
@@ -121,16 +141,22 @@ static inline __attribute__((always_inline)) void NAME(accumulate)(VF acc[][4], 
         VF odd[4] = {{0}, {0}, {0}, {0}};
         for (; k + 1 < n; k += 2, w += 8 * LANES) {
             const float a = rows[0][k], b = rows[0][k + 1];
+            VF we[4], wo[4];
+            NAME(wload2)(w, &we[0], &we[1]);
+            NAME(wload2)(w + 2 * LANES, &we[2], &we[3]);
+            NAME(wload2)(w + 4 * LANES, &wo[0], &wo[1]);
+            NAME(wload2)(w + 6 * LANES, &wo[2], &wo[3]);
             for (int s = 0; s < 4; s++) {
-                acc[0][s] += a * NAME(load)(w + s * LANES);
-                odd[s] += b * NAME(load)(w + (4 + s) * LANES);
+                acc[0][s] += a * we[s];
+                odd[s] += b * wo[s];
             }
         }
         for (int s = 0; s < 4; s++) acc[0][s] += odd[s];
     }
     for (; k < n; k++, w += 4 * LANES) {
-        VF w0 = NAME(load)(w), w1 = NAME(load)(w + LANES), w2 = NAME(load)(w + 2 * LANES),
-           w3 = NAME(load)(w + 3 * LANES);
+        VF w0, w1, w2, w3;
+        NAME(wload2)(w, &w0, &w1);
+        NAME(wload2)(w + 2 * LANES, &w2, &w3);
 #pragma GCC unroll 8
         for (int m = 0; m < mb; m++) {
             float a = rows[m][k];
@@ -170,7 +196,7 @@ static inline __attribute__((always_inline)) void NAME(finish)(const Job *job, i
  * accumulators live in registers. */
 static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int p, int r0, const int mb) {
     const int K1 = job->k_x, K2 = job->k_h, K = K1 + K2;
-    const float *w = job->weights + (size_t)p * K * 4 * LANES;
+    const WT *w = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
     const float *bias = job->bias + (size_t)p * 4 * LANES;
     VF acc[MB][4];
 #pragma GCC unroll 8
@@ -202,8 +228,8 @@ static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int
 
 /* z[m] = (first ? bias : z[m]) + sum over k < n of a[k][m] · w[k][v], for v < BV and BR rows.
  * Meanwhile, next_n lines of weights from `next` on (one per k, 4·LANES floats apart) are fetched into cache. */
-static void NAME(block_tile)(float *z, const float *a, int n, const float *w, const float *bias, int first,
-                             const float *next, int next_n) {
+static void NAME(block_tile)(float *z, const float *a, int n, const WT *w, const float *bias, int first,
+                             const WT *next, int next_n) {
     VF acc[BR][BV];
     for (int m = 0; m < BR; m++)
         for (int v = 0; v < BV; v++) acc[m][v] = NAME(load)((first ? bias : z + m * 4 * LANES) + v * LANES);
@@ -211,7 +237,7 @@ static void NAME(block_tile)(float *z, const float *a, int n, const float *w, co
     for (int k = 0; k < n; k++, w += 4 * LANES, a += BR) {
         if (k < next_n) __builtin_prefetch(next + (size_t)k * 4 * LANES);
         VF wv[BV];
-        for (int v = 0; v < BV; v++) wv[v] = NAME(load)(w + v * LANES);
+        NAME(wload2)(w, &wv[0], &wv[1]); /* BV is 2: one pair of slots */
         for (int m = 0; m < BR; m++)
             for (int v = 0; v < BV; v++) acc[m][v] += a[m] * wv[v];
     }
@@ -241,7 +267,7 @@ static void NAME(pack_tiles)(const Job *job, float *packed, int t0, int t1) {
 static void NAME(block_item)(const Job *job, const float *packed, int p, int r0, int count) {
     float z[RB_MAX * 4 * LANES] __attribute__((aligned(64)));
     const int K = job->k_x + job->k_h, tiles = (count + BR - 1) / BR;
-    const float *panel = job->weights + (size_t)p * K * 4 * LANES;
+    const WT *panel = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
     const float *bias = job->bias + (size_t)p * 4 * LANES;
     const float *rows = packed + (size_t)r0 * K;
     /* A Dense or SimpleRNN panel holds 4 slots of LANES units: the last panel may need fewer (Dense(1)). */
@@ -253,11 +279,11 @@ static void NAME(block_item)(const Job *job, const float *packed, int p, int r0,
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int n = K - k0 < KC ? K - k0 : KC;
         for (int v0 = 0; v0 < slots; v0 += BV) {
-            const float *w = panel + (size_t)k0 * 4 * LANES + v0 * LANES;
+            const WT *w = panel + (size_t)k0 * 4 * LANES + v0 * LANES;
             /* The last tile fetches the next pass's weights into cache (measured faster than spreading
              * the fetches over every tile): the other slots of this k-block, the next k-block or the
              * next panel. */
-            const float *next = w + BV * LANES;
+            const WT *next = w + BV * LANES;
             int next_n = n;
             if (v0 + BV >= slots) {
                 const int next_k0 = k0 + KC < K ? k0 + KC : 0;

@@ -19,15 +19,18 @@ enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3 };
 
 typedef struct {
     int epilogue, activation, batch, panels, k_x, k_h, units, threads;
-    const float *weights, *bias, *x, *h, *c;
+    const void *weights; /* float, or bfloat16 (uint16_t) when bf16 */
+    const float *bias, *x, *h, *c;
     float *out, *out_c;
     Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
     float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
+    int bf16;      /* the weights are bfloat16 */
+    long flops;    /* batch x the node's FLOPs per row */
 } Job;
 
 /* The blocked path (fused_kernel.h): BR x BV tiles, KC inputs per k-block, at most RB_MAX rows per block. */
 #define BR 6
-#define BV 2
+#define BV 2 /* fused_kernel.h loads the weights of slot pairs at once */
 #define KC 256
 #define RB_MAX 48
 #define BLOCK_FLOATS 32768 /* 128 KB */
@@ -35,11 +38,15 @@ typedef struct {
 typedef struct {
     const char *name;
     int lanes, blocked;
-    void (*run)(const Job *);
+    void (*run)(const Job *); /* float32 weights */
+    void (*run_bf16)(const Job *);
 } Isa;
 
 /* The variant that runs every Job: the portable one until choose_isa(). */
 extern Isa chosen;
+
+/* One Job, by the chosen variant for its weights' type. */
+void run_job(const Job *job);
 
 /* The widest instruction set this CPU has; RNNSTREAM_KERNEL_ISA=avx2|portable asks for a narrower one
  * (the tests use it to check every compiled variant on one machine). Once, at import. */

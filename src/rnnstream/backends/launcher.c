@@ -16,7 +16,7 @@ static void launch_run(Launch *launch) {
             status = LAUNCH_FAILED;
             break;
         }
-        if (job->batch > 0) chosen.run(job);
+        if (job->batch > 0) run_job(job);
     }
     atomic_store(&launch->status, status);
     const uint64_t one = 1;

@@ -8,6 +8,10 @@ floats, so the kernel reads each panel front to back: ``packed[p, k, slot, lane]
   so the candidate's two halves stay apart (``n = tanh(n_x + r·n_h)``).
 - Dense / SimpleRNN: slot ``s`` holds units ``(4p + s)·lanes + lane``.
 
+bfloat16 weights (:func:`bf16_pairs`) keep this order, but within each pair of slots (0, 1) and (2, 3)
+the two slots' values of one lane sit side by side: one 32-bit word per lane, the first slot's value in
+its low half. The kernel widens a pair with a shift and a mask.
+
 >>> import numpy as np
 >>> packed = pack_act(np.arange(6, dtype=np.float32).reshape(2, 3), None, lanes=4)
 >>> packed.weights.shape, packed.panels, packed.units
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnstream.precision import bf16_bits
 from rnnstream.types import FloatArray
 
 EPI_ACT, EPI_LSTM, EPI_GRU = 0, 1, 2
@@ -110,3 +115,14 @@ def _slots_to_panels(w: FloatArray, lanes: int) -> FloatArray:
     K, width = w.shape
     w = w.reshape(K, width // (4 * lanes), 4, lanes).transpose(1, 0, 2, 3)
     return np.ascontiguousarray(w, dtype=np.float32).reshape(-1)
+
+
+def bf16_pairs(weights: FloatArray, lanes: int) -> np.ndarray[tuple[int, ...], np.dtype[np.uint16]]:
+    """Packed float32 weights ``(P·K·4·lanes,)`` as bfloat16 bits, each pair of slots interleaved lane by lane.
+
+    >>> w = np.array([1, 2, 3, 4, 5, 6, 7, 8], np.float32)  # one k, 4 slots of 2 lanes
+    >>> (bf16_pairs(w, lanes=2).astype(np.uint32) << 16).view(np.float32).tolist()
+    [1.0, 3.0, 2.0, 4.0, 5.0, 7.0, 6.0, 8.0]
+    """
+    bits = bf16_bits(weights).reshape(-1, 2, 2, lanes)  # (P·K·2 pairs, slot in pair, lane)
+    return np.ascontiguousarray(bits.transpose(0, 1, 3, 2)).reshape(-1)

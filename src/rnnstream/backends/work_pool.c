@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #define POOL_MAX_HELPERS 63
 /* Polls (~150 µs on a Zen 5) before an idle helper sleeps. It must outlast the wait for the next task,
@@ -14,6 +15,16 @@
  * the caller's core and helps little. With 800 polls (~30 µs) the large model at batch 256 stepped at
  * one thread's speed (6–7 ms instead of 3.8) whenever another process had used the other core. */
 #define POOL_SPIN 4000
+/* Every this many polls an idle helper yields: when another library's threads (ONNX Runtime's pool,
+ * OpenBLAS) wait for the core it polls on, they run at once instead of after its time slice. */
+#define POOL_YIELD_EVERY 64
+/* A helper is late when the caller, out of work, waits for its claimed chunks longer than this many
+ * chunks of its own (plus LATE_SLACK_NS): it was preempted, most likely by another pool spinning in the
+ * same process. Then the next `solo` tasks run on the caller alone, a number that doubles (to SOLO_MAX)
+ * while helpers keep being late and halves when they are not. */
+#define LATE_CHUNKS 3
+#define LATE_SLACK_NS 20000
+#define SOLO_MAX 1024
 
 typedef struct {
     RangeFn fn;
@@ -30,8 +41,9 @@ static struct {
     Task task;
     int started;                /* helper threads running */
     _Atomic uint64_t published; /* generation of the latest task */
-    _Atomic uint64_t claim;     /* generation << 32 | next unclaimed index */
+    _Atomic uint64_t claim;     /* claim_word(): generation, indices claimed from either end */
     _Atomic long done;          /* indices finished in the latest task */
+    int solo, backoff;          /* tasks left to run alone; the next such run's length (both under busy) */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER};
 
 static inline void cpu_relax(void) {
@@ -40,18 +52,53 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Claim and run chunks of the task of `generation` until none is left (or a later task replaced it). */
-static void pool_work(uint64_t generation, const Task *task) {
-    const uint64_t tag = (generation & 0xffffffffu) << 32;
+/* The claim word: generation (24 bits), indices claimed from the front (20 bits) and from the back (20 bits). */
+#define INDEX_BITS 20
+#define INDEX_MASK ((1L << INDEX_BITS) - 1)
+#define TAG_SHIFT (2 * INDEX_BITS)
+
+static inline uint64_t claim_word(uint64_t generation, long front, long back) {
+    return (generation & 0xffffffu) << TAG_SHIFT | (uint64_t)front << INDEX_BITS | (uint64_t)back;
+}
+
+/* Claim and run chunks of the task of `generation` until none is left (or a later task replaced it). The
+ * caller claims from the front and helpers from the back: from one call to the next each thread mostly gets
+ * the same panels, whose weights stay in its core's cache (a batch-1 step of a model over 1 MB of weights
+ * reads its half from L2 instead of L3). */
+static long pool_work(uint64_t generation, const Task *task, int from_back) {
+    const uint64_t tag = claim_word(generation, 0, 0);
+    long ran = 0;
     for (;;) {
         uint64_t seen = atomic_load(&pool.claim);
-        if ((seen & ~(uint64_t)0xffffffffu) != tag) return;
-        const long lo = (long)(seen & 0xffffffffu);
-        if (lo >= task->total) return;
-        const long hi = task->total - lo > task->chunk ? lo + task->chunk : task->total;
-        if (!atomic_compare_exchange_weak(&pool.claim, &seen, tag | (uint64_t)hi)) continue;
-        task->fn(task->job, lo, hi, task->ctx);
-        atomic_fetch_add(&pool.done, hi - lo);
+        if ((seen & ~(((uint64_t)1 << TAG_SHIFT) - 1)) != tag) return ran;
+        const long front = (long)(seen >> INDEX_BITS) & INDEX_MASK, back = (long)seen & INDEX_MASK;
+        const long left = task->total - front - back;
+        if (left <= 0) return ran;
+        const long n = left < task->chunk ? left : task->chunk;
+        const long lo = from_back ? task->total - back - n : front;
+        const uint64_t next = from_back ? claim_word(generation, front, back + n) : claim_word(generation, front + n, back);
+        if (!atomic_compare_exchange_weak(&pool.claim, &seen, next)) continue;
+        task->fn(task->job, lo, lo + n, task->ctx);
+        atomic_fetch_add(&pool.done, n);
+        ran += n;
+    }
+}
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* After a task: were the helpers late (see LATE_CHUNKS)? Sets how many tasks the caller runs alone next. */
+static void judge_helpers(const Task *task, long mine, long long working_ns, long long waiting_ns) {
+    const int late = mine > 0 && mine < task->total &&
+                     waiting_ns > LATE_CHUNKS * task->chunk * (working_ns / mine) + LATE_SLACK_NS;
+    if (late) {
+        pool.backoff = pool.backoff < 8 ? 8 : pool.backoff * 2 > SOLO_MAX ? SOLO_MAX : pool.backoff * 2;
+        pool.solo = pool.backoff;
+    } else {
+        pool.backoff /= 2;
     }
 }
 
@@ -59,20 +106,29 @@ static void *pool_helper(void *arg) {
     const int index = (int)(intptr_t)arg;
     uint64_t seen = atomic_load(&pool.published);
     for (;;) {
-        for (int i = 0; i < POOL_SPIN && atomic_load(&pool.published) == seen; i++) cpu_relax();
+        for (int i = 1; i <= POOL_SPIN && atomic_load(&pool.published) == seen; i++) {
+            cpu_relax();
+            if (i % POOL_YIELD_EVERY == 0) sched_yield();
+        }
         pthread_mutex_lock(&pool.lock);
         while (atomic_load(&pool.published) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
         seen = atomic_load(&pool.published);
         const Task task = pool.task;
         pthread_mutex_unlock(&pool.lock);
-        if (index < task.helpers) pool_work(seen, &task);
+        if (index < task.helpers) (void)pool_work(seen, &task, 1);
     }
     return NULL;
 }
 
 void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const void *ctx) {
     const int helpers = job->threads - 1 < POOL_MAX_HELPERS ? job->threads - 1 : POOL_MAX_HELPERS;
-    if (helpers <= 0 || total <= chunk || total > 0xffffffffL || pthread_mutex_trylock(&pool.busy) != 0) {
+    if (helpers <= 0 || total <= chunk || total > INDEX_MASK || pthread_mutex_trylock(&pool.busy) != 0) {
+        fn(job, 0, total, ctx);
+        return;
+    }
+    if (pool.solo > 0) { /* helpers were late lately: step on this thread alone */
+        pool.solo--;
+        pthread_mutex_unlock(&pool.busy);
         fn(job, 0, total, ctx);
         return;
     }
@@ -93,11 +149,13 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
     const Task task = {fn, job, ctx, total, chunk, helpers};
     pool.task = task;
     atomic_store(&pool.done, 0);
-    atomic_store(&pool.claim, (generation & 0xffffffffu) << 32);
+    atomic_store(&pool.claim, claim_word(generation, 0, 0));
     atomic_store(&pool.published, generation);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    pool_work(generation, &task);
+    const long long start = now_ns();
+    const long mine = pool_work(generation, &task, 0);
+    const long long worked = now_ns();
     /* Only chunks a helper claimed are left, each a small share of the task. */
     for (long spins = 0; atomic_load(&pool.done) < total; spins++) {
         if (spins < 20000)
@@ -105,6 +163,7 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
         else
             sched_yield(); /* the helper holding a chunk waits for a core: give it ours */
     }
+    judge_helpers(&task, mine, worked - start, now_ns() - worked);
     pthread_mutex_unlock(&pool.busy);
 }
 
@@ -114,6 +173,7 @@ static void pool_after_fork(void) {
     pthread_mutex_init(&pool.busy, NULL);
     pthread_cond_init(&pool.wake, NULL);
     pool.started = 0;
+    pool.solo = pool.backoff = 0;
 }
 
 void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }

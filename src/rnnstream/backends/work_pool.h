@@ -9,10 +9,16 @@
  * streams, an engine call took 2.9 ms of wall time while its calling thread computed for 0.8 ms; with
  * this pool a whole batch (store, engine, write-back) fell from ~4.2 to ~3.2 ms.
  *
- * A claim is one 64-bit atomic: the task's generation (high 32 bits) and the next index (low 32 bits),
- * so a helper still holding an earlier task can never claim (or run) a chunk of a later one. One caller
+ * A claim is one 64-bit atomic: the task's generation (high 24 bits) and how many indices were claimed
+ * from the front (the caller) and from the back (helpers), 20 bits each, so a helper still holding an
+ * earlier task can never claim (or run) a chunk of a later one. One caller
  * uses the pool at a time; a second concurrent caller runs its task alone. Without POSIX threads every
  * task runs on the calling thread.
+ *
+ * Beside other thread pools in the same process (ONNX Runtime's and OpenBLAS's threads spin after their
+ * work), a helper may be preempted holding a chunk, and the caller would wait for it. So idle helpers
+ * yield the core every few polls, and a caller that waited for a late helper (work_pool.c: LATE_CHUNKS)
+ * runs its next tasks alone, for a stretch that doubles while helpers stay late.
  */
 #ifndef RNNSTREAM_WORK_POOL_H
 #define RNNSTREAM_WORK_POOL_H

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.bench import peers
+from rnnstream.bench import limit, peers
 from rnnstream.bench.timing import format_seconds
 from rnnstream.errors import InputError, MissingDependencyError
 from rnnstream.model import StreamModel
@@ -45,28 +45,40 @@ class Row:
     batch: int
     seconds: dict[str, float] = field(default_factory=dict)  # engine → median seconds per step
     max_difference: dict[str, float] = field(default_factory=dict)  # engine → vs rnnstream
+    limit: float = 0.0  # the arithmetic limit's seconds per step (bench/limit.py)
 
     def ratio(self, engine: str, reference: str) -> float:
         return self.seconds[engine] / self.seconds[reference]
 
 
-ENGINES = ("rnnstream", "onnxruntime", "pytorch", "keras-predict", "keras-call")
+ENGINES = (
+    "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-beside-ort", "rnnstream-beside-blas",
+    "onnxruntime", "pytorch", "keras-predict", "keras-call",
+)  # fmt: skip
+KERAS_ENGINES = ("keras-predict", "keras-call")
 DEVICE_ENGINE = "rnnstream-device"
 """Optional: rnnstream's DeviceBatch, the state resident on a torch device (``run(..., device=...)``)."""
 
 
-def _load(model_name: str, backend: str, threads: int, device: str | None = None) -> StreamModel:
+def _load(
+    model_name: str, backend: str, threads: int, device: str | None = None, precision: str = "fp32"
+) -> StreamModel:
     from rnnstream.demo import SEED_MODEL
     from rnnstream.demo.builtin import build
     from rnnstream.importers import load
 
     model = load(SEED_MODEL) if model_name == "seed" else build(model_name)
-    return model.set_backend(backend, threads=threads, device=device if backend == "torch" else None)
+    where = device if backend == "torch" else None
+    return model.set_backend(backend, threads=threads, device=where, precision=precision)
 
 
 def _peer(engine: str, model: StreamModel, threads: int, device: str | None) -> peers.Peer:
-    if engine == "rnnstream":
+    if engine in ("rnnstream", "rnnstream-bf16"):
         return peers.rnnstream_peer(model)
+    if engine == "rnnstream-stepper":
+        return peers.rnnstream_peer(model, bound=True)
+    if engine.startswith("rnnstream-beside-"):
+        return peers.beside_peer(model, engine.rsplit("-", 1)[1], threads)
     if engine == DEVICE_ENGINE:
         return peers.device_batch_peer(model, threads, device)
     if engine == "onnxruntime":
@@ -84,12 +96,14 @@ def _worker(
 ) -> None:
     """One engine in its own process: its thread pools never spin on the cores another engine is using."""
     try:
-        peer = _peer(engine, _load(model_name, backend, threads, device), threads, device)
+        precision = "bf16" if engine == "rnnstream-bf16" else "fp32"
+        peer = _peer(engine, _load(model_name, backend, threads, device, precision), threads, device)
         connection.send(("ready", peer.name))
     except Exception as e:
         connection.send(("missing", f"{engine}: {e}"))
         return
     step: peers.StepFn = peer.make(1)
+    beside: peers.StepFn | None = None
     while True:
         command, argument = connection.recv()
         if command == "stop":
@@ -97,22 +111,36 @@ def _worker(
         if command == "prepare":  # a fresh zero state for this batch; outputs of the agreement steps
             batch, xs = argument
             check = peer.make(batch)
-            outputs = [np.asarray(check(x)).reshape(batch, -1) for x in xs]
+            outputs = [np.array(check(x)).reshape(batch, -1) for x in xs]
             step = peer.make(batch)
+            beside = None if peer.neighbour is None else peer.neighbour(batch)
             connection.send(outputs)
         elif command == "time":
             x, calls = argument
-            if calls == 0:  # calibrate: about ROUND_SECONDS of steps per round
-                start = time.perf_counter()
-                step(x)
-                step(x)
-                once = max((time.perf_counter() - start) / 2, 1e-7)
-                connection.send(max(1, min(2000, int(ROUND_SECONDS / once))))
-                continue
-            start = time.perf_counter()
-            for _ in range(calls):
-                step(x)
-            connection.send((time.perf_counter() - start) / calls)
+            connection.send(_time_steps(step, beside, x, calls))
+
+
+def _time_steps(step: peers.StepFn, beside: peers.StepFn | None, x: np.ndarray[Any, Any], calls: int) -> float | int:
+    """Mean seconds per step over ``calls`` steps (``beside`` run before each, untimed); with ``calls`` 0,
+    how many steps make about ROUND_SECONDS."""
+    if calls == 0:  # calibrate
+        start = time.perf_counter()
+        step(x)
+        step(x)
+        once = max((time.perf_counter() - start) / 2, 1e-7)
+        return max(1, min(2000, int(ROUND_SECONDS / once)))
+    if beside is None:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step(x)
+        return (time.perf_counter() - start) / calls
+    total = 0.0
+    for _ in range(calls):
+        beside(x)
+        start = time.perf_counter()
+        step(x)
+        total += time.perf_counter() - start
+    return total / calls
 
 
 @contextmanager
@@ -147,12 +175,16 @@ def measure(
     ``device`` is the torch device of backend ``torch`` and of the ``rnnstream-device`` engine."""
     workers, missing = _start_workers(model_name, engines, threads, backend, progress, device)
     rng = np.random.default_rng(0)
-    features = _load(model_name, "numpy", 1).inputs[0].spec.shape
+    plain = _load(model_name, "numpy", 1)
+    features = plain.inputs[0].spec.shape
+    progress(f"{model_name}: the arithmetic limit")
+    seconds_per_flop = 1 / limit.gemm_rate(threads)
     rows = []
     try:
         for batch in batches:
             xs = [rng.normal(0, 1, (batch, *features)).astype(np.float32) for _ in range(AGREEMENT_STEPS)]
             rows.append(_measure_batch(model_name, batch, xs, workers, rounds, progress))
+            rows[-1].limit = batch * limit.step_flops(plain) * seconds_per_flop
     finally:
         _stop_workers(workers)
     return rows, missing
@@ -248,13 +280,18 @@ def report(rows: list[Row]) -> str:
         engines = list(mine[0].seconds)
         ours = engines[0]
         lines.append(f"\n{label}: time per step (× = engine's time ÷ {ours}'s; higher means rnnstream is faster)")
-        lines.append(f"{'batch':>6}  " + "  ".join(f"{e:>22}" for e in engines))
+        lines.append(f"{'batch':>6}  " + "  ".join(f"{e:>22}" for e in [*engines, "arithmetic limit"]))
         for r in mine:
             cells = [f"{format_seconds(r.seconds[e]):>10}" + (f" ({r.ratio(e, ours):8.2f}×)" if e != ours else " " * 12)
                      for e in engines]  # fmt: skip
+            if r.limit:
+                cells.append(f"{format_seconds(r.limit):>10} ({r.limit / r.seconds[ours]:8.2f}×)")
             lines.append(f"{r.batch:>6}  " + "  ".join(f"{c:>22}" for c in cells))
-        worst = max(max(r.max_difference.values()) for r in mine)
+        worst = max(d for r in mine for e, d in r.max_difference.items() if not e.endswith("bf16"))
         lines.append(f"largest output difference from rnnstream over {AGREEMENT_STEPS} steps: {worst:.2e}")
+        bf16 = [d for r in mine for e, d in r.max_difference.items() if e.endswith("bf16")]
+        if bf16:
+            lines.append(f"  of which bf16 weights (rounded, so not within 1e-5): {max(bf16):.2e}")
     return "\n".join(lines)
 
 
@@ -293,7 +330,7 @@ def run(
     rnnstream's DeviceBatch on it is timed too, as engine ``rnnstream-device-<cpu|cuda>``."""
     rows: list[Row] = []
     notes: list[str] = []
-    engines = ENGINES if keras else ENGINES[:3]
+    engines = ENGINES if keras else tuple(e for e in ENGINES if e not in KERAS_ENGINES)
     for name in model_names:
         measured, missing = _measure_model(name, batches, engines, threads, rounds, backend, device)
         rows += measured
@@ -309,10 +346,12 @@ def _measure_model(
     """``measure`` for one model, in two phases: without Keras, then Keras beside rnnstream."""
     # Keras comes second, in processes of its own: TensorFlow's idle thread pools would otherwise
     # share the cores with the engines being timed. Its rows join the first phase's by batch.
-    first = (*engines[:3], DEVICE_ENGINE) if device else engines[:3]
+    first = tuple(e for e in engines if e not in KERAS_ENGINES)
+    first = (*first, DEVICE_ENGINE) if device else first
     measured, missing = measure(name, batches, first, threads, rounds, backend, _progress, device)
-    if len(engines) > 3:
-        with_keras, keras_missing = measure(name, batches, ("rnnstream", *engines[3:]), threads, rounds, backend,
+    keras_engines = tuple(e for e in engines if e in KERAS_ENGINES)
+    if keras_engines:
+        with_keras, keras_missing = measure(name, batches, ("rnnstream", *keras_engines), threads, rounds, backend,
                                             _progress, device)  # fmt: skip
         _join_keras(measured, with_keras)
         missing += keras_missing

@@ -10,6 +10,11 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
   blog does), and ``keras-call``: the same model called directly, ``model(x)``.
 - ``rnnstream-device`` (optional): rnnstream's own :class:`~rnnstream.device_batch.DeviceBatch`, the
   state resident on a torch device (on CUDA, the step replayed as a CUDA graph).
+- ``rnnstream-stepper``: :meth:`StreamModel.stepper`, the step bound to preallocated buffers;
+  ``rnnstream-bf16``: ``model.step`` with bfloat16 weights.
+- ``rnnstream-beside-ort`` / ``rnnstream-beside-blas``: ``model.step`` in a process where, before each
+  (untimed), ONNX Runtime steps the same model at the same batch, or NumPy multiplies two 256 × 256
+  float32 matrices (OpenBLAS): their thread pools spin on the cores the kernel's helpers use.
 """
 
 from __future__ import annotations
@@ -34,10 +39,16 @@ StepFn = Callable[[FloatArray], Any]
 class Peer:
     name: str
     make: Callable[[int], StepFn]
+    neighbour: Callable[[int], StepFn] | None = None
+    """Work of another library run before each timed step (untimed), for that batch size."""
 
 
-def rnnstream_peer(model: StreamModel) -> Peer:
+def rnnstream_peer(model: StreamModel, *, bound: bool = False) -> Peer:
+    """``model.step`` from its own state; ``bound``: :meth:`StreamModel.stepper`."""
+
     def make(batch: int) -> StepFn:
+        if bound:
+            return model.stepper(batch_size=batch)
         state = model.initial_state(batch)
 
         def step(x: FloatArray) -> Any:
@@ -47,7 +58,21 @@ def rnnstream_peer(model: StreamModel) -> Peer:
 
         return step
 
-    return Peer(f"rnnstream-{model.backend.name}", make)
+    kind = "stepper" if bound else model.backend.name + ("-bf16" if model.precision == "bf16" else "")
+    return Peer(f"rnnstream-{kind}", make)
+
+
+def beside_peer(model: StreamModel, neighbour: str, threads: int) -> Peer:
+    """``model.step`` with another library's pool busy in the same process: ``ort`` or ``blas``."""
+    if neighbour == "ort":
+        make_neighbour = onnxruntime_peer(model, threads).make
+    else:
+        a = np.random.default_rng(0).random((256, 256), np.float32)
+
+        def make_neighbour(batch: int) -> StepFn:
+            return lambda x: a @ a
+
+    return Peer(f"rnnstream-beside-{neighbour}", rnnstream_peer(model).make, make_neighbour)
 
 
 def device_batch_peer(model: StreamModel, threads: int, device: str | None) -> Peer:

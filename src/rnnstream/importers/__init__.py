@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,15 @@ from rnnstream.model import StreamModel
 from rnnstream.types import Array
 
 
-def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | None = None) -> StreamModel:
+def load(
+    path: str | os.PathLike[str], *, backend: str = "auto", threads: int | None = None, precision: str = "fp32"
+) -> StreamModel:
     """Load a trained model file as a StreamModel; TensorFlow is not needed.
 
     Reads Keras 3 ``.keras`` archives and legacy ``.h5`` files (tf.keras 2 or Keras 3). No code from
-    the file is ever run. Layers that cannot stream are refused with the reason. ``backend`` and
-    ``threads``: see :class:`~rnnstream.StreamModel`.
+    the file is ever run. Layers that cannot stream are refused with the reason. ``backend``,
+    ``threads`` and ``precision`` (``"fp32"``, or ``"bf16"`` weights: :mod:`rnnstream.precision`): see
+    :class:`~rnnstream.StreamModel`.
 
     ``.onnx`` files (needs the ``onnx`` package) are read by the ONNX importer; see
     :mod:`rnnstream.importers.onnx_model` for the operators it reads.
@@ -48,7 +51,9 @@ def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | 
 
         with malformed_as_file_error(path.name):
             graph, name, description = read_onnx(path)
-            return StreamModel(graph, name=name, source=description, backend=backend, threads=threads)
+            return StreamModel(
+                graph, name=name, source=description, backend=backend, threads=threads, precision=precision
+            )
     if suffix in TORCH_SUFFIXES and is_torchscript(path):
         raise ModelFileError(
             f"{path.name} is a TorchScript archive (torch.jit.save): rnnstream reads a module's architecture from "
@@ -63,7 +68,7 @@ def load(path: str | os.PathLike[str], *, backend: str = "auto", threads: int | 
         )
     with malformed_as_file_error(path.name):
         source = read_keras_file(path)
-        return _from_source(source, backend=backend, threads=threads)
+        return _from_source(source, backend=backend, threads=threads, precision=precision)
 
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -94,15 +99,22 @@ def malformed_as_file_error(name: str) -> Iterator[None]:
         ) from error
 
 
-def _from_source(source: KerasSource, *, backend: str = "auto", threads: int | None = None) -> StreamModel:
+def _from_source(
+    source: KerasSource, *, backend: str = "auto", threads: int | None = None, precision: str = "fp32"
+) -> StreamModel:
     graph, name = build_graph(source)
-    return StreamModel(graph, name=name, source=source.description, backend=backend, threads=threads)
+    return StreamModel(
+        graph, name=name, source=source.description, backend=backend, threads=threads, precision=precision
+    )
 
 
-def from_keras(model: Any, *, backend: str = "auto", threads: int | None = None) -> StreamModel:
+def from_keras(
+    model: Any, *, backend: str = "auto", threads: int | None = None, precision: str = "fp32"
+) -> StreamModel:
     """Build a StreamModel from a live Keras model object (Keras 3 or tf.keras 2), e.g. in a notebook.
 
-    The model's config and current weights are read; nothing is saved to disk.
+    The model's config and current weights are read; nothing is saved to disk. ``precision``: as for
+    :func:`load`.
     """
     modules = [cls.__module__ for cls in type(model).__mro__]
     if any(m.startswith(("tf_keras", "tensorflow.python.keras")) for m in modules):
@@ -126,7 +138,7 @@ def from_keras(model: Any, *, backend: str = "auto", threads: int | None = None)
         return list(layer.get_weights())
 
     source = KerasSource(config, weights, keras_major, f"live Keras {keras_major} model {type(model).__name__}")
-    return _from_source(source, backend=backend, threads=threads)
+    return _from_source(source, backend=backend, threads=threads, precision=precision)
 
 
 def from_torch(
@@ -134,8 +146,10 @@ def from_torch(
     example_input: Any,
     *,
     checkpoint: str | os.PathLike[str] | None = None,
+    input_layout: str | Sequence[str | None] | None = None,
     backend: str = "auto",
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> StreamModel:
     """Build a StreamModel from a PyTorch module: ``forward`` is traced with torch.fx, never run on data.
 
@@ -144,7 +158,10 @@ def from_torch(
     stream; see :mod:`rnnstream.importers.torch_module` for what ``forward`` may contain.
     ``example_input``: one example of ``forward``'s inputs (a tensor or a tuple); only its shapes and
     dtypes are used. ``checkpoint``: a ``state_dict`` file, read with ``torch.load(weights_only=True)``,
-    checked and loaded into ``module`` first. Needs torch (``pip install 'rnnstream[torch]'``).
+    checked and loaded into ``module`` first. ``input_layout``: how each input's axes are laid out, where the
+    graph cannot tell: ``"NTC"`` (``[B, T, F]``), ``"TNC"`` or ``"NCT"`` (channels first, ``[B, C, T]``, a TCN's
+    input; found by itself when the input goes straight into a ``Conv1d``); one string, or one per input.
+    ``precision``: as for :func:`load`. Needs torch (``pip install 'rnnstream[torch]'``).
 
     >>> import torch, numpy as np, rnnstream
     >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())
@@ -161,7 +178,8 @@ def from_torch(
         ) from e
     from rnnstream.importers.torch_module import import_module
 
-    return import_module(module, example_input, checkpoint=checkpoint, backend=backend, threads=threads)
+    return import_module(module, example_input, checkpoint=checkpoint, input_layout=input_layout, backend=backend,
+                         threads=threads, precision=precision)  # fmt: skip
 
 
 __all__ = ["from_keras", "from_torch", "load"]

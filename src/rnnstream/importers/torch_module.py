@@ -11,7 +11,8 @@ Two shapes of module stream:
 - **Sequence modules** take whole sequences ``[B, T, F]`` (or ``[T, B, F]``, or token ids
   ``[B, T]``) and run ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` over them. Which input axis is time is
   worked out from the recurrent modules' ``batch_first``. Taking the last step (``out[:, -1]``,
-  ``h_n[-1]``) gives a whole-sequence value, as Keras' ``return_sequences=False`` does.
+  ``h_n[-1]``) gives a whole-sequence value, as Keras' ``return_sequences=False`` does. A TCN may take
+  its input channels first, ``[B, C, T]`` (:mod:`~rnnstream.importers.torch_inputs`).
 - **Step modules** take one step ``[B, F]`` (or token ids ``[B]``) and call ``nn.LSTMCell`` /
   ``nn.GRUCell`` / ``nn.RNNCell`` on it without a state (or with ``None``, or zeros): rnnstream keeps
   each cell's state from one step to the next. Everything ``forward`` returns is an output, the
@@ -34,11 +35,13 @@ import torch.fx
 
 from rnnstream.errors import RnnstreamError, UnsupportedLayerError
 from rnnstream.graph import Graph
-from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer, Zeros, input_layouts
+from rnnstream.importers.axes import FEATURE, LayoutError, Stack, Tensor, Writer, Zeros
 from rnnstream.importers.torch_call import Call, Param, pending_error
 from rnnstream.importers.torch_checkpoint import load_checkpoint, unwrap
 from rnnstream.importers.torch_glue import FUNCTIONS, METHODS, PARAMETER_FUNCTIONS, handler_of
+from rnnstream.importers.torch_inputs import InputLayout, candidates, input_dtype
 from rnnstream.importers.torch_layers import MODULES, REFUSED, module_kind
+from rnnstream.importers.torch_weights import module_class
 from rnnstream.layers.layer import TensorSpec
 from rnnstream.model import StreamModel
 
@@ -48,8 +51,10 @@ def import_module(
     example_input: Any,
     *,
     checkpoint: str | os.PathLike[str] | None = None,
+    input_layout: InputLayout = None,
     backend: str = "auto",
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> StreamModel:
     """:func:`rnnstream.from_torch` once torch is known to be installed."""
     if not isinstance(module, torch.nn.Module):
@@ -67,23 +72,24 @@ def import_module(
     training = module.training
     module.eval()  # trace what inference does: F.dropout(x, training=self.training) reads False
     try:
-        graph = _build(module, examples)
+        graph = _build(module, examples, input_layout)
     finally:
         module.train(training)
-    return StreamModel(graph, name=type(module).__name__, source=source, backend=backend, threads=threads)
+    return StreamModel(
+        graph, name=type(module).__name__, source=source, backend=backend, threads=threads, precision=precision
+    )
 
 
-def _build(module: Any, examples: tuple[Any, ...]) -> Graph:
+def _build(module: Any, examples: tuple[Any, ...], input_layout: InputLayout) -> Graph:
     graph = _trace(module, len(examples))
     placeholders = [n for n in graph.nodes if n.op == "placeholder"][: len(examples)]
     if len(placeholders) != len(examples):
         raise UnsupportedLayerError(
             f"example_input has {len(examples)} tensors, but forward takes {len(placeholders)} inputs"
         )
-    dtypes = [_input_dtype(str(node.target), example) for node, example in zip(placeholders, examples, strict=True)]
-    candidates = [input_layouts(e.dim(), dtype == "int64") for e, dtype in zip(examples, dtypes, strict=True)]
+    dtypes = [input_dtype(str(node.target), example) for node, example in zip(placeholders, examples, strict=True)]
     first_mismatch: LayoutError | None = None
-    for layouts in itertools.product(*candidates):
+    for layouts in itertools.product(*candidates(module, placeholders, examples, input_layout)):
         specs = [
             TensorSpec(tuple(int(d) for d, tag in zip(e.shape, layout, strict=True) if tag == FEATURE), dtype=dtype)
             for e, layout, dtype in zip(examples, layouts, dtypes, strict=True)
@@ -112,7 +118,8 @@ def _trace(module: Any, n_inputs: int) -> Any:
 
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m: Any, qualified_name: str) -> bool:
-            return type(m) in MODULES or type(m) in REFUSED or bool(super().is_leaf_module(m, qualified_name))
+            known = module_class(m)
+            return known in MODULES or known in REFUSED or bool(super().is_leaf_module(m, qualified_name))
 
     try:
         return Tracer().trace(module, concrete_args=concrete or None)
@@ -122,14 +129,6 @@ def _trace(module: Any, n_inputs: int) -> Any:
             "forward must not branch or loop on tensor values or sizes; for a loop over time steps, write "
             "forward for one step [B, F] with nn.LSTMCell / nn.GRUCell / nn.RNNCell (rnnstream keeps their state)"
         ) from None
-
-
-def _input_dtype(name: str, example: Any) -> str:
-    if example.dtype.is_floating_point:
-        return "float32"
-    if example.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        return "int64"
-    raise UnsupportedLayerError(f"input {name!r} has dtype {example.dtype}; rnnstream takes floats or token ids")
 
 
 class _Interpreter:
@@ -169,9 +168,9 @@ class _Interpreter:
             module = self.module.get_submodule(node.target)
             call = Call(node.name, f"module {node.target!r} ({module_kind(module)})", self.writer, tuple(args),
                         dict(kwargs))  # fmt: skip
-            handler: Any = MODULES.get(type(module))
+            handler: Any = MODULES.get(module_class(module))
             if handler is None:
-                reason = REFUSED.get(type(module))
+                reason = REFUSED.get(module_class(module))
                 if reason is not None:
                     raise call.refuse(f"cannot stream: {reason}")
                 raise call.refuse(f"is not a module rnnstream knows. Supported: {_supported()}")

@@ -1,0 +1,35 @@
+/* A whole step's nodes in one call from Python, on the calling thread.
+ *
+ * step_all(items, state, new_state, threads) runs the nodes items = ((plan, x or None, out or None), ...)
+ * in order, as one step() call each would, checking every array first: model.step's path for a graph
+ * the kernel steps whole. bind(items, state, new_state, threads) checks them once and keeps the jobs;
+ * run(bound) steps them again and again over the same arrays (StreamModel.stepper). The GIL is released
+ * while the kernel runs when the step is worth it (RELEASE_GIL_MIN_FLOPS).
+ */
+#ifndef RNNSTREAM_WHOLE_STEP_H
+#define RNNSTREAM_WHOLE_STEP_H
+
+#include "kernel.h"
+
+#pragma GCC visibility push(hidden)
+
+#define RELEASE_GIL_MIN_FLOPS 100000L /* below this, releasing and retaking the GIL costs more than it frees */
+
+/* The Job for plan over every row of state (B, S), or -1 with an exception set (_fused.c). x: (B, k_x) or
+ * None to read new_state's columns; out: (B, units) for a Dense node. *packed_floats: the blocked path's
+ * scratch floats the running thread must provide (0: none). */
+int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject *new_obj, PyObject *out_obj,
+              long threads, Job *job, size_t *packed_floats);
+
+/* Jobs for items = ((plan, x or None, out or None), ...) over state -> new_state; *flops: their FLOPs. */
+int build_jobs(PyObject *items, PyObject *state, PyObject *new_state, long threads, Job *jobs, size_t *packed_floats,
+               long *flops);
+
+extern const char bind_doc[], run_doc[], step_all_doc[];
+PyObject *bind_step(PyObject *self, PyObject *args);
+PyObject *run_bound(PyObject *self, PyObject *capsule);
+PyObject *step_all(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+#pragma GCC visibility pop
+
+#endif
