@@ -159,4 +159,4 @@ def test_with_a_token_the_page_is_public_and_the_data_is_not(seed_token_server: 
         missing = client.get("/demo/co2.json", headers=auth)  # only seed is served
         assert missing.status_code == 404 and "co2" in missing.json()["error"]
         refused = client.post("/v2/models/seed/generate", json={"input_ids": [1]}, headers=auth)
-        assert refused.status_code == 404 and "none" in refused.json()["error"]
+        assert refused.status_code == 400 and "none" in refused.json()["error"]  # no token model here

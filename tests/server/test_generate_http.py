@@ -211,11 +211,12 @@ def test_bad_requests_get_400_naming_the_field(demo_server: ServerProcess, path:
     assert active_generations(demo_server.url) == 0
 
 
-def test_models_that_are_not_token_models_are_404(demo_server: ServerProcess) -> None:
+def test_models_that_are_not_token_models_are_400_saying_why(demo_server: ServerProcess) -> None:
     with httpx.Client(base_url=demo_server.url) as client:
-        for model in ("seed", "co2"):
-            response = client.post(f"/v2/models/{model}/generate_stream", json={"input_ids": [1]})
-            assert response.status_code == 404 and "not a token model" in response.json()["error"]
+        for model, path in (("seed", "generate_stream"), ("co2", "generate"), ("seed", "versions/1/generate")):
+            response = client.post(f"/v2/models/{model}/{path}", json={"input_ids": [1]})
+            assert response.status_code == 400 and "not a token model" in response.json()["error"]
             assert "text" in response.json()["error"]  # it names the token models there are
+            assert f"/v2/models/{model}/infer" in response.json()["error"]  # and what to use instead
         assert client.post("/v2/models/nope/generate", json={"input_ids": [1]}).status_code == 404
         assert client.post("/v2/models/text/versions/2/generate", json={"input_ids": [1]}).status_code == 404

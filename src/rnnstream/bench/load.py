@@ -108,7 +108,7 @@ def _content_length(head: bytes) -> int:
 
 
 async def http_load(
-    url: str, model: str, features: int, streams: int, seconds: float, rate: float
+    url: str, model: str, features: int, streams: int, seconds: float, rate: float, input_name: str = "input"
 ) -> dict[str, float]:
     host, port = url.removeprefix("http://").split(":")
     path = f"/v2/models/{model}/infer"
@@ -116,7 +116,7 @@ async def http_load(
     latencies: list[float] = []
 
     def request(k: int, start: bool) -> bytes:
-        body = json.dumps({"inputs": [{"name": "input", "shape": [1, features], "datatype": "FP32", "data": x}],
+        body = json.dumps({"inputs": [{"name": input_name, "shape": [1, features], "datatype": "FP32", "data": x}],
                            "parameters": {"sequence_id": f"load-{k}", "sequence_start": start}}).encode()
         return http_request(host, path, body)
 
@@ -268,9 +268,11 @@ def main(argv: list[str]) -> int:
         latencies, elapsed = _run(grpc_load(url, model, int(streams), float(seconds), rate, _schedule))
         print(json.dumps(_summary(latencies, len(latencies), elapsed)))
         return 0
-    features = int(json.loads(_get(url + f"/v2/models/{model}"))["inputs"][0]["shape"][1])
-    run = http_load if protocol == "http" else websocket_load
-    result: dict[str, Any] = _run(run(url, model, features, int(streams), float(seconds), rate))
+    tensor = json.loads(_get(url + f"/v2/models/{model}"))["inputs"][0]  # the model's one (B, F) input
+    features = int(tensor["shape"][1])
+    load = (http_load(url, model, features, int(streams), float(seconds), rate, tensor["name"]) if protocol == "http"
+            else websocket_load(url, model, features, int(streams), float(seconds), rate))
+    result: dict[str, Any] = _run(load)
     print(json.dumps(result))
     return 0
 

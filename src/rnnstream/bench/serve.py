@@ -1,8 +1,9 @@
 """``rnnstream bench serve``: a server process and a load-generator process on loopback.
 
 For each model (``identity``: the server's own ceiling; ``seed``; ``large``: 2 × LSTM(512) over 128
-features), protocol (HTTP, WebSocket, gRPC streaming) and batching (on: max batch 1,024 and 2 ms delay; off: one step
-per engine call), it starts ``rnnstream serve`` and drives 1,000 concurrent streams from
+features; or any model ``rnnstream serve`` takes, ``FILE`` or ``NAME=FILE``, with one real-valued input
+``(B, F)``), protocol (HTTP, WebSocket, gRPC streaming) and batching (on: max batch 1,024 and 2 ms delay;
+off: one step per engine call), it starts ``rnnstream serve`` and drives 1,000 concurrent streams from
 ``rnnstream.bench.load`` for a few seconds in a closed loop (the most the server can do), then, with
 batching on, in an open loop where every stream sends ``rate`` steps per second (the latency streams
 see at that load); it reports throughput and p50/p99 latency.
@@ -19,7 +20,11 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from rnnstream.errors import InputError
+from rnnstream.server.config import load_models, model_spec
+
 MODELS = {"identity": "builtin:identity", "seed": "seed", "large": "builtin:large"}
+"""The benchmark's own models by name (the default set); any other name is a model spec of ``rnnstream serve``."""
 BATCHING = {"on": ["--max-batch", "1024", "--max-delay-ms", "2"], "off": ["--max-batch", "1", "--max-delay-ms", "0"]}
 
 
@@ -36,6 +41,32 @@ class LoadResult:
     @property
     def load(self) -> str:
         return f"{self.rate:g}/s each" if self.rate else "closed"
+
+
+def served(model: str) -> tuple[str, str]:
+    """The name ``model`` is served under and the ``rnnstream serve`` argument that serves it.
+
+    >>> served("seed"), served("runs/my_model.keras"), served("mine=runs/a.onnx")
+    (('seed', 'seed=seed'), ('my_model', 'my_model=runs/my_model.keras'), ('mine', 'mine=runs/a.onnx'))
+    """
+    if model in MODELS:
+        return model, f"{model}={MODELS[model]}"
+    name, source = model_spec(model)
+    return name, f"{name}={source}"
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    """Refuse, before any server starts, a model that does not load, two models served under one name, or a
+    model the load generator cannot drive (it sends one real-valued input ``(B, F)`` per step)."""
+    names = [served(model)[0] for model in models]
+    if len(set(names)) != len(names):
+        raise InputError(f"models {list(models)} are served as {names}: two share a name; name them NAME=FILE")
+    for name, model in zip(names, load_models([served(m)[1] for m in models], threads=1).values(), strict=True):
+        inputs = model.inputs
+        if len(inputs) != 1 or inputs[0].spec.dtype != "float32" or len(inputs[0].spec.shape) != 1:
+            described = ", ".join(f"{s.name} {s.spec.describe()}" for s in inputs)
+            raise InputError(f"bench serve sends each stream one real-valued input (B, F) per step; model {name!r} "
+                             f"has {described}. Benchmark it with bench context or bench streams")
 
 
 def free_port() -> int:
@@ -67,16 +98,16 @@ def measure(model: str, protocol: str, batching: str, streams: int, seconds: flo
     port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     grpc = ["--grpc-port", str(grpc_port if protocol == "grpc" else 0)] if grpc_flag else []
+    name, spec = served(model)
     server = subprocess.Popen(
-        [sys.executable, "-m", "rnnstream", "serve", f"{model}={MODELS[model]}", "--port", str(port), *grpc,
-         *BATCHING[batching]],
+        [sys.executable, "-m", "rnnstream", "serve", spec, "--port", str(port), *grpc, *BATCHING[batching]],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         wait_ready(url, server)
         target = f"127.0.0.1:{grpc_port}" if protocol == "grpc" else url
         load = subprocess.run(
-            [sys.executable, "-m", "rnnstream.bench.load", target, model, protocol, str(streams), str(seconds),
+            [sys.executable, "-m", "rnnstream.bench.load", target, name, protocol, str(streams), str(seconds),
              str(rate)],
             capture_output=True, text=True, timeout=seconds * 20 + 120,
         )
@@ -86,7 +117,7 @@ def measure(model: str, protocol: str, batching: str, streams: int, seconds: flo
     finally:
         server.terminate()
         server.wait(timeout=60)
-    return LoadResult(model, protocol, batching, result["steps_per_second"], result["p50_ms"], result["p99_ms"],
+    return LoadResult(name, protocol, batching, result["steps_per_second"], result["p50_ms"], result["p99_ms"],
                       rate)
 
 
@@ -116,7 +147,9 @@ def run(streams: int = 1000, seconds: float = 5.0, models: tuple[str, ...] = tup
         pairs: int = 0) -> str:
     """Every model × protocol: closed loop with batching on and off, then open loops at each of ``rates``
     (steps/s per stream) that the closed loop showed the server can carry; then, with identity and seed
-    among ``models``, ``pairs`` more closed loops of each per protocol, alternating (``paired_ratios``)."""
+    among ``models``, ``pairs`` more closed loops of each per protocol, alternating (``paired_ratios``).
+    ``models``: names of ``MODELS`` or model specs of ``rnnstream serve`` (``check_models``)."""
+    check_models(models)
     results, skipped = [], []
     for model in models:
         for protocol in protocols:

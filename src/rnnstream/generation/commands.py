@@ -17,10 +17,13 @@ import numpy as np
 
 from rnnstream.errors import InputError, MissingDependencyError
 from rnnstream.generation.api import generate
+from rnnstream.generation.columns import Layout, Table, check_real_valued, feedback_pairs, read_table
+from rnnstream.generation.engines import TokenModel
 from rnnstream.generation.forecast import Forecast, forecast
 from rnnstream.generation.vocab import Vocabulary
 from rnnstream.importers import load
-from rnnstream.types import Array
+from rnnstream.model import StreamModel
+from rnnstream.types import Array, FloatArray
 
 DEFAULT_PROMPT = "ROMEO.\n"
 QUANTILES = (0.05, 0.5, 0.95)
@@ -44,7 +47,11 @@ def generate_command(
 
     out = out or sys.stdout
     model = load(model_path or TEXT_MODEL)
+    scores = TokenModel(model).vocabulary  # refuses a model that is not a token model, before any output
     vocab = Vocabulary.from_json(vocab_path) if vocab_path else text_vocabulary() if model_path is None else None
+    if vocab is not None and len(vocab) != scores:
+        raise InputError(f"--vocab {vocab_path} lists {len(vocab)} tokens but model {model.name!r} scores {scores}; "
+                         "give the vocabulary it was trained with (token id i is tokens[i])")
     if vocab is not None:
         text = DEFAULT_PROMPT if prompt is None else prompt.replace("\\n", "\n")
         ids = vocab.encode(text)
@@ -53,12 +60,13 @@ def generate_command(
         if prompt is None:
             raise InputError("without --vocab, give the prompt as token ids: --prompt '3 14 15'")
         ids = _ids(prompt)
-        stops = [int(s) for s in stop]
+        stops = [_stop_id(s) for s in stop]
         text = prompt + " "
+    tokens = generate(model, ids, max_tokens=steps, stop=stops, temperature=temperature, top_k=top_k,
+                      top_p=top_p, seed=seed)  # checks the prompt and every option before anything is printed
     out.write(text)
     out.flush()
-    for token in generate(model, ids, max_tokens=steps, stop=stops, temperature=temperature, top_k=top_k,
-                          top_p=top_p, seed=seed):
+    for token in tokens:
         out.write(vocab.decode([token]) if vocab is not None else f"{token} ")
         out.flush()
     out.write("\n")
@@ -70,6 +78,13 @@ def _one_token(vocab: Vocabulary, text: str) -> int:
     if len(ids) != 1:
         raise InputError(f"--stop {text!r}: a stop token is one character of the vocabulary")
     return ids[0]
+
+
+def _stop_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--stop {text!r}: without --vocab a stop token is a token id, e.g. --stop 0") from None
 
 
 def _ids(prompt: str) -> list[int]:
@@ -90,12 +105,18 @@ def forecast_command(
     seed: int | None,
     png: Path | None,
     every: int | None,
+    feedback: list[str] | None = None,
+    exogenous_path: Path | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Forecast and print a table (every ``every``-th row); plot to ``png`` when given."""
+    """Forecast and print a table (every ``every``-th row); plot to ``png`` when given. With a model file,
+    ``feedback`` and ``exogenous_path`` name the history's columns (see :mod:`rnnstream.generation.columns`)."""
     out = out or sys.stdout
     sigma: float | str | None = None if noise is None else noise if noise == "residual" else _float(noise)
     if model_path is None:
+        if feedback is not None or exogenous_path is not None:
+            raise InputError("the bundled CO2 forecaster feeds co2 back and computes its calendar itself; "
+                             "--feedback and --exogenous are for your model (rnnstream forecast MODEL --history ...)")
         return _forecast_co2(horizon, start, sigma, paths, seed, png, every, out)
     if start is not None:
         raise InputError("--start picks a date of the bundled CO2 series; with your model, cut --history instead")
@@ -103,14 +124,62 @@ def forecast_command(
         raise InputError("give the history to forecast from: --history FILE.csv (one row per step, one column "
                          "per input feature)")
     model = load(model_path)
-    history = _read_csv(history_path)
-    result = forecast(model, history, horizon, noise=sigma, paths=paths, seed=seed)
-    steps = np.arange(len(history) + 1, len(history) + horizon + 1)
-    _print_table(out, [str(s) for s in steps], result, None, every)
+    check_real_valued(model)
+    table = read_table(history_path, "--history")
+    layout = Layout(model, table.names)
+    pairs = _feedback(model, layout, feedback)
+    exogenous = _exogenous(layout, pairs, exogenous_path, horizon)
+    result = forecast(model, layout.split(table.values), horizon, feedback=layout.feedback(pairs),
+                      exogenous=exogenous, noise=sigma, paths=paths, seed=seed)
+    labels = [_output_label(layout, pairs, o) for o in range(result.point.shape[1])]
+    steps = np.arange(len(table.values) + 1, len(table.values) + horizon + 1)
+    _print_table(out, [str(s) for s in steps], result, None, every, labels)
     if png is not None:
-        _plot(png, np.arange(1, len(history) + 1), history[:, 0], steps, result, None, model.name, "step")
+        fed = [c for c, o in pairs.items() if o == 0]  # the history of what output 0 forecasts
+        past = table.values[:, fed[0]] if fed else np.full(len(table.values), np.nan, np.float32)
+        _plot(png, np.arange(1, len(table.values) + 1), past, steps, result, None, model.name, ("step", labels[0]))
         out.write(f"wrote {png}\n")
     return 0
+
+
+def _feedback(model: StreamModel, layout: Layout, feedback: list[str] | None) -> dict[int, int]:
+    """``--feedback`` as ``{history column: output column}``; without it, every column fed from the output
+    column of its index when the output is as wide as the history, else an error that says what to give."""
+    n_out = model.output_specs[0].shape[0] if model.output_specs[0].shape else 0
+    if feedback is not None:
+        pairs = feedback_pairs(feedback, layout.names)
+        for column, output in pairs.items():
+            if output >= n_out:
+                raise InputError(f"--feedback: column {layout.names[column]!r} from output column {output}; the "
+                                 f"model's output columns are 0..{n_out - 1}")
+        return pairs
+    if n_out == len(layout.names):
+        return {c: c for c in range(n_out)}
+    raise InputError(f"say which outputs feed which history columns (--feedback): the model's output has {n_out} "
+                     f"columns and the history {len(layout.names)} {layout.names}, so the output cannot simply "
+                     f"become the next input. E.g. --feedback {layout.names[0]} (output 0 feeds column "
+                     f"{layout.names[0]!r}); the other columns' future values come from --exogenous FILE.csv")
+
+
+def _exogenous(layout: Layout, pairs: dict[int, int], path: Path | None, horizon: int) -> dict[str, FloatArray] | None:
+    """The future values of the columns not fed back, from ``--exogenous`` (None when every column is fed)."""
+    wanted = layout.exogenous_names(pairs)
+    if path is None:
+        if not wanted:
+            return None
+        if horizon > 1:
+            raise InputError(f"columns {wanted} are not fed back: give their future values, --exogenous FILE.csv "
+                             f"(a header row naming them, then one row per forecast time: {horizon - 1} or more)")
+        return layout.exogenous(Table(wanted, np.zeros((1, len(wanted)), np.float32), True), pairs, horizon)
+    if not wanted:
+        raise InputError("every column is fed back (--feedback); --exogenous values would have nowhere to go")
+    return layout.exogenous(read_table(path, "--exogenous"), pairs, horizon)
+
+
+def _output_label(layout: Layout, pairs: dict[int, int], output: int) -> str:
+    """Output ``output``'s column in the table: the name of the history column it feeds, else its index."""
+    fed = [layout.names[c] for c, o in sorted(pairs.items()) if o == output]
+    return fed[0] if fed else f"forecast[{output}]"
 
 
 def _forecast_co2(horizon: int, start: str | None, sigma: float | str | None, paths: int | None,
@@ -132,17 +201,20 @@ def _forecast_co2(horizon: int, start: str | None, sigma: float | str | None, pa
     if png is not None:
         past = max(0, at - 5 * 52)
         _plot(png, series.dates[past : at + len(known)], series.values[past : at + len(known)], dates, result,
-              at - past, "CO2 at Mauna Loa", "ppm")
+              at - past, "CO2 at Mauna Loa, weekly", ("date", "CO2 (ppm)"))
         out.write(f"wrote {png}\n")
     return 0
 
 
-def _print_table(out: TextIO, times: list[str], result: Forecast, known: Array | None, every: int | None) -> None:
+def _print_table(out: TextIO, times: list[str], result: Forecast, known: Array | None, every: int | None,
+                 labels: list[str] | None = None) -> None:
+    """The forecast, one row per ``every`` times (and the last); ``labels``: each output column's heading."""
     H, n_out = result.point.shape
     every = every or max(1, math.ceil(H / 26))
     cone = result.paths.shape[0] > 1
     q = result.quantiles(QUANTILES) if cone else None
-    header = f"{'time':>12}" + "".join(f"  {'forecast' if n_out == 1 else f'forecast[{o}]':>12}" for o in range(n_out))
+    labels = labels or ["forecast" if n_out == 1 else f"forecast[{o}]" for o in range(n_out)]
+    header = f"{'time':>12}" + "".join(f"  {label:>12}" for label in labels)
     if cone:
         header += "".join(f"  {f'p{round(100 * p)}':>8}" for p in QUANTILES)
     if known is not None:
@@ -160,7 +232,9 @@ def _print_table(out: TextIO, times: list[str], result: Forecast, known: Array |
 
 
 def _plot(png: Path, t_past: Array, y_past: Array, t_future: Array, result: Forecast, actual_from: int | None,
-          title: str, unit: str) -> None:
+          title: str, axes: tuple[str, str]) -> None:
+    """Output 0's history, forecast and cone (and the measured values past ``actual_from``); ``axes``: the
+    labels of the x axis (time) and the y axis (the forecast quantity)."""
     try:
         import matplotlib
 
@@ -178,31 +252,13 @@ def _plot(png: Path, t_past: Array, y_past: Array, t_future: Array, result: Fore
         ax.fill_between(t_future, low, high, color="tab:orange", alpha=0.25, label="90% of paths")
     ax.plot(t_future, result.point[:, 0], color="tab:orange", lw=1.5, label="forecast")
     ax.set_title(title)
-    ax.set_ylabel(unit)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(png, dpi=110)
     plt.close(figure)
-
-
-def _read_csv(path: Path) -> Array:
-    try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-    except OSError as error:
-        raise InputError(f"cannot read --history {path}: {error.strerror}") from None
-    rows: list[list[float]] = []
-    for n, line in enumerate(lines):
-        cells = [c.strip() for c in line.split(",")]
-        try:
-            rows.append([float(c) for c in cells])
-        except ValueError:
-            if n == 0:
-                continue  # a header
-            raise InputError(f"{path} line {n + 1}: {line!r} is not numbers separated by commas") from None
-    if not rows or len({len(r) for r in rows}) != 1:
-        raise InputError(f"{path}: expected rows of equal length, one per step, one column per input feature")
-    return np.array(rows, np.float32)
 
 
 def _float(text: str) -> float:

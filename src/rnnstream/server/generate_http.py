@@ -47,7 +47,6 @@ from rnnstream.server.oip import check_id
 from rnnstream.server.refusals import (
     GenerationLimitError,
     LimitError,
-    NotFoundError,
     ProtocolError,
     error_body,
     status_for,
@@ -239,15 +238,17 @@ class TokenServices:
             state.metrics.generations[name] = generation.__len__
 
     def find(self, request: Request) -> TokenService:
-        """The token model the path names; NotFoundError (a 404) for an unknown or non-token model."""
+        """The token model the path names; NotFoundError (a 404) for an unknown model, ProtocolError (a 400)
+        for a served model that is not a token model: the request, not the path, is what cannot be answered."""
         name = request.path_params["name"]
         served = self.state.find(name, request.path_params.get("version"))
         service = self.services.get(served.name)
         if service is None:
             specs = ", ".join(f"{s.name} {s.spec.describe()}" for s in served.model.inputs)
             which = ", ".join(sorted(self.services)) or "none"
-            raise NotFoundError(f"model {name!r} is not a token model (its inputs: {specs}); generate serves models "
-                              f"with one input of token ids and one score per token out: {which}")
+            raise ProtocolError(f"model {name!r} is not a token model (its inputs: {specs}); generate serves models "
+                                f"with one input of token ids and one score per token out: {which}. Step this "
+                                f"model with /v2/models/{name}/infer")
         return service
 
     @contextlib.asynccontextmanager

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -17,26 +18,43 @@ from rnnstream.server.config import ServerConfig, load_models, sidecars
 from rnnstream.server.process import tune_gc, tune_process
 
 
-def example_request(url: str, name: str, model: StreamModel) -> str:
-    """A curl command that starts a sequence with one step of zeros."""
+def example_request(url: str, name: str, model: StreamModel, token: str | None = None) -> str:
+    """A curl command that starts a sequence with one step of zeros (with the bearer ``token``, if any).
+
+    >>> from rnnstream.demo import builtin
+    >>> print(example_request("http://h:1", "id", builtin.build("identity"), "s3cret"))  # doctest: +ELLIPSIS
+    curl -s http://h:1/v2/models/id/infer -H 'Authorization: Bearer s3cret' -H 'Content-Type: ...' -d '{...}'
+    """
     inputs = [
         {"name": s.name, "shape": [1, *s.spec.shape], "datatype": "INT64" if s.spec.dtype == "int64" else "FP32",
          "data": [0] * int(np.prod(s.spec.shape))}
         for s in model.inputs
     ]
     body = {"inputs": inputs, "parameters": {"sequence_id": "demo-1", "sequence_start": True}}
-    return f"curl -s {url}/v2/models/{name}/infer -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+    return (f"curl -s {url}/v2/models/{name}/infer{_authorization(token)} -H 'Content-Type: application/json' "
+            f"-d '{json.dumps(body)}'")
 
 
-def example_generation(url: str, name: str) -> str:
-    """A curl command that streams 200 tokens of a text model as Server-Sent Events.
+def example_generation(url: str, name: str, token: str | None = None) -> str:
+    """A curl command that streams 200 tokens of a text model as Server-Sent Events (with the bearer
+    ``token``, if any).
 
     >>> print(example_generation("http://127.0.0.1:8000", "text"))  # doctest: +NORMALIZE_WHITESPACE
     curl -sN http://127.0.0.1:8000/v2/models/text/generate_stream -d '{"text_input": "ROMEO.\\n",
       "parameters": {"max_tokens": 200, "temperature": 0.8}}'
     """
     body = {"text_input": "ROMEO.\n", "parameters": {"max_tokens": 200, "temperature": 0.8}}
-    return f"curl -sN {url}/v2/models/{name}/generate_stream -d '{json.dumps(body)}'"
+    return f"curl -sN {url}/v2/models/{name}/generate_stream{_authorization(token)} -d '{json.dumps(body)}'"
+
+
+def _authorization(token: str | None) -> str:
+    """curl's Authorization header for ``token`` (shell-quoted), or nothing without one. The token is
+    printed, as Jupyter prints its own: whoever reads the server's console started it with the token.
+
+    >>> _authorization(None), _authorization("s3cret")
+    ('', " -H 'Authorization: Bearer s3cret'")
+    """
+    return "" if token is None else f" -H {shlex.quote(f'Authorization: Bearer {token}')}"
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:
@@ -99,8 +117,8 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
     if config.grpc_address is not None:
         print(f"gRPC (Triton's protocol): {config.grpc_address}")
     first = next(iter(models))
-    examples = [example_request(url, first, models[first])]
-    examples += [example_generation(url, name) for name, notes in sidecars(config.model_specs).items()
+    examples = [example_request(url, first, models[first], config.token)]
+    examples += [example_generation(url, name, config.token) for name, notes in sidecars(config.model_specs).items()
                  if name in models and "tokens" in notes][:1]
     print("Try:\n  " + "\n  ".join(examples), flush=True)
     # Float tensors barely compress: per-message deflate would only cost CPU. No access log and no
