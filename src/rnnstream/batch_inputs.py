@@ -54,7 +54,7 @@ def stack_inputs(
     kept: list[int] = []
     for k, request in enumerate(requests):
         try:
-            arrays = [cast_input(spec, part) for spec, part in zip(specs, _parts(request.x, specs), strict=True)]
+            arrays = [cast_input(spec, part) for spec, part in zip(specs, input_parts(request.x, specs), strict=True)]
         except InputError as error:
             errors[k] = InputError(f"stream {request.stream_id!r}: {error}")
             continue
@@ -98,7 +98,9 @@ def cast_input(spec: InputSpec, value: Any) -> Array:
         return array.astype(np.float32, copy=False)
 
 
-def _parts(x: Any, specs: Sequence[InputSpec]) -> list[Any]:
+def input_parts(x: Any, specs: Sequence[InputSpec]) -> list[Any]:
+    """One request's value of each input, in ``specs``' order: ``x`` itself for a one-input model, else a
+    list in that order or a dict by name (InputError says what is missing)."""
     if isinstance(x, Mapping):
         missing = [spec.name for spec in specs if spec.name not in x]
         if missing:

@@ -25,6 +25,9 @@ class StepRequest(NamedTuple):
     ``step_number``: for exactly-once retries (the first step is 1). ``start``: begin the stream afresh
     (Triton's ``sequence_start``). ``end``: forget the stream after this step (``sequence_end``).
     ``must_exist``: refuse a stream the store does not hold (a step of an unknown sequence).
+    ``steps``: None for one step; T for history priming: ``x`` holds T steps along a leading time axis
+    (``[T, *features]`` per input), stepped in one engine pass; ``step_number`` is then the first of the
+    T steps. ``all_outputs``: answer every step's outputs (``[T, *out]``), not only the last step's.
     """
 
     stream_id: str
@@ -33,12 +36,14 @@ class StepRequest(NamedTuple):
     start: bool = False
     end: bool = False
     must_exist: bool = False
+    steps: int | None = None
+    all_outputs: bool = False
 
 
 def is_plain_next_step(request: StepRequest) -> bool:
     """Whether ``request`` is the next step of its stream with nothing to decide: no start, no end, no
-    step number (the steady state, which needs no per-stream decision before the engine runs)."""
-    return not (request.start or request.end or request.step_number is not None)
+    step number, one step (the steady state, which needs no per-stream decision before the engine runs)."""
+    return not (request.start or request.end or request.step_number is not None or request.steps is not None)
 
 
 def all_plain(requests: Sequence[StepRequest]) -> bool:
@@ -48,4 +53,4 @@ def all_plain(requests: Sequence[StepRequest]) -> bool:
     >>> all_plain([StepRequest("a", np.zeros(4)), StepRequest("b", np.zeros(4), end=True)])
     False
     """
-    return not any([r.start or r.end or r.step_number is not None for r in requests])
+    return not any([r.start or r.end or r.step_number is not None or r.steps is not None for r in requests])

@@ -7,6 +7,8 @@
 (['a', 'b'], (1,), 2)
 >>> streams.step({"a": np.zeros(4, np.float32)}, step_numbers={"a": 2})["a"].shape
 (1,)
+>>> streams.step({"c": np.ones((100, 4), np.float32)}, steps={"c": 100}, outputs="all")["c"].shape
+(100, 1)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -79,6 +82,8 @@ class Streams:
         inputs: Mapping[str, Inputs],
         step_numbers: Mapping[str, int] | None = None,
         *,
+        steps: Mapping[str, int] | None = None,
+        outputs: Literal["last", "all"] = "last",
         check_finite: bool = False,
     ) -> dict[str, Outputs]:
         """Advance each stream in ``inputs`` (``{id: x}``, x without a batch axis) by one step.
@@ -87,10 +92,20 @@ class Streams:
         makes retries exactly-once: the number of the last applied step returns that step's stored
         output without advancing; any other number but the next is refused with StepOrderError.
         One engine call serves every stream; if the call fails, no stream advances.
+
+        History priming: ``steps`` (``{id: T}``) says that x of stream ``id`` holds T steps along a leading
+        time axis (``[T, *features]`` per input); the stream takes all T in one engine pass
+        (``StreamModel.run``) and counts T steps. Its step number names the first of them (the stream's
+        next is n + T; a resend of the same n and T returns the answer it got). ``outputs``: ``"last"``
+        (the last step's outputs, as for one step) or ``"all"`` (``[T, *shape]``, every step's).
         """
         ids = list(inputs)
         numbers = _check_numbers(ids, step_numbers or {})
-        requests = [StepRequest(i, inputs[i], numbers.get(i)) for i in ids]
+        counts = _check_numbers(ids, steps or {}, what="steps", noun="numbers of steps")
+        if outputs not in ("last", "all"):
+            raise InputError(f'outputs is "last" or "all", got {outputs!r}')
+        requests = [StepRequest(i, inputs[i], numbers.get(i), steps=counts.get(i), all_outputs=outputs == "all")
+                    for i in ids]
         results = self._advance(requests, isolate=False, check_finite=check_finite)
         return dict(zip(ids, results, strict=True))  # type: ignore[arg-type]  # no errors when not isolating
 
@@ -213,11 +228,12 @@ class Streams:
         self.store.close()
 
 
-def _check_numbers(ids: list[str], numbers: Mapping[str, int]) -> dict[str, int]:
+def _check_numbers(ids: list[str], numbers: Mapping[str, int], what: str = "step_numbers",
+                   noun: str = "step numbers") -> dict[str, int]:
     unknown = sorted(set(numbers) - set(ids))
     if unknown:
-        raise InputError(f"step_numbers names streams {unknown} that are not stepped in this call")
+        raise InputError(f"{what} names streams {unknown} that are not stepped in this call")
     for stream_id, n in numbers.items():
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise InputError(f"stream {stream_id!r}: step numbers are integers from 1, got {n!r}")
+            raise InputError(f"stream {stream_id!r}: {noun} are integers from 1, got {n!r}")
     return {k: int(v) for k, v in numbers.items()}

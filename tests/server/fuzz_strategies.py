@@ -5,7 +5,8 @@ wrong: wrong types, values out of range for their datatype, huge or negative num
 nested or ragged lists, missing and extra fields, non-finite values in binary data, ids that are long or
 empty. The other cases are valid (the ``valid_*`` strategies), so that refused requests sit beside accepted
 ones in the same batches. Sequence ids come from a small pool (``FUZZ_IDS``), so fuzzed requests meet each
-other's streams, start them, end them and retry them.
+other's streams, start them, end them and retry them. Some requests carry a history (history priming: a
+time axis ``[1, T, ...]``, or a WebSocket request's ``steps``) and ask for ``sequence_outputs``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ valid_parameters = st.fixed_dictionaries({"sequence_id": st.sampled_from(FUZZ_ID
 def infer_tensor(draw: st.DrawFn, model: str) -> dict[str, Any]:
     choices = INPUTS.get(model, INPUTS["seed"])
     name, shape = draw(st.sampled_from(choices))
+    if draw(st.integers(0, 3)) == 0:  # a history of T steps (T = 0 too)
+        shape = [1, draw(st.integers(0, 4)), *shape[1:]]
     tensor: dict[str, Any] = {
         "name": draw(maybe(st.just(name), st.text(max_size=6))),
         "shape": draw(maybe(st.just(shape), st.lists(st.integers(-2, 2**40), max_size=3))),
@@ -82,6 +85,8 @@ def sequence_parameters(draw: st.DrawFn) -> Any:
             parameters[flag] = draw(maybe(st.booleans()))
     if draw(st.booleans()):
         parameters["sequence_step"] = draw(maybe(st.integers(-1, 6), st.sampled_from([2**63, 1.5, "1"])))
+    if draw(st.integers(0, 3)) == 0:
+        parameters["sequence_outputs"] = draw(maybe(st.sampled_from(["last", "all"])))
     if draw(st.integers(0, 4)) == 0:
         parameters[draw(st.text(max_size=6))] = draw(junk)
     return draw(maybe(st.just(parameters), st.one_of(st.lists(st.integers(), max_size=2), st.text(max_size=3))))
@@ -140,12 +145,18 @@ def stream_step(draw: st.DrawFn, model: str | None = None) -> dict[str, Any]:
     step: dict[str, Any] = {"sequence_id": draw(sequence_ids)}
     if model is None:
         step["model"] = draw(maybe(st.just(chosen), st.sampled_from(["nope", 'x"} 1\n'])))
+    T = 1
+    if draw(st.integers(0, 3)) == 0:  # a history of T steps
+        step["steps"] = draw(maybe(st.integers(0, 4), st.sampled_from([2**40, -1, 1.5])))
+        T = step["steps"] if isinstance(step["steps"], int) and 0 < step["steps"] < 5 else 1
+        if draw(st.booleans()):
+            step["sequence_outputs"] = draw(maybe(st.sampled_from(["last", "all"])))
     if draw(st.integers(0, 9)):
         if len(specs) == 1 and draw(st.booleans()):
-            step["inputs"] = draw(tensor_values(math.prod(specs[0][1])))
+            step["inputs"] = draw(tensor_values(T * math.prod(specs[0][1])))
         else:
             step["inputs"] = draw(maybe(st.fixed_dictionaries(
-                {n: tensor_values(math.prod(shape)) for n, shape in specs})))
+                {n: tensor_values(T * math.prod(shape)) for n, shape in specs})))
     for flag in ("sequence_start", "sequence_end"):
         if draw(st.booleans()):
             step[flag] = draw(maybe(st.booleans()))
@@ -176,13 +187,14 @@ def stream_frame(draw: st.DrawFn) -> bytes:
         lambda steps: [{k: v for k, v in s.items() if k != "inputs"} for s in steps]))
     record = 8 if model == "text" else 4 * sum(math.prod(shape) for _, shape in INPUTS[model])
     head = json.dumps({"model": draw(maybe(st.just(model))), "requests": draw(maybe(st.just(entries)))}).encode()
+    steps = sum(s["steps"] if isinstance(s.get("steps"), int) and 0 < s["steps"] < 5 else 1 for s in entries)
     values = draw(st.one_of(
         st.lists(st.floats(width=32, allow_nan=draw(st.booleans()), allow_infinity=False),
-                 min_size=len(entries) * record // 4, max_size=len(entries) * record // 4).map(
+                 min_size=steps * record // 4, max_size=steps * record // 4).map(
             lambda floats: struct.pack(f"<{len(floats)}f", *floats)) if model != "text" else
-        st.lists(st.integers(-2, 90), min_size=len(entries), max_size=len(entries)).map(
+        st.lists(st.integers(-2, 90), min_size=steps, max_size=steps).map(
             lambda ids: struct.pack(f"<{len(ids)}q", *ids)),
-        st.binary(max_size=len(entries) * record + 8),
+        st.binary(max_size=steps * record + 8),
     ))
     length = draw(st.one_of(st.just(len(head)), st.just(len(head)), st.integers(0, 2**32 - 1)))
     return struct.pack("<I", length) + head + values
@@ -257,9 +269,13 @@ def _values(model: str, name: str, count: int) -> st.SearchStrategy[list[Any]]:
 @st.composite
 def valid_infer_request(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     model = draw(st.sampled_from(MODELS))
+    T = draw(st.sampled_from([None, None, None, 1, 3]))  # sometimes a history of T steps: [1, T, ...]
+    shapes = [(name, shape if T is None else [1, T, *shape[1:]]) for name, shape in INPUTS[model]]
     inputs = [{"name": name, "shape": shape, "datatype": "INT64" if model == "text" else "FP32",
-               "data": draw(_values(model, name, math.prod(shape)))} for name, shape in INPUTS[model]]
+               "data": draw(_values(model, name, math.prod(shape)))} for name, shape in shapes]
     parameters: dict[str, Any] = {"sequence_id": draw(valid_ids), "sequence_start": draw(st.booleans())}
+    if T is not None:
+        parameters["sequence_outputs"] = draw(st.sampled_from(["last", "all"]))
     if draw(st.integers(0, 5)) == 0:
         parameters["sequence_end"] = True
     if draw(st.integers(0, 2)) == 0:

@@ -68,7 +68,7 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
             entry.contents.fp32_contents.extend(values)
             entry.contents.int64_contents.extend(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)))
     for name in draw(st.lists(st.sampled_from(["sequence_id", "sequence_start", "sequence_end", "sequence_step",
-                                               "priority"]), unique=True)):
+                                               "sequence_outputs", "priority"]), unique=True)):
         parameter(draw, request.parameters[name])
     for name in draw(st.lists(st.sampled_from(["output", "nope"]), max_size=2)):
         request.outputs.add(name=name)
@@ -77,10 +77,17 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
 
 @st.composite
 def seed_steps(draw: st.DrawFn) -> pb.ModelInferRequest:
-    """Steps of the fuzz sequences that mostly fit: a start, a next step, a retry, a wrong number, a NaN."""
+    """Steps of the fuzz sequences that mostly fit: a start, a next step, a retry, a wrong number, a NaN, a
+    history of T steps ([1, T, 4]) asking for the last or every step's outputs."""
     request = pb.ModelInferRequest(model_name="seed", id=draw(st.text(max_size=8)))
-    request.inputs.add(name="input", datatype=draw(st.sampled_from(["FP32", "FP32", "FP64", "INT8"])), shape=[1, 4])
-    values = draw(st.lists(st.floats(-10, 10, width=32) | st.sampled_from([np.nan, np.inf]), min_size=4, max_size=4))
+    T = draw(st.sampled_from([None, None, 1, 3]))
+    request.inputs.add(name="input", datatype=draw(st.sampled_from(["FP32", "FP32", "FP64", "INT8"])),
+                       shape=[1, 4] if T is None else [1, T, 4])
+    if T is not None and draw(st.booleans()):
+        request.parameters["sequence_outputs"].string_param = draw(st.sampled_from(["last", "all", "some"]))
+    count = 4 * (T or 1)
+    values = draw(st.lists(st.floats(-10, 10, width=32) | st.sampled_from([np.nan, np.inf]), min_size=count,
+                           max_size=count))
     dtype = {"FP32": "<f4", "FP64": "<f8", "INT8": "i1"}[request.inputs[0].datatype]
     request.raw_input_contents.append(np.nan_to_num(values, nan=0.0, posinf=0.0).astype(dtype).tobytes()
                                       if dtype == "i1" else np.asarray(values, dtype).tobytes())

@@ -73,6 +73,11 @@ class ServerConfig:
     max_forecast_paths: int = DEFAULTS["max_forecast_paths"]
     max_forecast_values: int = DEFAULTS["max_forecast_values"]
     max_quantiles: int = DEFAULTS["max_quantiles"]
+    max_prime_steps: int = DEFAULTS["max_prime_steps"]
+    max_listed_streams: int = DEFAULTS["max_listed_streams"]
+    max_watchers: int = DEFAULTS["max_watchers"]
+    max_watch_steps: int = DEFAULTS["max_watch_steps"]
+    max_csv_rows: int = DEFAULTS["max_csv_rows"]
 
     def __post_init__(self) -> None:
         for limit in LIMITS:

@@ -3,7 +3,8 @@
 An infer request carries its tensors in ``raw_input_contents`` (what tritonclient sends) or in each input's
 typed ``contents``; its sequence in the parameters ``sequence_id`` (``int64_param``, ``uint64_param`` or
 ``string_param``), ``sequence_start`` / ``sequence_end`` (``bool_param``) and rnnstream's ``sequence_step``
-(``int64_param``), exactly as over HTTP. Outputs go back as little-endian FP32 ``raw_output_contents``.
+(``int64_param``) and ``sequence_outputs`` (``string_param``, for a history of T steps: inputs
+``[1, T, *features]``), exactly as over HTTP. Outputs go back as little-endian FP32 ``raw_output_contents``.
 Every error is the same as over HTTP (rnnstream.server.refusals), as a gRPC status.
 
 >>> import numpy as np, rnnstream
@@ -32,8 +33,9 @@ from tritonclient.grpc import service_pb2 as pb
 from rnnstream.model import StreamModel
 from rnnstream.server.config import ServerConfig
 from rnnstream.server.oip import check_id, step_request
+from rnnstream.server.priming import all_outputs, request_inputs
 from rnnstream.server.refusals import ProtocolError, outcome
-from rnnstream.server.tensors import DATATYPES, one_step
+from rnnstream.server.tensors import DATATYPES
 from rnnstream.step_request import StepRequest
 from rnnstream.types import Array
 
@@ -82,17 +84,18 @@ def parse_infer(model: StreamModel, request: pb.ModelInferRequest, config: Serve
     """Decode ``request`` for ``model``: ProtocolError names the field that is wrong. Everything is checked
     here, before the step is queued."""
     check_id(request.id, "id", config)
-    x = fast_step(model, request)
+    x, steps = fast_step(model, request), None
     if x is None:
-        x = step_inputs(model, request)
+        x, steps = step_inputs(model, request, config.max_prime_steps)
     requested = [output.name for output in request.outputs] or None
     if requested is not None:
         unknown = sorted(set(requested) - set(model.output_names))
         if unknown:
             raise ProtocolError(f"outputs: unknown {unknown}; the model's outputs are {list(model.output_names)}")
     parameters = request.parameters
+    outputs = all_outputs(string(parameters, "sequence_outputs"), steps, "parameters.sequence_outputs")
     step = step_request(sequence_id(parameters), flag(parameters, "sequence_start"), flag(parameters, "sequence_end"),
-                        step_number(parameters), x, config, prefix="parameters.")
+                        step_number(parameters), x, config, prefix="parameters.", steps=steps, all_outputs=outputs)
     return GrpcCall(request.id, step, requested)
 
 
@@ -110,9 +113,9 @@ def fast_step(model: StreamModel, request: pb.ModelInferRequest) -> Array | None
     return np.frombuffer(raw[0], "<f4").reshape(features)
 
 
-def step_inputs(model: StreamModel, request: pb.ModelInferRequest) -> Any:
-    """One step of each model input from the request's tensors (raw or typed contents, any datatype):
-    an array for a one-input model, else a dict by input name."""
+def step_inputs(model: StreamModel, request: pb.ModelInferRequest, max_steps: int) -> tuple[Any, int | None]:
+    """One step (or T, rnnstream.server.priming) of each model input from the request's tensors (raw or typed
+    contents, any datatype): an array for a one-input model, else a dict by input name; and T (None: one)."""
     specs = model.inputs
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -123,11 +126,11 @@ def step_inputs(model: StreamModel, request: pb.ModelInferRequest) -> Any:
         unknown, missing = sorted(set(given) - names), sorted(names - set(given))
         raise ProtocolError(f"inputs: unknown {unknown}, missing {missing}, each given once; the model's inputs "
                             f"are {sorted(names)}")
-    steps = {}
+    tensors = {}
     for spec in specs:
         entry, k = given[spec.name]
-        steps[spec.name] = one_step(tensor(entry, raw[k] if raw else None, f"inputs[{k}]"), spec, entry.datatype)
-    return steps[specs[0].name] if len(specs) == 1 else steps
+        tensors[spec.name] = (tensor(entry, raw[k] if raw else None, f"inputs[{k}]"), entry.datatype, f"inputs[{k}]")
+    return request_inputs(tensors, specs, max_steps)
 
 
 def tensor(entry: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, where: str) -> Array:
@@ -184,6 +187,16 @@ def flag(parameters: Any, name: str) -> bool:
     if parameter.WhichOneof("parameter_choice") != "bool_param":
         raise ProtocolError(f"parameters.{name}: a bool_param")
     return bool(parameter.bool_param)
+
+
+def string(parameters: Any, name: str) -> str | None:
+    """A string parameter (``sequence_outputs``); None when absent."""
+    if name not in parameters:
+        return None
+    parameter = parameters[name]
+    if parameter.WhichOneof("parameter_choice") != "string_param":
+        raise ProtocolError(f"parameters.{name}: a string_param")
+    return str(parameter.string_param)
 
 
 def step_number(parameters: Any) -> int | None:

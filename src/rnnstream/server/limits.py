@@ -56,6 +56,11 @@ LIMITS: tuple[Limit, ...] = (
     Limit("max_forecast_values", 1_000_000, "numbers in a forecast reply: horizon × outputs × (quantiles + 1)",
           "400"),
     Limit("max_quantiles", 99, "quantiles one forecast may ask for", "400"),
+    Limit("max_prime_steps", 10_000, "steps of one history-priming step request (its inputs' time axis T)", "400"),
+    Limit("max_listed_streams", 100, "streams one list of a model's active streams may ask for", "400"),
+    Limit("max_watchers", 64, "live-page watches of streams open at once (server-wide)", "503 (retryable)", 503),
+    Limit("max_watch_steps", 1000, "recent steps a watched stream's ring buffer keeps", "400"),
+    Limit("max_csv_rows", 10_000, "rows (steps) of one CSV stepped through a stream", "400"),
 )
 """Every limit, in the order the table in docs/operations.md lists them."""
 

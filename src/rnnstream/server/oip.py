@@ -4,7 +4,8 @@ Tensors travel as JSON (``data``, ``shape``, ``datatype``) or in the binary tens
 the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by raw tensors, each
 input naming its ``binary_data_size``. Triton's sequence extension puts ``sequence_id``,
 ``sequence_start`` and ``sequence_end`` in the request parameters; rnnstream adds ``sequence_step``
-for exactly-once retries.
+for exactly-once retries, and history priming (rnnstream.server.priming): inputs of shape
+``[1, T, *features]`` step the sequence T times, ``sequence_outputs`` ``"all"`` answers every step's outputs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 import orjson
 
 from rnnstream.model import StreamModel
+from rnnstream.server.priming import all_outputs, check_numbers, request_inputs
 from rnnstream.server.refusals import LimitError, ProtocolError
 from rnnstream.server.schema import InferenceRequest, InferParameters, decode
-from rnnstream.server.tensors import one_step, spec_datatype, tensor
+from rnnstream.server.tensors import spec_datatype, tensor
 from rnnstream.step_request import StepRequest
 from rnnstream.types import Array
 
@@ -52,17 +54,16 @@ def parse_infer(model: StreamModel, body: bytes, header_length: bytes | None, co
         header, binary = body[: int(header_length)], body[int(header_length) :]
     request = decode(InferenceRequest, header)
     specs = model.inputs
-    tensors: dict[str, Array] = {}
-    datatypes: dict[str, str] = {}
+    tensors: dict[str, tuple[Array, str, str]] = {}
     offset = 0
     for k, entry in enumerate(request.inputs):
-        tensors[entry.name], offset = tensor(entry, f"$.inputs[{k}]", binary, offset)
-        datatypes[entry.name] = entry.datatype
+        array, offset = tensor(entry, f"$.inputs[{k}]", binary, offset)
+        tensors[entry.name] = (array, entry.datatype, f"$.inputs[{k}]")
     if len(tensors) != len(specs) or any(spec.name not in tensors for spec in specs):
         names = {spec.name for spec in specs}
         unknown, missing = sorted(set(tensors) - names), sorted(names - set(tensors))
         raise ProtocolError(f"inputs: unknown {unknown}, missing {missing}; the model's inputs are {sorted(names)}")
-    steps = {spec.name: one_step(tensors[spec.name], spec, datatypes[spec.name]) for spec in specs}
+    x, steps = request_inputs(tensors, specs, config.max_prime_steps)
     parameters = request.parameters or InferParameters()
     requested, binary_outputs = None, parameters.binary_data_output
     if request.outputs is not None:
@@ -74,8 +75,8 @@ def parse_infer(model: StreamModel, body: bytes, header_length: bytes | None, co
                                                for o in request.outputs)
     check_id(request.id, "id", config)
     step = step_request(parameters.sequence_id, parameters.sequence_start, parameters.sequence_end,
-                        parameters.sequence_step, steps[specs[0].name] if len(specs) == 1 else steps, config,
-                        prefix="parameters.")
+                        parameters.sequence_step, x, config, prefix="parameters.", steps=steps,
+                        all_outputs=all_outputs(parameters.sequence_outputs, steps, "parameters.sequence_outputs"))
     return InferCall(request.id, step, binary_outputs, requested, parameters.sequence_id or step.stream_id)
 
 
@@ -95,8 +96,11 @@ def step_request(
     config: ServerConfig,
     *,
     prefix: str = "",
+    steps: int | None = None,
+    all_outputs: bool = False,
 ) -> StepRequest:
-    """The step of one sequence from Triton's sequence parameters (and rnnstream's ``sequence_step``)."""
+    """The step of one sequence from Triton's sequence parameters (and rnnstream's ``sequence_step``);
+    ``steps``: T for a history of T steps (``x`` holds them), ``all_outputs``: answer every step's outputs."""
     if isinstance(sequence_id, str):
         stream_id = sequence_id
     elif sequence_id is None:
@@ -113,7 +117,8 @@ def step_request(
         check_id(stream_id, prefix + "sequence_id", config)
     if start and number is not None and number != 1:
         raise ProtocolError(f"{prefix}sequence_step: a start step is step 1, got {number}")
-    return StepRequest(stream_id, x, number, start, end, not start)
+    check_numbers(number, steps, prefix + "sequence_step")
+    return StepRequest(stream_id, x, number, start, end, not start, steps, all_outputs)
 
 
 def encode_infer(model_name: str, request: InferCall, outputs: dict[str, Array]) -> tuple[bytes, dict[str, str]]:

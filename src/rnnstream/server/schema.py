@@ -34,6 +34,9 @@ SequenceId = Annotated[int, Meta(ge=1)] | Annotated[str, Meta(min_length=1)]
 """Triton's sequence id: a non-zero integer (Triton's are unsigned 64-bit ones), or a non-empty string; its
 length is bounded by ``max_id_length`` (``oip.check_id``)."""
 StepNumber = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+SequenceOutputs = Annotated[Literal["last", "all"], Meta(description=(
+    'a request of T steps (history priming: inputs [1, T, *features]): "last" answers the last step\'s outputs, '
+    '"all" every step\'s, [1, T, *shape]'))]
 Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Seed = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Count = Annotated[int, Meta(ge=1, le=2**63 - 1)]
@@ -62,12 +65,15 @@ class RequestedOutput(Struct):
 
 
 class InferParameters(Struct):
-    """Triton's sequence extension, rnnstream's ``sequence_step``; other parameters are accepted and ignored."""
+    """Triton's sequence extension, rnnstream's ``sequence_step`` and ``sequence_outputs`` (a request of T
+    steps, inputs ``[1, T, *features]``: ``"last"`` answers the last step's outputs, ``"all"`` every step's,
+    ``[1, T, *shape]``); other parameters are accepted and ignored."""
 
     sequence_id: SequenceId | None = None
     sequence_start: bool = False
     sequence_end: bool = False
     sequence_step: StepNumber | None = None
+    sequence_outputs: SequenceOutputs = "last"
     binary_data_output: bool = False
 
 
@@ -91,6 +97,9 @@ class StreamStep(Struct):
     sequence_start: bool = False
     sequence_end: bool = False
     sequence_step: StepNumber | None = None
+    steps: Annotated[int, Meta(ge=1, le=2**31, description="history priming: the request's values are this many "
+                                                             "steps (at most max_prime_steps)")] | None = None
+    sequence_outputs: SequenceOutputs = "last"
 
 
 class StreamMessage(Struct):

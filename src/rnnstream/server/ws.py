@@ -15,6 +15,10 @@ Binary frames are ``uint32 little-endian header length | JSON header | values``:
 model input order (float32, or int64 token ids). The reply has ``{"responses": [...]}`` and the
 successful requests' outputs as float32, in order.
 
+History priming (rnnstream.server.priming): a request with ``"steps": T`` carries T steps (JSON: T × a
+step's values; binary: T records of its inputs) and steps its stream T times in one engine pass; with
+``"sequence_outputs": "all"`` its outputs are every step's, T × a step's values, in step order.
+
 Limits: ``max_ws_requests`` requests in one message (a 400), and ``max_ws_inflight`` messages of one
 socket being answered at once: past it the socket is not read until one is answered, so a client that
 sends without reading is held back by TCP (backpressure) instead of filling the server's memory.
@@ -39,6 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from rnnstream.errors import RnnstreamError
 from rnnstream.server import limits
 from rnnstream.server.oip import UINT64_MAX, check_id, step_request
+from rnnstream.server.priming import all_outputs, history_values
 from rnnstream.server.refusals import ProtocolError, error_body, status_for
 from rnnstream.server.schema import FrameHeader, FrameSteps, StreamMessage, StreamStep, decode
 from rnnstream.server.served import ServedModel, ServerState
@@ -126,7 +131,8 @@ class StreamSocket:
         if isinstance(step.id, str):
             check_id(step.id, "id", self.state.config)
         return step_request(step.sequence_id, step.sequence_start, step.sequence_end, step.sequence_step, x,
-                            self.state.config)
+                            self.state.config, steps=step.steps,
+                            all_outputs=all_outputs(step.sequence_outputs, step.steps, "sequence_outputs"))
 
     def _check_count(self, requests: int) -> None:
         """One message's requests within ``max_ws_requests``."""
@@ -172,6 +178,9 @@ class StreamSocket:
         specs = served.model.inputs
         if isinstance(step.inputs, msgspec.UnsetType):
             raise ProtocolError(f"{where} is required: the step's values")
+        if step.steps is not None:
+            limits.check("max_prime_steps", step.steps, self.state.config.max_prime_steps)
+        T = step.steps
         raw = bytes(step.inputs).lstrip()
         if raw.startswith(b"{"):
             try:
@@ -181,11 +190,13 @@ class StreamSocket:
             if sorted(given) != sorted(s.name for s in specs):
                 raise ProtocolError(f"{where} must give every model input {[s.name for s in specs]}, "
                                     f"got {sorted(given)}")
-            arrays = {s.name: step_values(given[s.name], s, f"{where}.{s.name}") for s in specs}
+            arrays = {s.name: step_values(given[s.name], s, f"{where}.{s.name}") if T is None else
+                      history_values(given[s.name], s, T, f"{where}.{s.name}") for s in specs}
             return arrays[specs[0].name] if len(specs) == 1 else arrays
         if len(specs) != 1:
             raise ProtocolError(f"{where}: this model has inputs {[s.name for s in specs]}: give them by name")
-        return step_values(msgspec.Raw(raw), specs[0], where)
+        return step_values(msgspec.Raw(raw), specs[0], where) if T is None else \
+            history_values(msgspec.Raw(raw), specs[0], T, where)
 
     # -- binary frames --------------------------------------------------------------------------------
 
@@ -193,18 +204,22 @@ class StreamSocket:
         try:
             steps, values = _split_frame(data)
             served = self._served(steps.model)
-            entries = cast(list[StreamStep | msgspec.Raw], steps.requests)
-            self._check_count(len(entries))
-            inputs = _binary_inputs(served, values, len(entries))
+            self._check_count(len(steps.requests))
+            entries = [entry if isinstance(entry, StreamStep) else _decoded(entry)
+                       for entry in cast(list[StreamStep | msgspec.Raw], steps.requests)]
+            inputs = _binary_inputs(served, values, [e.steps if isinstance(e, StreamStep) else None for e in entries])
         except RnnstreamError as error:
             await self._send_json({**error_body(error), "code": status_for(error)})
             return
         outcomes: list[Outcome] = []
         for entry, x in zip(entries, inputs, strict=True):
-            step: StreamStep | None = None
+            step = entry if isinstance(entry, StreamStep) else None
             try:
-                step = entry if isinstance(entry, StreamStep) else decode(StreamStep, bytes(entry))
-                outcomes.append((step, self.state.enqueue(served, self._request(step, x))))
+                if not isinstance(entry, StreamStep):
+                    raise entry
+                if entry.steps is not None:
+                    limits.check("max_prime_steps", entry.steps, self.state.config.max_prime_steps)
+                outcomes.append((step, self.state.enqueue(served, self._request(entry, x))))
             except RnnstreamError as error:
                 outcomes.append((step, error))
         responses, blobs, counted = [], [], []
@@ -260,22 +275,40 @@ def _split_frame(data: bytes) -> tuple[FrameSteps | FrameHeader, bytes]:
         raise ProtocolError(f"the frame's header is not valid JSON: {error}") from None
 
 
-def _binary_inputs(served: ServedModel, values: bytes, count: int) -> list[Any]:
-    """Split the values of a binary frame into each request's inputs (views of the frame, read once)."""
+def _decoded(entry: msgspec.Raw) -> StreamStep | RnnstreamError:
+    """A request of a frame header that did not decode with the others: decoded alone, or its error."""
+    try:
+        return decode(StreamStep, bytes(entry))
+    except RnnstreamError as error:
+        return error
+
+
+def _binary_inputs(served: ServedModel, values: bytes, steps: list[int | None]) -> list[Any]:
+    """Split the values of a binary frame into each request's inputs (views of the frame, read once); a
+    request of ``steps[k]`` = T steps has T records, ``[T, *shape]`` each input (None: one record)."""
     specs = served.model.inputs
-    # One record per request: its inputs in model order, packed (little-endian float32 or int64 ids).
+    # One record per step: its inputs in model order, packed (little-endian float32 or int64 ids).
     record = np.dtype([(s.name, "<i8" if s.spec.dtype == "int64" else "<f4", s.spec.shape) for s in specs])
+    count = sum(1 if T is None else T for T in steps)
     if len(values) != count * record.itemsize:
         raise ProtocolError(
-            f"the frame carries {len(values)} bytes of values; {count} requests need {count * record.itemsize} "
-            f"({record.itemsize} each: inputs {[s.name for s in specs]})"
+            f"the frame carries {len(values)} bytes of values; its {len(steps)} requests of {count} steps in all "
+            f"need {count * record.itemsize} ({record.itemsize} a step: inputs {[s.name for s in specs]})"
         )
     records = np.frombuffer(values, record)  # (count,)
     columns = {s.name: records[s.name] for s in specs}  # each (count, *shape)
-    if len(specs) == 1:  # column[k, ...] is an array even for a token id (a 0-d one), never a scalar
-        column = columns[specs[0].name]
-        return [column[k, ...] for k in range(count)]
-    return [{name: column[k, ...] for name, column in columns.items()} for k in range(count)]
+    if count == len(steps) and all(T is None for T in steps):  # one step each, the usual frame
+        if len(specs) == 1:  # column[k, ...] is an array even for a token id (a 0-d one), never a scalar
+            column = columns[specs[0].name]
+            return [column[k, ...] for k in range(count)]
+        return [{name: column[k, ...] for name, column in columns.items()} for k in range(count)]
+    inputs, at = [], 0
+    for T in steps:
+        span = slice(at, at + (1 if T is None else T))
+        at = span.stop
+        parts = {name: column[at - 1, ...] if T is None else column[span] for name, column in columns.items()}
+        inputs.append(parts[specs[0].name] if len(specs) == 1 else parts)
+    return inputs
 
 
 async def stream_socket(websocket: WebSocket) -> None:
