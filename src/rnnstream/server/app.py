@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from rnnstream import __version__
 from rnnstream.model import StreamModel
-from rnnstream.server import forecast_http, generate_http, grpc_service, repository_http, routes, ws
+from rnnstream.server import forecast_http, generate_http, grpc_service, repository_http, routes, watch, ws
 from rnnstream.server.asgi import BearerAuth, Receive, Scope, Send
 from rnnstream.server.config import ServerConfig, sidecars
 from rnnstream.server.infer import InferEndpoint
@@ -83,7 +83,8 @@ def create_app(config: ServerConfig | None = None, models: dict[str, StreamModel
             *generate_http.routes(),
             *forecast_http.routes(),
             *ws.routes(),
-            *LivePage(state, tokens).routes(),
+            *LivePage(state, tokens, notes).routes(),
+            *watch.WatchRoutes(state).routes(),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: routes.http_error},

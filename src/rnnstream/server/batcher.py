@@ -56,6 +56,8 @@ class Batcher:
         self.slots = asyncio.Semaphore(PIPELINE)
         self.closing = False
         self.task: asyncio.Task[None] | None = None
+        self.taps: dict[str, Callable[[StepRequest, Result], None]] = {}
+        """Watched streams (rnnstream.server.watch): each settled step of one is also handed to its tap."""
 
     @property
     def max_batch(self) -> int:
@@ -166,6 +168,11 @@ class Batcher:
         self.metrics.batch_size.observe(len(batch), model=self.name)
         for waiting, result in zip(batch, results, strict=True):
             settle(waiting, result)
+        if self.taps:  # one check per batch: unwatched streams cost nothing more
+            for waiting, result in zip(batch, results, strict=True):
+                tap = self.taps.get(waiting.request.stream_id)
+                if tap is not None:
+                    tap(waiting.request, result)
 
     def expire(self) -> None:
         now = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,9 @@ def co2_demo(model_name: str, model: StreamModel) -> bytes:
 class LivePage:
     """The routes of the page, the stats and the demo data of one app."""
 
-    def __init__(self, state: ServerState, tokens: TokenServices) -> None:
-        self.state, self.tokens = state, tokens
+    def __init__(self, state: ServerState, tokens: TokenServices,
+                 sidecars: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.state, self.tokens, self.sidecars = state, tokens, sidecars or {}
         self.co2 = bundled_co2({n: s.model for n, s in state.models.items()})
         self._co2_json: bytes | None = None
 
@@ -79,16 +81,20 @@ class LivePage:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def stats(self, request: Request) -> Response:
-        """Every model's kind and live figures over the last few seconds (on a worker thread: the stream
-        counts may ask a Redis store)."""
+        """Every model's kind (``tokens``: a token model; ``forecaster``: the bundled CO2 model or one whose
+        sidecar has ``feedback``; else ``values``), its ``feedback`` and live figures over the last few seconds
+        (on a worker thread: the stream counts may ask a Redis store)."""
         return JSONResponse(await asyncio.to_thread(self._stats))
 
     def _stats(self) -> dict[str, Any]:
         models = []
         for name, served in self.state.models.items():
             service = self.tokens.services.get(name)
-            kind = "forecaster" if name == self.co2 else "tokens" if service is not None else "values"
-            entry: dict[str, Any] = {"name": name, "kind": kind,
+            feedback = self.sidecars.get(name, {}).get("feedback")
+            forecaster = name == self.co2 or feedback is not None
+            kind = "forecaster" if forecaster else "tokens" if service is not None else "values"
+            entry: dict[str, Any] = {"name": name, "kind": kind, "bundled_co2": name == self.co2,
+                                     "feedback": feedback,
                                      "vocabulary": service is not None and service.vocabulary is not None}
             entry.update(self.state.metrics.live(served.name))
             models.append(entry)

@@ -61,15 +61,16 @@ function askForToken() {
   return tokenWanted;
 }
 
-async function api(path, body, { raw = false, signal } = {}) {
+// A request to the server (JSON, or ``contentType`` text), with the token; JSON (or ``raw``: the response) back.
+async function api(path, body, { raw = false, signal, contentType = null } = {}) {
   for (;;) {
     const headers = {};
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (body !== undefined) headers["Content-Type"] = contentType || "application/json";
     if (token) headers.Authorization = "Bearer " + token;
     const response = await fetch(path, {
       method: body === undefined ? "GET" : "POST",
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || contentType ? body : JSON.stringify(body),
       signal,
     });
     if (response.status === 401) {
@@ -109,6 +110,14 @@ function fmtMs(ms) {
 // -- text, token by token -------------------------------------------------------------------------------
 
 const text = { model: null, controller: null, queue: "", shown: 0, drawing: false, last: 0 };
+
+// Generate with the token model ``entry`` (one of /v2/stats' models) from now on.
+function useTextModel(entry) {
+  text.model = entry.name;
+  $("text-model").textContent = entry.name;
+  $("text-missing").hidden = true;
+  $("generate").disabled = Boolean(text.controller);
+}
 
 function showTextMissing(message) {
   $("text-missing").hidden = false;
@@ -503,6 +512,7 @@ async function pollStats() {
   for (;;) {
     try {
       renderStats(await api("/v2/stats"));
+      syncModels(live.stats);
       setServer("ready", `serving ${live.stats.models.map((m) => m.name).join(", ")}`);
     } catch (error) {
       setServer("error", "server unreachable: " + error.message);
@@ -543,26 +553,32 @@ async function start() {
   renderStats(stats);
   setServer("ready", `serving ${stats.models.map((m) => m.name).join(", ")}`);
   pollStats();
+  setupModels(stats);
 
   const textModel = stats.models.find((m) => m.kind === "tokens" && m.vocabulary);
   if (textModel) {
-    text.model = textModel.name;
-    $("text-model").textContent = textModel.name;
+    useTextModel(textModel);
   } else {
     const idsOnly = stats.models.filter((m) => m.kind === "tokens").map((m) => m.name);
-    showTextMissing("This server serves no text model with a vocabulary" +
-      (idsOnly.length ? ` (${idsOnly.join(", ")} take token ids: use generate_stream with input_ids)` : "") +
-      ". Start `rnnstream serve` with no model (it serves seed, text and co2), or add the model `text`.");
+    showTextMissing("This server serves no token model with a vocabulary" +
+      (idsOnly.length ? ` (${idsOnly.join(", ")} take token ids: step them in “Try it” above, or use ` +
+        "generate_stream with input_ids)" : "") +
+      ". Serve a token model with a vocabulary sidecar (<model>.json with \"tokens\"), or the bundled model `text`.");
   }
 
   try {
     replay.data = await api("/demo/co2.json");
   } catch (error) {
-    showChartMissing(error.message);
+    const forecasters = stats.models.filter((m) => m.kind === "forecaster").map((m) => m.name);
+    const parts = ["chart-sub", "chart-readout", "chart-wrap", "chart-legend", "chart-controls"];
+    for (const id of parts) $(id).hidden = true;
+    showChartMissing(error.message + (forecasters.length ? `. Pick ${forecasters.join(" or ")} under “Your ` +
+      "models” to forecast from its streams." : "."));
     $("play").disabled = true;
     $("restart").disabled = true;
     return;
   }
+  $("stats-card").before($("models-card")); // the bundled demos first; every model's card after them
   replay.model = replay.data.model;
   replay.times = replay.data.dates.map((d) => Date.parse(d + "T00:00:00Z"));
   $("chart-model").textContent = replay.model;
