@@ -9,6 +9,7 @@
 """
 
 from rnnstream import demo
+from rnnstream.client import AsyncClient, Client
 from rnnstream.errors import (
     ConflictError,
     InputError,
@@ -41,6 +42,8 @@ from rnnstream.streams import Streams
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "ConflictError",
     "Forecast",
     "Generation",
