@@ -56,6 +56,35 @@ def _with_params(operations: dict[str, Any], params: list[dict[str, Any]]) -> di
     return {"parameters": params, **operations}
 
 
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _watch_paths() -> dict[str, Any]:
+    """The live page's routes (server/watch.py): a model's active streams, a watched stream's steps (SSE) and a
+    CSV stepped through a stream."""
+    prefix, stream = "/v2/models/{name}/streams", {"name": "stream_id", "in": "path", "required": True,
+                                                   "schema": {"type": "string"}}
+    listed = _get("the model's live streams, most recently written first", errors=True)
+    listed["get"]["parameters"] = [_query("limit", "streams listed (at most max_listed_streams)",
+                                          {"type": "integer", "minimum": 1})]
+    watched = _get("a stream's steps as they settle (Server-Sent Events)", errors=True, media="text/event-stream")
+    watched["get"]["parameters"] = [_query("steps", "steps kept for the watcher (at most max_watch_steps)",
+                                           {"type": "integer", "minimum": 1})]
+    csv = {"post": {
+        "summary": "CSV rows stepped in order through the stream (at most max_csv_rows)",
+        "parameters": [_query("start", "whether the first row starts the stream afresh",
+                              {"type": "string", "enum": ["true", "false"]})],
+        "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}},
+        "responses": {"200": {"description": "every row's outputs", **_OBJECT}, "4XX": _ERRORS, "503": _ERRORS},
+    }}
+    return {
+        prefix: _with_params(listed, [_NAME]),
+        prefix + "/{stream_id}/watch": _with_params(watched, [_NAME, stream]),
+        prefix + "/{stream_id}/csv": _with_params(csv, [_NAME, stream]),
+    }
+
+
 def openapi_document(version: str) -> bytes:
     """The document as JSON bytes (built once, at start-up)."""
     _, components = msgspec.json.schema_components(
@@ -89,6 +118,7 @@ def openapi_document(version: str) -> bytes:
         paths[prefix + "/generate_stream"] = _with_params(
             _post("a generation as Server-Sent Events", GenerateRequest, media="text/event-stream"), params)
         paths[prefix + "/forecast"] = _with_params(_post("a forecast from a live stream", ForecastRequest), params)
+    paths.update(_watch_paths())
     document = {
         "openapi": "3.1.0",
         "info": {"title": "rnnstream", "version": version,
