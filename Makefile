@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run demo demo-models test lint docs bench soak perf-analyzer redis-server browser clean
+.PHONY: run demo demo-models test lint docs bench soak perf-analyzer redis-server haproxy cluster-demo browser clean
 
 run: $(RUN_STAMP)
 	$(PY) -m rnnstream serve
@@ -79,6 +79,19 @@ redis-server:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server redis-tools; \
 	fi
 
+# HAProxy (round-robin, HTTP and WebSocket) in front of 3 replicas of the seed model, state in a Redis Cluster of
+# 3 masters with a replica each, writes acknowledged once a replica has them; Ctrl-C stops it (docs/deployment.md).
+cluster-demo: $(RUN_STAMP) redis-server haproxy
+	$(PY) -m rnnstream cluster-demo
+
+# The deployment test (tests/cluster/) and `make cluster-demo` put Debian's HAProxy in front of the replicas.
+haproxy:
+	@if ! command -v haproxy >/dev/null; then \
+		echo "installing haproxy from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq haproxy; \
+	fi
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -86,10 +99,10 @@ $(PY):
 KERNEL := setup.py $(wildcard src/rnnstream/backends/*.c src/rnnstream/backends/*.h)
 
 $(RUN_STAMP): pyproject.toml $(KERNEL) | $(PY)
-	$(PY) -m pip install --quiet -e ".[server,redis]"
+	$(PY) -m pip install --quiet -e ".[server,redis,client]"
 	touch $@
 
-$(TEST_STAMP): pyproject.toml $(KERNEL) | $(PY) redis-server browser
+$(TEST_STAMP): pyproject.toml $(KERNEL) | $(PY) redis-server haproxy browser
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(RUN_STAMP)
 

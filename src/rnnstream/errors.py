@@ -8,6 +8,8 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 
 class RnnstreamError(Exception):
     """Root of every error that rnnstream raises on purpose."""
@@ -70,3 +72,18 @@ class ConflictError(RnnstreamError):
 
 class StoreError(RnnstreamError):
     """A state store cannot be opened or reached; the message names the store and the cause."""
+
+
+class ReplicationError(StoreError):
+    """Writes reached fewer Redis replicas than the store asks for (``?replicas=N``) in time: their steps are
+    not reported done. They may stand on the master; a retry with the same step number is answered safely.
+
+    ``stream_ids`` names those streams; the call's other streams were acknowledged, and ``written`` says for
+    each whether its write went through (False: another process had advanced it, a conflict).
+    """
+
+    def __init__(self, message: str, *, stream_ids: Sequence[str] = (), written: Mapping[str, bool] | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.stream_ids = list(stream_ids)
+        self.written = dict(written or {})

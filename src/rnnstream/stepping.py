@@ -8,13 +8,19 @@ Exactly-once (requests with a ``step_number``; the first step of a stream is 1):
 
 - the number of the stream's last applied step is a retry: its stored output, nothing changes — a start
   step and an ending step too (an ended stream's last step and output are kept for the store's
-  ``end_retention``);
+  ``end_retention``); the answer waits, like a write, until the store keeps the record as durably as its
+  writes (``Store.confirm``: with Redis ``?replicas=N``, until N replicas have it);
 - a start numbered 1 on a live stream that has applied steps since is refused (StepOrderError): it is a
   late duplicate, and applying it would discard acknowledged steps (end the stream first, or use a new id);
 - any other number but the next is refused (StepOrderError, with the number expected).
 
 Everything is decided before the engine runs, so a refused request changes nothing. Without step numbers
 a start always begins the stream afresh (Triton's semantics).
+
+A history request (``steps=T``, rnnstream.history) covers steps n … n+T-1 of its stream and counts T: it is
+a retry when n+T-1 is the last applied step, and its stored answer is its last step's outputs, or all T
+(``all_outputs``: the store keeps the whole answer). It steps alone, with ``StreamModel.run``, in the same
+round as the single steps beside it (decided, then written with them).
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from rnnstream.batch_inputs import stack_inputs
 from rnnstream.errors import (
     ConflictError,
     InputError,
+    ReplicationError,
     RnnstreamError,
     StepOrderError,
     StreamEndedError,
     StreamLimitError,
     StreamNotFoundError,
 )
+from rnnstream.history import cast_histories, run_history, stored_steps
 from rnnstream.model import StreamModel
 from rnnstream.state import State
 from rnnstream.step_request import Result, StepRequest, all_plain
@@ -66,6 +74,14 @@ class Codec:
             start += size
         return parts[0] if len(parts) == 1 else parts
 
+    def unflatten_steps(self, flat: FloatArray) -> Outputs:
+        """One stream's outputs of T steps from its answer ``flat (T, O)``: per output ``(T, *shape)``."""
+        parts, start = [], 0
+        for shape, size in zip(self.shapes, self.sizes, strict=True):
+            parts.append(np.array(flat[:, start : start + size], np.float32).reshape(len(flat), *shape))
+            start += size
+        return parts[0] if len(parts) == 1 else parts
+
     def unflatten_rows(self, flat: FloatArray) -> list[Outputs]:
         """Every stream's outputs from ``flat (n, O)``, which the caller hands over: rows of it, not copies."""
         n, parts, start = len(flat), [], 0
@@ -79,7 +95,8 @@ class Codec:
 
 @dataclass
 class Batch:
-    """One ``advance`` call: its requests, their stacked inputs (``row_of``: request → input row), and the
+    """One ``advance`` call: its requests, their stacked inputs (``row_of``: request → input row), the inputs
+    of its history requests (``histories``: request → one ``[T, *features]`` array per input), and the
     result of each request settled so far (by position in ``requests``)."""
 
     model: StreamModel
@@ -90,6 +107,7 @@ class Batch:
     row_of: dict[int, int]
     isolate: bool
     max_streams: int | None
+    histories: dict[int, list[Array]] = field(default_factory=dict)
     results: dict[int, Result] = field(default_factory=dict)
 
     def fail(self, errors: Mapping[int, RnnstreamError]) -> None:
@@ -111,10 +129,22 @@ def advance(
     conflict_retries: int,
 ) -> list[Result]:
     """Step every request's stream once (see the module docstring); one result per request."""
-    inputs, input_errors = stack_inputs(model, requests, check_finite=check_finite)
-    ok = [k for k in range(len(requests)) if k not in input_errors]
-    batch = Batch(model, store, codec, requests, inputs, {k: row for row, k in enumerate(ok)}, isolate, max_streams)
+    histories: dict[int, list[Array]] = {}
+    if not any([r.steps is not None for r in requests]):  # a list: faster than a generator at a batch's size
+        inputs, input_errors = stack_inputs(model, requests, check_finite=check_finite)
+    else:
+        singles = [k for k, r in enumerate(requests) if r.steps is None]
+        inputs, errors = stack_inputs(model, [requests[k] for k in singles], check_finite=check_finite) \
+            if singles else ([], {})
+        input_errors = {singles[i]: error for i, error in errors.items()}
+        histories, errors = cast_histories(model, requests, [k for k, r in enumerate(requests) if r.steps is not None],
+                                           check_finite=check_finite)
+        input_errors.update(errors)
+    ok = [k for k in range(len(requests)) if k not in input_errors and k not in histories]
+    batch = Batch(model, store, codec, requests, inputs, {k: row for row, k in enumerate(ok)}, isolate, max_streams,
+                  histories)
     batch.fail(input_errors)
+    ok = [k for k in range(len(requests)) if k not in input_errors]
     pending = ok
     for _ in range(conflict_retries + 1):
         if not pending:
@@ -148,21 +178,42 @@ class Round:
         # The steady state: live streams taking their next steps, nothing to decide (or end) per stream.
         self.steady = all(self.live) and all_plain(self.requests)
         self.reserved: set[str] = set()
+        self.retried: list[int] = []  # positions answered from their stored record
+        self.failed: set[int] = set()  # positions whose records the store could not make durable: not answered
+        self.answers: dict[int, FloatArray] = {}  # j → the (T, O) answer of a history request asking for all
 
     def run(self) -> list[int]:
         """Step what may be stepped; returns the requests (positions in the batch) whose write met a conflict."""
         apply = self.admit(list(range(len(self.pending))) if self.steady else self.decide())
         try:
-            apply, ys, new_rows = self.compute(apply)
+            apply, flat, new_rows = self.compute(apply)  # flat: (n, O)
             self.store_release(self.reserved - {self.ids[j] for j in apply})  # admitted, then refused
+            if self.retried:
+                self.confirm_retries()
             if not apply:
                 return []
-            flat = self.batch.codec.flatten(ys)  # (n, O)
             written = self.write(apply, new_rows, flat)
         except BaseException:
             self.store_release(self.reserved)  # nothing of this round was written
             raise
         return self.settle(apply, written, flat)
+
+    def confirm_retries(self) -> None:
+        """Wait until the records the retries are answered from are as durable as a write would be."""
+        try:
+            self.batch.store.confirm([self.ids[j] for j in self.retried])
+        except ReplicationError as error:
+            self.unconfirmed(error, self.retried)
+
+    def unconfirmed(self, error: ReplicationError, positions: list[int]) -> None:
+        """The requests among ``positions`` whose records ``error`` names get it as their result (a
+        retryable 503): neither answered nor tried again. When not isolating, the call fails with it."""
+        named = set(error.stream_ids)
+        if not self.batch.isolate or not named:
+            raise error
+        failing = [j for j in positions if self.ids[j] in named]
+        self.failed.update(failing)
+        self.batch.results.update({self.pending[j]: error for j in failing})
 
     def store_release(self, ids: set[str]) -> None:
         if ids:
@@ -179,8 +230,13 @@ class Round:
         for j, request in enumerate(self.requests):
             k, applied = self.pending[j], int(records.steps[j])
             n, live = request.step_number, held[j] and not ended[j]
-            if n is not None and held[j] and n == applied > 0:  # a retry of the last applied step
-                self.batch.results[k] = self.batch.codec.unflatten(records.outputs[j])
+            if n is not None and held[j] and applied > 0 and n + (request.steps or 1) - 1 == applied:  # a retry
+                answer = self.stored_answer(j, request)
+                if isinstance(answer, RnnstreamError):
+                    errors[k] = answer
+                    continue
+                self.batch.results[k] = answer
+                self.retried.append(j)
                 continue
             if request.start:
                 if n is not None and live and applied > 0:
@@ -199,6 +255,15 @@ class Round:
                 apply.append(j)
         self.batch.fail(errors)
         return apply
+
+    def stored_answer(self, j: int, request: StepRequest) -> Outputs | StepOrderError:
+        """The stored answer of a retried request: its last step's outputs, or (a history request asking
+        for all) its T steps' outputs, if the store kept them."""
+        records, codec = self.records, self.batch.codec
+        if request.steps is None or not request.all_outputs:
+            return codec.unflatten(records.outputs[j])
+        answer = stored_steps(request, int(records.steps[j]), records.outputs[j], records.answers.get(j))
+        return answer if isinstance(answer, StepOrderError) else codec.unflatten_steps(answer)
 
     def admit(self, apply: list[int]) -> list[int]:
         """Reserve room in the store for the new streams of ``apply`` under ``max_streams``; the ones
@@ -221,10 +286,49 @@ class Round:
             batch.fail({self.pending[j]: error for j in apply if self.ids[j] in refused})
         return [j for j in apply if self.live[j] or self.ids[j] in self.reserved]
 
-    def compute(self, apply: list[int]) -> tuple[list[int], Any, FloatArray]:
-        """The engine call for ``apply``: the positions stepped, their outputs and new state rows. When
-        isolating, a request the engine refuses (or fails on) is found by stepping each alone, and the rest
-        are stepped without it."""
+    def compute(self, apply: list[int]) -> tuple[list[int], FloatArray, FloatArray]:
+        """The engine calls for ``apply``: the positions stepped (in order), their flattened outputs ``(n, O)``
+        (a history request's last step's) and their new state rows: one call for the single steps, one run
+        for each history request."""
+        if not self.batch.histories:
+            stepped, ys, rows = self.compute_steps(apply)
+            return stepped, self.batch.codec.flatten(ys) if stepped else self.records.outputs[:0], rows
+        singles = [j for j in apply if self.requests[j].steps is None]
+        stepped, ys, rows = self.compute_steps(singles)
+        flat = self.batch.codec.flatten(ys) if stepped else self.records.outputs[:0]
+        primed, last, primed_rows = self.compute_histories([j for j in apply if self.requests[j].steps is not None])
+        done = stepped + primed
+        order = np.argsort(done, kind="stable")
+        return [done[i] for i in order.tolist()], np.concatenate([flat, last])[order], \
+            np.concatenate([rows, primed_rows])[order]
+
+    def compute_histories(self, histories: list[int]) -> tuple[list[int], FloatArray, FloatArray]:
+        """Each history request's run from its stream's row: the positions run, their last outputs ``(n, O)``
+        and new rows ``(n, S)``; a failure fails its own request when isolating."""
+        codec, done, last, rows = self.batch.codec, [], [], []
+        for j in histories:
+            try:
+                ys, row = run_history(self.batch.model, self.records.rows[[j]],
+                                      self.batch.histories[self.pending[j]])
+            except Exception as error:
+                if not self.batch.isolate:
+                    raise
+                self.fail_alone(j, error)
+                continue
+            flat = codec.flatten(ys)  # (T, O)
+            if self.requests[j].all_outputs:
+                self.answers[j] = flat
+            done.append(j)
+            last.append(flat[-1])
+            rows.append(row[0])
+        width, size = sum(codec.sizes), self.records.rows.shape[1]
+        return done, np.array(last, np.float32).reshape(len(done), width), \
+            np.array(rows, np.float32).reshape(len(done), size)
+
+    def compute_steps(self, apply: list[int]) -> tuple[list[int], Any, FloatArray]:
+        """The engine call for the single steps ``apply``: the positions stepped, their outputs and new
+        state rows. When isolating, a request the engine refuses (or fails on) is found by stepping each
+        alone, and the rest are stepped without it."""
         rows = self.records.rows
         if not apply:
             return [], None, rows[:0]
@@ -242,18 +346,23 @@ class Round:
 
     def steps_alone(self, j: int) -> bool:
         """Whether request ``j`` steps on its own; if not, its error is its result."""
-        k, stream_id = self.pending[j], self.ids[j]
         try:
             self.engine([j], self.records.rows[[j]])
             return True
-        except InputError as error:
-            self.batch.results[k] = type(error)(f"stream {stream_id!r}: {error}")
-        except RnnstreamError as error:
-            self.batch.results[k] = error
-        except Exception as error:  # a bug: this request fails, with the others stepped without it
-            logger.exception("the engine failed on stream %r alone", stream_id)
-            self.batch.results[k] = RnnstreamError(f"internal error stepping stream {stream_id!r}: {error!r}")
+        except Exception as error:
+            self.fail_alone(j, error)
         return False
+
+    def fail_alone(self, j: int, error: Exception) -> None:
+        """``error``, raised by the engine on request ``j`` alone, is its result."""
+        k, stream_id = self.pending[j], self.ids[j]
+        if isinstance(error, InputError):
+            self.batch.results[k] = type(error)(f"stream {stream_id!r}: {error}")
+        elif isinstance(error, RnnstreamError):
+            self.batch.results[k] = error
+        else:  # a bug: this request fails, with the others stepped without it
+            logger.error("the engine failed on stream %r alone", stream_id, exc_info=error)
+            self.batch.results[k] = RnnstreamError(f"internal error stepping stream {stream_id!r}: {error!r}")
 
     def engine(self, picked: list[int] | None, rows: FloatArray) -> tuple[Outputs, FloatArray]:
         """One engine call: the input rows of positions ``picked`` (None: every input row, in order) from
@@ -270,24 +379,35 @@ class Round:
         """Compare-and-set the new rows of ``apply``; an ending step writes an ended record."""
         records, store = self.records, self.batch.store
         ending = np.array([self.requests[j].end for j in apply], bool)
-        if len(apply) == len(self.pending):  # no gathers
-            written = store.commit(self.ids, records.versions, new_rows, records.steps + 1, flat,
-                                   None if self.steady else ending)
-        else:
-            written = store.commit([self.ids[j] for j in apply], records.versions[apply], new_rows,
-                                   records.steps[apply] + 1, flat, ending)
+        counts = np.array([self.requests[j].steps or 1 for j in apply], np.int64) if self.batch.histories else 1
+        answers = {row: self.answers[j] for row, j in enumerate(apply) if j in self.answers} if self.answers else {}
+        kept = {"answers": answers} if answers else {}  # only then: a store written before histories still fits
+        try:
+            if len(apply) == len(self.pending):  # no gathers
+                written = store.commit(self.ids, records.versions, new_rows, records.steps + counts, flat,
+                                       None if self.steady else ending, **kept)
+            else:
+                written = store.commit([self.ids[j] for j in apply], records.versions[apply], new_rows,
+                                       records.steps[apply] + counts, flat, ending, **kept)
+        except ReplicationError as error:  # some masters heard from too few replicas: their steps fail
+            self.unconfirmed(error, apply)
+            return [error.written.get(self.ids[j], False) for j in apply]
         return list(written.tolist())
 
     def settle(self, apply: list[int], written: list[bool], flat: FloatArray) -> list[int]:
         """Each written request's outputs are its result; returns the requests that met a conflict."""
         outputs_of = self.batch.codec.unflatten_rows(flat)
-        if self.steady and all(written):
+        if self.steady and all(written) and not self.failed:
             self.batch.results.update(zip(self.pending, outputs_of, strict=True))
             return []
         conflicts = []
         for row, j in enumerate(apply):
+            if j in self.failed:
+                continue
             if written[row]:
-                self.batch.results[self.pending[j]] = outputs_of[row]
+                answer = self.answers.get(j)
+                self.batch.results[self.pending[j]] = outputs_of[row] if answer is None else \
+                    self.batch.codec.unflatten_steps(answer)
             else:
                 conflicts.append(self.pending[j])
         return conflicts

@@ -1,4 +1,5 @@
-"""Store fixtures: every conformance test runs on memory://, a private Redis, and a 3-node Redis Cluster."""
+"""Store fixtures: every conformance test runs on memory://, a private Redis, a 3-node Redis Cluster, and a
+Cluster of 3 masters with a replica each under durable acknowledgement."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from rnnstream import StreamModel, Streams
+from rnnstream.cluster import RedisShards
 from tests.redis_server import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
 from tests.stores.small import small_model
 
@@ -31,12 +33,22 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster.stop()
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(scope="session")
+def replicated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisShards]:
+    """3 masters with a replica each (rnnstream.cluster), for durable acknowledgement (``?replicas=1``)."""
+    cluster = RedisShards(tmp_path_factory.mktemp("replicated"), masters=3, replicas=1).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "redis-cluster-durable"])
 def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
     if request.param == "redis":
         return str(request.getfixturevalue("redis_server").url)
+    if request.param == "redis-cluster-durable":
+        return str(request.getfixturevalue("replicated_cluster").url(replicas=1))
     return str(request.getfixturevalue("redis_cluster").url)
 
 

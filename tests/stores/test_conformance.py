@@ -1,4 +1,5 @@
-"""One conformance suite, every store: memory://, a real Redis, and a real 3-node Redis Cluster."""
+"""One conformance suite, every store: memory://, a real Redis, a real 3-node Redis Cluster, and a Cluster with
+replicas under durable acknowledgement (``?replicas=1``)."""
 
 from __future__ import annotations
 
@@ -161,6 +162,16 @@ def test_max_streams_refuses_new_streams_and_steps_none(make_streams: MakeStream
     streams.close("a")
     streams.step({"c": x[0]})
     assert sorted(streams.ids()) == ["b", "c"]
+
+
+def test_a_stream_that_starts_and_ends_in_one_step_gives_its_room_back(make_streams: MakeStreams) -> None:
+    streams = make_streams(max_streams=1)
+    x = inputs(12, 1)[0]
+    for n, stream_id in enumerate(["a", "b", "c"]):
+        [result] = streams.step_each([StepRequest(stream_id, x[0], step_number=1, start=True, end=True)])
+        assert not isinstance(result, Exception), (n, result)
+    streams.step({"d": x[0]})  # the one slot is free again
+    assert streams.ids() == ["d"]
 
 
 def test_retries_are_exactly_once(make_streams: MakeStreams, model: StreamModel) -> None:
@@ -332,3 +343,15 @@ def test_an_ended_record_is_kept_for_the_ttl(make_streams: MakeStreams) -> None:
     time.sleep(0.6)
     (later,) = streams.step_each([StepRequest("seq", x[0], step_number=2, must_exist=True)])
     assert isinstance(later, StreamNotFoundError) and "unknown sequence" in str(later)
+
+
+def test_recent_lists_live_streams_most_recently_written_first(make_streams: MakeStreams) -> None:
+    streams = make_streams(ttl=600)
+    x = inputs(21, 1)[0]
+    for name in ["a", "b", "c", "d"]:
+        streams.step({name: x[0]})
+        time.sleep(0.003)  # a millisecond apart at least: Redis scores the index in ms
+    streams.step({"b": x[0]})
+    streams.step_each([StepRequest("d", x[0], end=True)])  # ended: not live, not listed
+    assert streams.store.recent(10) == ["b", "c", "a"]
+    assert streams.store.recent(2) == ["b", "c"]

@@ -6,6 +6,8 @@ arena gains a chunk (nothing is copied, and at most one chunk is ever unused). T
 columns (steps, versions, write times, last outputs) are flat arrays that double. Idle streams expire
 ``ttl`` seconds after their last write. An ended stream gives its row back at once; its step count and
 last output stay in a small table, oldest first, for ``end_retention`` seconds (at most ``MAX_ENDED``).
+A stored answer of several steps (history priming with every step's outputs) is kept in a dict beside the
+arena (its last row in the outputs column too), and in the ended table as the flat answer.
 
 >>> import numpy as np
 >>> store = MemoryStore(state_size=2, output_size=1)
@@ -21,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -38,7 +40,7 @@ MAX_ENDED = 100_000
 class _Ended(NamedTuple):
     version: int
     steps: int
-    output: FloatArray  # (O,)
+    output: FloatArray  # (O,), or (T * O,): a stored answer of T steps
     ended_at: float
 
 
@@ -112,6 +114,7 @@ class MemoryStore(Store):
         self._next_sweep = 0.0
         self._ended: OrderedDict[str, _Ended] = OrderedDict()  # oldest first
         self._reserved: set[str] = set()  # admitted new streams not written yet
+        self._answers: dict[str, FloatArray] = {}  # stored answers of several steps, (T, O), by stream
 
     @property
     def capacity(self) -> int:
@@ -138,13 +141,13 @@ class MemoryStore(Store):
                     self._forget(ids[int(k)])
                 present &= ~stale
             if present.all():  # every stream known (the steady state): no zeros to fill, one copy each
-                return Records(
+                return self._with_answers(ids, Records(
                     rows=self._rows.gather(rows_of),
                     steps=self._steps[rows_of],
                     versions=self._versions[rows_of],
                     outputs=self._outputs[rows_of],
                     ended=np.zeros(len(ids), bool),
-                )
+                ))
             records = Records.empty(len(ids), self.state_size, self.output_size)
             at = rows_of[present]
             records.rows[present] = self._rows.gather(at)
@@ -157,13 +160,41 @@ class MemoryStore(Store):
                     ended = self._ended.get(ids[position])
                     if ended is not None:
                         records.versions[position], records.steps[position] = ended.version, ended.steps
-                        records.outputs[position], records.ended[position] = ended.output, True
-            return records
+                        records.outputs[position], records.ended[position] = ended.output[-self.output_size :], True
+                        if len(ended.output) > self.output_size:
+                            records.answers[position] = ended.output.reshape(-1, self.output_size).copy()
+            return self._with_answers(ids, records)
+
+    def _with_answers(self, ids: Sequence[str], records: Records) -> Records:
+        """``records`` with the stored answers of several steps of its live streams."""
+        if self._answers:
+            for position, stream_id in enumerate(ids):
+                answer = self._answers.get(stream_id)
+                if answer is not None and not records.ended[position]:
+                    records.answers[position] = answer.copy()
+        return records
 
     def ids(self) -> list[str]:
         with self._lock:
             self._expire_due(force=True)
             return list(self._index)
+
+    def recent(self, limit: int) -> list[str]:
+        """Up to ``limit`` live streams, the most recently written first (one pass over the write times).
+
+        >>> store = MemoryStore(1, 1)
+        >>> for i in "abc":
+        ...     store.put(i, np.zeros(1, np.float32), 1, np.zeros(1, np.float32))
+        >>> store.recent(2)
+        ['c', 'b']
+        """
+        with self._lock:
+            self._expire_due()
+            rows = np.flatnonzero(self._versions > 0)  # (live,)
+            if len(rows) > limit:
+                rows = rows[np.argpartition(-self._written_at[rows], limit - 1)[:limit]]
+            rows = rows[np.argsort(-self._written_at[rows], kind="stable")]
+            return [i for i in (self._row_ids[row] for row in rows.tolist()) if i is not None]
 
     def count(self) -> int:
         """Live streams and reservations; idle streams are swept at most every ttl/4 here (``admit`` sweeps
@@ -201,6 +232,7 @@ class MemoryStore(Store):
         steps: IntArray,
         outputs: FloatArray,
         ended: BoolArray | None = None,
+        answers: Mapping[int, FloatArray] | None = None,
     ) -> BoolArray:
         with self._lock:
             found = [self._index.get(i, -1) for i in ids]
@@ -208,22 +240,38 @@ class MemoryStore(Store):
             plain = ended is None or not ended.any()
             if plain and min(found, default=0) >= 0 and (self._versions[held] == versions).all():
                 self._write(held, rows, steps, outputs)  # the usual case: known streams, no conflict
-                return np.ones(len(found), bool)
+                written = np.ones(len(found), bool)
+                if self._answers or answers:
+                    self._keep_answers(ids, written, answers or {})
+                return written
             self._expire_ended()
             current = np.array([self._versions[row] if row >= 0 else self._ended_version(i)
                                 for i, row in zip(ids, found, strict=True)], np.int64)
             ok = current == versions
             ending = np.zeros(len(ids), bool) if ended is None else ended & ok
+            answers = answers or {}
             for k in np.flatnonzero(ending).tolist():
-                self._end(ids[k], int(steps[k]), outputs[k])
+                self._end(ids[k], int(steps[k]), answers[k].reshape(-1) if k in answers else outputs[k])
             live = ok & ~ending
             targets = np.array([self._row_for(i) for i, good in zip(ids, live, strict=True) if good], np.int64)
             if targets.size:
                 self._write(targets, rows[live], steps[live], outputs[live])
+            self._keep_answers(ids, live, answers)
             return np.asarray(ok, dtype=bool)
+
+    def _keep_answers(self, ids: Sequence[str], live: BoolArray, answers: Mapping[int, FloatArray]) -> None:
+        """After a write: the streams written ``live`` keep their answer of several steps if they have one,
+        and no other."""
+        for k in np.flatnonzero(live).tolist():
+            answer = answers.get(k)
+            if answer is None:
+                self._answers.pop(ids[k], None)
+            else:
+                self._answers[ids[k]] = np.array(answer, np.float32)
 
     def put(self, stream_id: str, row: FloatArray, steps: int, output: FloatArray) -> None:
         with self._lock:
+            self._answers.pop(stream_id, None)
             target = np.array([self._row_for(stream_id)], np.int64)
             self._write(target, row[None], np.array([steps], np.int64), output[None])
 
@@ -240,7 +288,9 @@ class MemoryStore(Store):
         return 0 if ended is None else ended.version
 
     def _end(self, stream_id: str, steps: int, output: FloatArray) -> None:
-        """Keep ``stream_id``'s last step count and output as an ended record; its row is freed."""
+        """Keep ``stream_id``'s last step count and output as an ended record; its row (or its reservation,
+        for a stream that starts and ends in one step) is freed."""
+        self._reserved.discard(stream_id)
         if stream_id in self._index:
             self._forget(stream_id)
         self._ended.pop(stream_id, None)
@@ -293,6 +343,7 @@ class MemoryStore(Store):
 
     def _forget(self, stream_id: str) -> None:
         row = self._index.pop(stream_id)
+        self._answers.pop(stream_id, None)
         self._row_ids[row] = None
         self._versions[row] = 0
         self._free.append(row)

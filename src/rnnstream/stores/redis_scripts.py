@@ -73,6 +73,13 @@ return 0
 """
 """KEYS[1]: the stream. Forget it (an ended record too); 1 if it was live."""
 
+SYNC = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'c', 1) end
+return 1
+"""
+"""KEYS[1]: a stream just read. A write to its master after the read, so that a WAIT covers the record read
+(``durability``: replication keeps each master's order); ``c`` counts these writes and is never read."""
+
 COUNT = _NOW + "return redis.call('ZCARD', KEYS[1])"
 """KEYS[1]: the index. The live streams and reservations."""
 

@@ -5,6 +5,10 @@ the last step (``O`` float32, for exactly-once retries) and a write version. ``c
 with compare-and-set on the versions, so two processes can never both advance a stream from the same
 state: one write wins, the other is reported as a conflict.
 
+A history-priming write (T steps in one request, ``sequence_outputs: "all"``) keeps the request's whole
+answer, ``(T, O)``, as the stored output (its last row is the last step's output), so that a resend of
+that request is answered with every step's outputs; any later write keeps one row again.
+
 A stream's last step may *end* it: the store then keeps an ended record (steps and last output, no state)
 for ``end_retention`` seconds, so that a retry of that step is answered with its output. An ended
 stream is not live: it is not counted, not listed, and a start begins it afresh.
@@ -17,8 +21,8 @@ limit between them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +45,8 @@ class Records:
     versions: IntArray  # (N,)
     outputs: FloatArray  # (N, O)
     ended: BoolArray  # (N,): an ended record (steps and output kept for retries, the state row is zeros)
+    answers: dict[int, FloatArray] = field(default_factory=dict)
+    """The stored answers of more than one step, by position: ``(T, O)``, the last row being ``outputs[i]``."""
 
     @property
     def exists(self) -> BoolArray:
@@ -87,12 +93,14 @@ class Store(ABC):
         steps: IntArray,
         outputs: FloatArray,
         ended: BoolArray | None = None,
+        answers: Mapping[int, FloatArray] | None = None,
     ) -> BoolArray:
         """Write each stream whose version is still ``versions[i]`` (0: must not be held yet).
 
         ``ended[i]``: the step ends the stream; its record is kept ended (steps and output) for
-        ``end_retention`` seconds. Returns one bool per stream: True if written, False on a conflict
-        (its version had changed).
+        ``end_retention`` seconds. ``answers[i]``: the whole answer ``(T, O)`` of a request of T steps
+        that asked for every step's outputs (its last row is ``outputs[i]``), kept as the stored output.
+        Returns one bool per stream: True if written, False on a conflict (its version had changed).
         """
 
     @abstractmethod
@@ -117,9 +125,19 @@ class Store(ABC):
     def ids(self) -> list[str]:
         """The ids of every live stream (expired and ended ones excluded)."""
 
+    def recent(self, limit: int) -> list[str]:
+        """Up to ``limit`` live streams, most recently written first where the store can tell cheaply.
+        This default lists :meth:`ids` in their order (a full listing): stores override it."""
+        return self.ids()[:limit]
+
     @abstractmethod
     def count(self) -> int:
         """How many streams are live (reservations included), without a scan of the store."""
+
+    def confirm(self, ids: Sequence[str]) -> None:  # noqa: B027 (only a replicated store has work here)
+        """Return once the records of ``ids``, as last loaded, are as durable as this store's writes (a step
+        answered from its stored record, a retry, must not be acknowledged before the record is kept as
+        its write would be); raise the store's error if they are not. The default has nothing to wait for."""
 
     def close(self) -> None:  # noqa: B027 (an optional hook: most stores hold no connection)
         """Release connections; the default has none."""
