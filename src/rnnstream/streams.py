@@ -23,9 +23,10 @@ import numpy as np
 
 from rnnstream.errors import InputError, RnnstreamError, StateError, StreamLimitError, StreamNotFoundError
 from rnnstream.model import StreamModel
+from rnnstream.output_codec import Codec
 from rnnstream.state import State
 from rnnstream.step_request import Result, StepRequest
-from rnnstream.stepping import Codec, advance
+from rnnstream.stepping import advance
 from rnnstream.stores import Store, open_store
 from rnnstream.stores.store import Records
 from rnnstream.types import FloatArray, Inputs, Outputs

@@ -28,8 +28,8 @@ import numpy as np
 from rnnstream.errors import InputError, StreamNotFoundError
 from rnnstream.generation.engines import output_index
 from rnnstream.model import Outputs, StreamModel
+from rnnstream.output_codec import Codec
 from rnnstream.state import State
-from rnnstream.stepping import Codec
 from rnnstream.streams import Streams
 from rnnstream.types import Array, FloatArray
 
