@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from rnnstream.cluster.redis_nodes import free_port, stop_process
+
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A free loopback port whose cluster bus port (+10000) is free too; Redis wants it ≤ 55535."""
-    rng = random.Random()
-    for _ in range(1000):
-        port = rng.randint(20000, 55535)
-        if _is_free(port) and _is_free(port + 10000):
-            return port
-    raise RuntimeError("no free port pair found")
 
 
 class RedisServer:
@@ -79,19 +61,12 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final save."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
+        stop_process(self.process, kill=True)
+        self.process = None
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
+        stop_process(self.process)
+        self.process = None
 
 
 class RedisCluster:

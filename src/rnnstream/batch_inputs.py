@@ -85,6 +85,17 @@ def cast_input(spec: InputSpec, value: Any) -> Array:
         raise InputError(
             f"input {spec.name!r} has shape {array.shape}, expected {spec.spec.shape} (one step, no batch axis)"
         )
+    return cast_dtype(spec, array)
+
+
+def cast_dtype(spec: InputSpec, array: Array) -> Array:
+    """``array`` (of the right shape) as input ``spec``'s dtype: int64 token ids from integers only, float32
+    from real numbers; anything else is an InputError.
+
+    >>> from rnnstream.layers.layer import TensorSpec
+    >>> cast_dtype(InputSpec("x", TensorSpec((2,)), 0), np.array([1, 2])).dtype
+    dtype('float32')
+    """
     kind = array.dtype.kind
     if spec.spec.dtype == "int64":
         if kind not in "iu":

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.batch_inputs import INT64_MAX, input_parts
+from rnnstream.batch_inputs import cast_dtype, input_parts
 from rnnstream.errors import InputError, StepOrderError
 from rnnstream.graph import InputSpec
 from rnnstream.model import StreamModel
@@ -87,17 +87,7 @@ def cast_steps(spec: InputSpec, value: Any, steps: int) -> Array:
     if array.shape != expected:
         raise InputError(f"input {spec.name!r} has shape {array.shape}, expected {expected} ({steps} steps of "
                          f"{spec.spec.shape})")
-    kind = array.dtype.kind
-    if spec.spec.dtype == "int64":
-        if kind not in "iu":
-            raise InputError(f"input {spec.name!r} takes integer token ids, got {array.dtype} values")
-        if kind == "u" and array.dtype.itemsize == 8 and array.size and int(array.max()) > INT64_MAX:
-            raise InputError(f"input {spec.name!r}: token id {int(array.max())} is out of range")
-        return array.astype(np.int64, copy=False)
-    if kind not in "fiu":
-        raise InputError(f"input {spec.name!r} takes real numbers (float32), got {array.dtype} values")
-    with np.errstate(over="ignore"):  # beyond float32's range becomes ±inf: the finite check sees it
-        return array.astype(np.float32, copy=False)
+    return cast_dtype(spec, array)
 
 
 def run_history(model: StreamModel, row: FloatArray, history: list[Array]) -> tuple[list[FloatArray], FloatArray]:

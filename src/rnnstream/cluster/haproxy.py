@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from rnnstream.cluster.redis_nodes import tool, wait_for_port
+from rnnstream.cluster.redis_nodes import stop_process, tool, wait_for_port
 
 TEMPLATE = """\
 global
@@ -87,11 +87,5 @@ class HAProxy:
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process)
+        self.process = None

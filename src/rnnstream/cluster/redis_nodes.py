@@ -54,6 +54,22 @@ def free_port() -> int:
     raise ClusterError("no free pair of loopback ports found")
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, *, kill: bool = False, timeout: float = 10.0) -> None:
+    """SIGTERM ``process`` and wait for it (SIGKILL if it outlives ``timeout``), or SIGKILL it at once (``kill``:
+    no shutdown, no final save). Nothing for None or a process that has exited."""
+    if process is None:
+        return
+    if not kill:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    process.wait(timeout=timeout)
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
     """Return once something accepts connections on ``port``; a ClusterError if ``process`` exits first."""
     deadline = time.monotonic() + timeout
@@ -105,19 +121,12 @@ class RedisNode:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final save."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
+        stop_process(self.process, kill=True)
+        self.process = None
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
+        stop_process(self.process)
+        self.process = None
 
 
 class RedisShards:

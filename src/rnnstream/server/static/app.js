@@ -317,16 +317,7 @@ function niceStep(range, ticks) {
 
 function drawChart() {
   const canvas = $("chart");
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth;
-  const height = canvas.clientHeight;
-  if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
-    canvas.width = Math.round(width * ratio);
-    canvas.height = Math.round(height * ratio);
-  }
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  ctx.clearRect(0, 0, width, height);
+  const { ctx, width, height } = fitCanvas(canvas);  // charts.js
   const data = replay.data;
   const { t, cone } = replay.view;
   if (!data || t < 2) return;
