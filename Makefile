@@ -40,11 +40,12 @@ bench: $(BENCH_STAMP)
 	bash -o pipefail -c '$(PY) -m rnnstream bench serve | tee bench-results/serve.txt'
 
 # The fuzz suites of `make test` (hypothesis against a real server over HTTP, WebSocket and gRPC; schemathesis
-# against its OpenAPI document; mutated model files against the importers)
+# against its OpenAPI document; mutated model files against the importers; histories interleaved with steps)
 # with ten times the cases and fresh seeds (~10 minutes); prints the cases by target and status.
 soak: $(TEST_STAMP)
 	RNNSTREAM_FUZZ_SCALE=10 $(PY) -m pytest -s -p no:cacheprovider tests/server/test_fuzz.py tests/server/test_openapi.py \
-		tests/server/test_grpc_fuzz.py tests/server/test_model_versions.py tests/importers/test_corrupted_files.py
+		tests/server/test_grpc_fuzz.py tests/server/test_model_versions.py tests/importers/test_corrupted_files.py \
+		tests/server/test_priming.py
 
 # Triton's perf_analyzer (C++, from the tritonclient 2.44 wheel) against `rnnstream serve seed`, over HTTP and
 # gRPC streaming with sequences (scripts/perf_analyzer.py); needs Debian's libb64-0d, installed here.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import uuid
 from typing import Any
@@ -22,6 +23,9 @@ from tritonclient.utils import InferenceServerException
 import rnnstream
 from rnnstream import Streams
 from tests.server.conftest import ServerProcess
+
+SCALE = int(os.environ.get("RNNSTREAM_FUZZ_SCALE", "1"))
+"""``make soak`` runs ten times the cases of the interleaving test, with fresh seeds."""
 
 SEED = rnnstream.load(rnnstream.demo.SEED_MODEL)
 TEXT = rnnstream.load(rnnstream.demo.TEXT_MODEL)
@@ -231,7 +235,8 @@ Operation = tuple[int, int | None, bool, bool]
 
 @given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([None, None, 1, 2, 5]), st.booleans(), st.booleans()),
                 min_size=1, max_size=8), st.integers(0, 2**32 - 1))
-@settings(deadline=None, max_examples=25, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@settings(deadline=None, max_examples=25 * SCALE, derandomize=SCALE == 1, database=None,
+          suppress_health_check=list(HealthCheck))
 def test_generated_interleavings_equal_an_in_process_replay(
     primed: ServerProcess, operations: list[Operation], seed: int
 ) -> None:
