@@ -20,6 +20,8 @@ kernel = Extension(
     depends=[
         "src/rnnstream/backends/kernel.h",
         "src/rnnstream/backends/fused_kernel.h",
+        "src/rnnstream/backends/dot_kernel.h",
+        "src/rnnstream/backends/amx_kernel.h",
         "src/rnnstream/backends/work_pool.h",
         "src/rnnstream/backends/launcher.h",
         "src/rnnstream/backends/whole_step.h",

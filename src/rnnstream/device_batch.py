@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnnstream.backends import concrete_precision
 from rnnstream.backends.torch import TorchBackend, TorchProgram, resolve_device
 from rnnstream.backends.torch_graph import FixedStep, upload
 from rnnstream.errors import InputError, UnsupportedLayerError
@@ -62,7 +63,7 @@ class DeviceBatch:
         if isinstance(backend, TorchBackend) and backend.device == self.device:
             program = backend.program  # the weights are on the device already
         else:
-            program = TorchProgram(at_precision(model.graph, model.precision), self.device)
+            program = TorchProgram(at_precision(model.graph, concrete_precision(model.precision, "torch")), self.device)
         if program.host_nodes:
             nodes = "; ".join(f"{name!r}: {why}" for name, why in program.host_nodes.items())
             raise UnsupportedLayerError(

@@ -61,7 +61,8 @@ class StreamModel:
 
         ``threads`` caps the fused kernel's threads (default: every core); ``device`` is the torch
         backend's (``"cpu"``, ``"cuda"``; default ``cuda`` when torch sees a GPU); ``precision`` is the
-        weights' (``"fp32"``, ``"bf16"``: see :mod:`rnnstream.precision`; default: as before). States stay
+        weights' (``"fp32"``, ``"bf16"``, ``"bf16-widen"``, ``"bf16-dot"``: see :mod:`rnnstream.precision`;
+        default: as before). States stay
         valid.
         """
         precision = self.precision if precision is None else precision

@@ -39,16 +39,41 @@ def assert_agrees_step_by_step(
 ) -> None:
     """From the oracle's own state at every step, ``step``'s outputs and state rows equal the oracle's
     (each step starts from the same state, so 1e-7 roundings cannot grow through a chaotic recurrence).
-    ``precision``: the oracle's (bf16: the same weights rounded to bfloat16, so the same tolerance)."""
+    ``precision``: the oracle's (bf16: the same weights rounded to bfloat16, so the same tolerance;
+    bf16-dot: see assert_close)."""
     oracle = rnnstream.StreamModel(model.graph, backend="numpy", precision=precision)
     state = oracle.initial_state(batch)
+    beyond = total = 0
     for x in steps(inputs):
         y_ours, s_ours = step(x, state)
         y_oracle, state = oracle.step(x, state)
         for ours, theirs in zip(listed(y_ours), listed(y_oracle), strict=True):
             assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
-            np.testing.assert_allclose(ours, theirs, **TOLERANCE)
-        np.testing.assert_allclose(s_ours.rows, state.rows, **TOLERANCE)
+            beyond += assert_close(ours, theirs, precision)
+            total += ours.size
+        beyond += assert_close(s_ours.rows, state.rows, precision)
+        total += state.rows.size
+    assert beyond <= DOT_FLIPS * total, f"{beyond} of {total} values beyond {TOLERANCE}"
+
+
+DOT_FLIPS = 0.01
+"""bf16-dot: the largest share of values beyond TOLERANCE over a run (see assert_close)."""
+
+
+def assert_close(ours: np.ndarray, theirs: np.ndarray, precision: str) -> int:
+    """Within TOLERANCE, or at ``bf16-dot`` within 2^-8 of the output scale: how many values are beyond
+    TOLERANCE (0 but at bf16-dot, where assert_agrees_step_by_step allows a few: DOT_FLIPS). Why: a
+    layer's input row is rounded to bfloat16 by both, but one computed by a layer before it (a stacked
+    layer's h) differs by float32 roundings (its sums' order), and where it lies at a midpoint between
+    two bfloat16 values the two round it apart, by 2^-8 of its size: that product moves by
+    ``|w|·|a|·2^-8``, and every output that depends on it. Rare (a float32 rounding is ~2^-24 of a value,
+    a bfloat16 step 2^-8), but not never: seen in 1 of the zoo's 40 runs, 2 of 74 values ~1e-3 apart."""
+    if precision != "bf16-dot":
+        np.testing.assert_allclose(ours, theirs, **TOLERANCE)
+        return 0
+    scale = max(1.0, float(np.max(np.abs(theirs), initial=0.0)))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=scale * 2.0**-8)
+    return int(np.sum(~np.isclose(ours, theirs, **TOLERANCE)))
 
 
 def save_zoo_model(keras: Any, zoo: ZooModel, folder: Path) -> Path:

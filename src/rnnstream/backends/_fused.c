@@ -31,7 +31,7 @@ typedef struct {
     Py_ssize_t start; /* recurrent: its state columns start here (h, then c for an LSTM) */
     Py_ssize_t x_col; /* >= 0: x is new_state[:, x_col : x_col + k_x]; -1: x is passed */
     long row_flops;   /* FLOPs per batch row, to decide whether a second thread pays */
-    int bf16;         /* weights are bfloat16 (uint16) */
+    int bf16;         /* 0, BF16_WIDEN or BF16_DOT (kernel.h) */
     /* The plan's own copies, 64-byte aligned: a vector load never straddles two cache lines (NumPy's
      * 16-byte alignment made half of them do so: ~20% of a large step). */
     void *weights;
@@ -63,18 +63,26 @@ static int is_floats(PyObject *obj, int ndim) {
 }
 
 PyDoc_STRVAR(make_plan_doc,
-             "make_plan(epilogue, activation, weights, bias, panels, k_x, k_h, units, start, x_col) -> plan\n\n"
+             "make_plan(epilogue, activation, weights, bias, panels, k_x, k_h, units, start, x_col, dot=False)"
+             " -> plan\n\n"
              "Check packed weights once and keep them with the node's sizes and state columns. weights:\n"
-             "float32, or uint16 for bfloat16 weights (the high halves of float32 values).");
+             "float32, or uint16 for bfloat16 weights (the high halves of float32 values); dot: the uint16\n"
+             "weights are in row pairs and the kernel rounds the rows to bfloat16 too (needs bf16_dot()).");
 
 static PyObject *make_plan(PyObject *self, PyObject *args) {
     (void)self;
     Plan p;
     memset(&p, 0, sizeof p);
     PyObject *weights, *bias;
-    if (!PyArg_ParseTuple(args, "iiOOiiiinn", &p.epilogue, &p.activation, &weights, &bias, &p.panels, &p.k_x,
-                          &p.k_h, &p.units, &p.start, &p.x_col))
+    int dot = 0;
+    if (!PyArg_ParseTuple(args, "iiOOiiiinn|p", &p.epilogue, &p.activation, &weights, &bias, &p.panels, &p.k_x,
+                          &p.k_h, &p.units, &p.start, &p.x_col, &dot))
         return NULL;
+    if (dot && chosen.run_dot == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "make_plan(dot=True): this CPU (or RNNSTREAM_KERNEL_ISA) has no AVX512_BF16");
+        return NULL;
+    }
     const int lanes = chosen.lanes, per_panel = p.epilogue == EPI_ACT ? 4 * lanes : lanes;
     const Py_ssize_t K = (Py_ssize_t)p.k_x + p.k_h;
     if (p.epilogue < EPI_ACT || p.epilogue > EPI_GRU || p.activation < ACT_LINEAR || p.activation > ACT_RELU ||
@@ -83,12 +91,15 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "make_plan(): epilogue, activation and sizes do not fit together");
         return NULL;
     }
-    p.bf16 = PyArray_Check(weights) && PyArray_TYPE((PyArrayObject *)weights) == NPY_UINT16;
-    const int weights_ok = p.bf16 ? PyArray_NDIM((PyArrayObject *)weights) == 1 : is_floats(weights, 1);
+    const int uint16 = PyArray_Check(weights) && PyArray_TYPE((PyArrayObject *)weights) == NPY_UINT16;
+    p.bf16 = uint16 ? (dot ? BF16_DOT : BF16_WIDEN) : 0;
+    /* BF16_DOT: each part padded to even rows, then zero rows up to whole chunks (kernel.h: dot_row_words) */
+    const Py_ssize_t rows = dot ? 2 * (Py_ssize_t)dot_row_words(p.k_x, p.k_h) : K;
+    const int weights_ok = uint16 ? PyArray_NDIM((PyArrayObject *)weights) == 1 : is_floats(weights, 1) && !dot;
     if (!weights_ok || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)weights) ||
-        PyArray_SIZE((PyArrayObject *)weights) != (Py_ssize_t)p.panels * K * 4 * lanes) {
-        PyErr_Format(PyExc_ValueError, "weights must be %zd contiguous float32 (or uint16 bfloat16) values",
-                     (Py_ssize_t)p.panels * K * 4 * lanes);
+        PyArray_SIZE((PyArrayObject *)weights) != (Py_ssize_t)p.panels * rows * 4 * lanes) {
+        PyErr_Format(PyExc_ValueError, "weights must be %zd contiguous %s values",
+                     (Py_ssize_t)p.panels * rows * 4 * lanes, dot ? "uint16 bfloat16" : "float32 (or uint16 bfloat16)");
         return NULL;
     }
     if (!is_floats(bias, 1) || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)bias) ||
@@ -194,7 +205,11 @@ int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject
     job->threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
     job->flops = (long)batch * plan->row_flops;
     const int K = plan->k_x + plan->k_h;
-    *packed_floats = chosen.blocked && batch >= BR && K > 0 ? (size_t)(batch + BR - 1) / BR * BR * K : 0;
+    if (plan->bf16 == BF16_DOT) /* the rows as bfloat16 pairs, in whole blocks of AMX_ROWS */
+        *packed_floats =
+            (size_t)(batch + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS * (size_t)dot_row_words(plan->k_x, plan->k_h);
+    else
+        *packed_floats = chosen.blocked && batch >= BR && K > 0 ? (size_t)(batch + BR - 1) / BR * BR * K : 0;
     return 0;
 }
 
@@ -311,6 +326,18 @@ static PyObject *isa(PyObject *self, PyObject *unused) {
     return Py_BuildValue("(si)", chosen.name, chosen.lanes);
 }
 
+static PyObject *bf16_dot(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(chosen.run_dot != NULL);
+}
+
+static PyObject *bf16_amx(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(chosen.run_dot != NULL && chosen.amx);
+}
+
 static PyObject *cpu_count(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -337,6 +364,9 @@ static PyMethodDef methods[] = {
     {"run", run_bound, METH_O, run_doc},
     {"step_all", (PyCFunction)(void (*)(void))step_all, METH_FASTCALL, step_all_doc},
     {"isa", isa, METH_NOARGS, "(name, lanes) of the instruction set this CPU runs the kernel with."},
+    {"bf16_dot", bf16_dot, METH_NOARGS, "Whether this CPU runs make_plan(dot=True) plans (AVX512_BF16)."},
+    {"bf16_amx", bf16_amx, METH_NOARGS,
+     "Whether dot plans step batches of 8 rows and more on AMX tiles (RNNSTREAM_AMX=0: never)."},
     {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
     {NULL, NULL, 0, NULL},
 };

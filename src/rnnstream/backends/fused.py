@@ -57,6 +57,18 @@ def instruction_set() -> str:
     return str(_require().isa()[0])
 
 
+def bf16_dot() -> bool:
+    """Whether the kernel computes ``bf16-dot`` (bfloat16 weights times bfloat16 rows, ``vdpbf16ps``) on this
+    CPU: one with AVX512_BF16, unless ``RNNSTREAM_KERNEL_ISA`` asks for a narrower instruction set."""
+    return bool(_require().bf16_dot())
+
+
+def bf16_amx() -> bool:
+    """Whether ``bf16-dot`` steps batches of 8 rows and more on AMX tiles (``amx_kernel.h``): a CPU with
+    AMX-BF16 (Intel Sapphire Rapids and later) whose OS grants it, unless ``RNNSTREAM_AMX=0``."""
+    return bool(_require().bf16_amx())
+
+
 def _require() -> ModuleType:
     kernel = KERNEL
     if kernel is None:
@@ -79,9 +91,11 @@ class FusedBackend(NumpyBackend):
 
     name = "fused"
 
-    def __init__(self, graph: Graph, *, threads: int | None = None, bf16: bool = False) -> None:
+    def __init__(self, graph: Graph, *, threads: int | None = None, precision: str = "fp32") -> None:
         super().__init__(graph)
-        self.bf16 = bf16  # the kernel keeps the weight matrices as bfloat16 (graph's already rounded to it)
+        # fp32, bf16-widen or bf16-dot (rnnstream.precision): the graph's weights are already at it
+        self.precision = precision
+        self.bf16 = precision != "fp32"  # the kernel keeps the weight matrices as bfloat16
         kernel = _require()
         self._kernel = kernel
         self.lanes: int = kernel.isa()[1]
@@ -99,16 +113,21 @@ class FusedBackend(NumpyBackend):
                 continue
             assert isinstance(node.layer, Recurrent | Dense)
             x_col = self._in_state.get(node.inputs[0], -1)
-            weights = packing.bf16_pairs(packed.weights, self.lanes) if bf16 else packed.weights
             plan = kernel.make_plan(
-                packed.epilogue, packed.activation, weights, packed.bias, packed.panels,
-                packed.k_x, packed.k_h, packed.units, node.start, x_col,
+                packed.epilogue, packed.activation, self._weights(packed), packed.bias, packed.panels,
+                packed.k_x, packed.k_h, packed.units, node.start, x_col, precision == "bf16-dot",
             )  # fmt: skip
             self._plans[id(node)] = (plan, node.layer)
             if mask_free and isinstance(node.layer, Recurrent):
                 self._in_state[node.outputs[0]] = node.start
         self._program = _compile(self) if mask_free else None
         self._recipe = _recipe(self) if mask_free and hasattr(kernel, "launch") else None
+
+    def _weights(self, packed: packing.Packed) -> Array:
+        """``packed``'s weights as the kernel takes them at this backend's precision."""
+        if self.precision == "bf16-dot":
+            return packing.bf16_dot_pairs(packed.weights, packed.k_x, packed.k_h, self.lanes)
+        return packing.bf16_pairs(packed.weights, self.lanes) if self.bf16 else packed.weights
 
     @property
     def can_launch(self) -> bool:

@@ -9,6 +9,7 @@
  *           load widens them to float32, so products and sums stay float32 and the bytes read halve;
  *           see wload2 for their layout)
  *   NAME(x) x with the instruction set's (and weight type's) suffix, so the copies do not collide
+ *   PAIRS   1 (optional): the AVX512_BF16 copy, whose products are dot_kernel.h's (BF16_DOT Jobs)
  * Each copy defines static functions only; its entry point is NAME(run)(const Job *).
  *
  * One call of NAME(run) computes, for every batch row b and every panel p of packed weights,
@@ -67,6 +68,10 @@ static inline __attribute__((always_inline)) void NAME(wload2)(const WT *p, VF *
 }
 
 static inline __attribute__((always_inline)) VF NAME(splat)(float a) { return (VF){0} + a; }
+
+#if PAIRS
+#include "dot_kernel.h"
+#endif
 
 static inline __attribute__((always_inline)) VF NAME(select)(VI mask, VF yes, VF no) {
     return (VF)(((VI)yes & mask) | ((VI)no & ~mask));
@@ -202,7 +207,10 @@ static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++)
         for (int s = 0; s < 4; s++) acc[m][s] = NAME(load)(bias + s * LANES);
-
+#if PAIRS
+    (void)w;
+    NAME(tile_pairs)(job, p, r0, acc, mb);
+#else
     const float *xrow[MB], *hrow[MB];
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++) {
@@ -211,6 +219,7 @@ static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int
     }
     NAME(accumulate)(acc, xrow, K1, w, mb);
     NAME(accumulate)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb);
+#endif
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++) NAME(finish)(job, p, (size_t)(r0 + m), acc[m]);
 }
@@ -372,6 +381,9 @@ static void NAME(tile_range)(const Job *job, long lo, long hi, const void *ctx) 
 }
 
 static void NAME(run)(const Job *job) {
+#if PAIRS
+    NAME(pair_all_rows)(job);
+#endif
 #if BLOCKED
     if (job->packed != NULL) {
         NAME(run_blocked)(job);

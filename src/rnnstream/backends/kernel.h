@@ -16,6 +16,7 @@
 
 enum { EPI_ACT = 0, EPI_LSTM = 1, EPI_GRU = 2 };
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3 };
+enum { BF16_WIDEN = 1, BF16_DOT = 2 };
 
 typedef struct {
     int epilogue, activation, batch, panels, k_x, k_h, units, threads;
@@ -24,7 +25,8 @@ typedef struct {
     float *out, *out_c;
     Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
     float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
-    int bf16;      /* the weights are bfloat16 */
+    int bf16;      /* 0: float32 weights; BF16_WIDEN: bfloat16 weights widened on load; BF16_DOT: bfloat16 weights
+                    * in k-pairs, the rows rounded to bfloat16 into `packed` (vdpbf16ps, dot_kernel.h) */
     long flops;    /* batch x the node's FLOPs per row */
 } Job;
 
@@ -40,6 +42,8 @@ typedef struct {
     int lanes, blocked;
     void (*run)(const Job *); /* float32 weights */
     void (*run_bf16)(const Job *);
+    void (*run_dot)(const Job *); /* BF16_DOT Jobs; NULL where the CPU lacks AVX512_BF16 */
+    int amx; /* BF16_DOT Jobs of a few rows and more run on AMX tiles (amx_kernel.h; kernel.c: amx_min_batch) */
 } Isa;
 
 /* The variant that runs every Job: the portable one until choose_isa(). */
@@ -49,8 +53,19 @@ extern Isa chosen;
 void run_job(const Job *job);
 
 /* The widest instruction set this CPU has; RNNSTREAM_KERNEL_ISA=avx2|portable asks for a narrower one
- * (the tests use it to check every compiled variant on one machine). Once, at import. */
+ * (the tests use it to check every compiled variant on one machine); with AVX512_BF16, run_dot, and AMX
+ * where the CPU and the OS allow it (RNNSTREAM_AMX=0: not; =n: from batch n). Once, at import. */
 void choose_isa(void);
+
+/* Words (uint32: a pair of bfloat16) of one row [x, h] on the BF16_DOT path: each part in pairs, the odd one
+ * padded with a zero (dot_used_words), then zeros up to a multiple of DOT_CHUNK (an AMX tile's 16 words:
+ * amx_kernel.h). The weights of a BF16_DOT plan hold 4·lanes words per row pair of each panel, as many. */
+#define DOT_CHUNK 16
+#define AMX_ROWS 32 /* the AMX path steps blocks of 32 rows: its scratch holds the batch rounded up to them */
+static inline int dot_used_words(int k_x, int k_h) { return (k_x + 1) / 2 + (k_h + 1) / 2; }
+static inline int dot_row_words(int k_x, int k_h) {
+    return (dot_used_words(k_x, k_h) + DOT_CHUNK - 1) / DOT_CHUNK * DOT_CHUNK;
+}
 
 /* The blocked path's packed rows: at least `floats` floats, 64-byte aligned, one buffer per calling
  * thread, grown as needed and kept (NULL when out of memory). */

@@ -10,7 +10,9 @@ floats, so the kernel reads each panel front to back: ``packed[p, k, slot, lane]
 
 bfloat16 weights (:func:`bf16_pairs`) keep this order, but within each pair of slots (0, 1) and (2, 3)
 the two slots' values of one lane sit side by side: one 32-bit word per lane, the first slot's value in
-its low half. The kernel widens a pair with a shift and a mask.
+its low half. The kernel widens a pair with a shift and a mask. For the AVX512_BF16 path
+(:func:`bf16_dot_pairs`) the pairs are of rows instead: row ``2i`` and ``2i + 1`` of one slot and lane share
+a word, the x rows and the h rows each padded to an even count with zeros.
 
 >>> import numpy as np
 >>> packed = pack_act(np.arange(6, dtype=np.float32).reshape(2, 3), None, lanes=4)
@@ -126,3 +128,26 @@ def bf16_pairs(weights: FloatArray, lanes: int) -> np.ndarray[tuple[int, ...], n
     """
     bits = bf16_bits(weights).reshape(-1, 2, 2, lanes)  # (P·K·2 pairs, slot in pair, lane)
     return np.ascontiguousarray(bits.transpose(0, 1, 3, 2)).reshape(-1)
+
+
+DOT_CHUNK = 16
+"""Row pairs of the bf16-dot weights come in whole chunks of this many (an AMX tile's: ``amx_kernel.h``)."""
+
+
+def bf16_dot_pairs(
+    weights: FloatArray, k_x: int, k_h: int, lanes: int
+) -> np.ndarray[tuple[int, ...], np.dtype[np.uint16]]:
+    """Packed float32 weights ``(P·K·4·lanes,)`` as bfloat16 bits in row pairs: ``(P, pairs, 4, lanes, 2)``,
+    the x rows and the h rows each padded to an even count, then zero pairs up to a multiple of DOT_CHUNK
+    (``dot_kernel.h``).
+
+    >>> w = np.arange(1, 13, dtype=np.float32)  # k_x = 3 rows, 4 slots of 1 lane
+    >>> (bf16_dot_pairs(w, 3, 0, lanes=1).astype(np.uint32) << 16).view(np.float32).tolist()[:16]
+    [1.0, 5.0, 2.0, 6.0, 3.0, 7.0, 4.0, 8.0, 9.0, 0.0, 10.0, 0.0, 11.0, 0.0, 12.0, 0.0]
+    """
+    w = weights.reshape(-1, k_x + k_h, 4, lanes)
+    parts = [np.pad(part, [(0, 0), (0, part.shape[1] % 2), (0, 0), (0, 0)]) for part in (w[:, :k_x], w[:, k_x:])]
+    rows = sum(part.shape[1] for part in parts)
+    parts.append(np.zeros((w.shape[0], -rows % (2 * DOT_CHUNK), 4, lanes), np.float32))
+    paired = np.concatenate(parts, axis=1).reshape(w.shape[0], -1, 2, 4, lanes).transpose(0, 1, 3, 4, 2)
+    return bf16_bits(np.ascontiguousarray(paired)).reshape(-1)

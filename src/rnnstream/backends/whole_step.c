@@ -23,11 +23,14 @@ int build_jobs(PyObject *items, PyObject *state, PyObject *new_state, long threa
 
 /* Run count jobs in order on this thread (GIL released when they are worth it); -1: out of memory. */
 static int run_jobs(Job *jobs, const size_t *packed_floats, Py_ssize_t count, long flops) {
-    for (Py_ssize_t i = 0; i < count; i++)
-        if (packed_floats[i] > 0 && (jobs[i].packed = scratch_for(packed_floats[i])) == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    size_t most = 0; /* one buffer for every job (they run one after another): the largest they need */
+    for (Py_ssize_t i = 0; i < count; i++) most = packed_floats[i] > most ? packed_floats[i] : most;
+    float *packed = most > 0 ? scratch_for(most) : NULL;
+    if (most > 0 && packed == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) jobs[i].packed = packed_floats[i] > 0 ? packed : NULL;
     if (flops >= RELEASE_GIL_MIN_FLOPS) {
         Py_BEGIN_ALLOW_THREADS for (Py_ssize_t i = 0; i < count; i++) if (jobs[i].batch > 0) run_job(&jobs[i]);
         Py_END_ALLOW_THREADS

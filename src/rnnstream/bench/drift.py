@@ -1,5 +1,5 @@
-"""``rnnstream bench precision``: how far bf16 weights move a model's outputs from fp32's, and whether
-the gap grows with time.
+"""``rnnstream bench precision``: how far bf16 weights (each bf16 mode: rnnstream.precision) move a
+model's outputs from fp32's, and whether the gap grows with time.
 
 For each model, the fp32 and the bf16 model run free from a zero state over the same 10,000 steps of
 generated input (batch 8; real inputs normal(0, 1), token inputs uniform over the vocabulary), each
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnstream.backends.fused import bf16_dot
 from rnnstream.model import StreamModel
 from rnnstream.types import Array
 
@@ -31,6 +32,7 @@ CHUNK = 500  # steps per run() call: the outputs of a chunk at a time in memory
 @dataclass
 class Drift:
     model: str
+    precision: str  # the bf16 mode against fp32: bf16-widen or bf16-dot (rnnstream.precision)
     largest: float  # max |Δ| of any output over the run
     windows: list[float]  # max |Δ| in each consecutive tenth (or ``windows``-th) of the run
 
@@ -51,10 +53,12 @@ def _inputs(model: StreamModel, rng: np.random.Generator, T: int) -> list[Array]
     return xs
 
 
-def measure(name: str, model: StreamModel, *, steps: int = STEPS, windows: int = WINDOWS) -> Drift:
-    """``model`` at fp32 against its bf16 twin (same graph, same backend kind) over ``steps`` steps."""
+def measure(
+    name: str, model: StreamModel, *, steps: int = STEPS, windows: int = WINDOWS, precision: str = "bf16-widen"
+) -> Drift:
+    """``model`` at fp32 against its twin at ``precision`` (same graph, same backend kind) over ``steps`` steps."""
     fp32 = StreamModel(model.graph, backend=model.backend.name, precision="fp32")
-    bf16 = StreamModel(model.graph, backend=model.backend.name, precision="bf16")
+    bf16 = StreamModel(model.graph, backend=model.backend.name, precision=precision)
     rng = np.random.default_rng(0)
     s32, s16 = fp32.initial_state(BATCH), bf16.initial_state(BATCH)
     per_step: list[float] = []
@@ -66,7 +70,7 @@ def measure(name: str, model: StreamModel, *, steps: int = STEPS, windows: int =
         gaps = [np.abs(a - b).reshape(BATCH, a.shape[1], -1).max(axis=(0, 2)) for a, b in _pairs(y32, y16)]
         per_step.extend(np.max(gaps, axis=0).tolist())
     size = steps // windows
-    return Drift(name, max(per_step), [max(per_step[i * size : (i + 1) * size]) for i in range(windows)])
+    return Drift(name, precision, max(per_step), [max(per_step[i * size : (i + 1) * size]) for i in range(windows)])
 
 
 def _pairs(a: object, b: object) -> list[tuple[Array, Array]]:
@@ -76,11 +80,13 @@ def _pairs(a: object, b: object) -> list[tuple[Array, Array]]:
 
 
 def report(rows: list[Drift]) -> str:
-    """One line per model: the largest |Δ|, the first and last tenth's, and their ratio."""
-    lines = [f"{'model':<28} {'max |Δ|':>10} {'first tenth':>12} {'last tenth':>12} {'last/first':>10}"]
+    """One line per model and mode: the largest |Δ|, the first and last tenth's, and their ratio."""
+    columns = f"{'max |Δ|':>10} {'first tenth':>12} {'last tenth':>12} {'last/first':>10}"
+    lines = [f"{'model':<28} {'precision':<10} {columns}"]
     for row in rows:
         lines.append(
-            f"{row.model:<28} {row.largest:>10.2e} {row.windows[0]:>12.2e} {row.windows[-1]:>12.2e} {row.trend:>10.2f}"
+            f"{row.model:<28} {row.precision:<10} {row.largest:>10.2e} {row.windows[0]:>12.2e} "
+            f"{row.windows[-1]:>12.2e} {row.trend:>10.2f}"
         )
     return "\n".join(lines)
 
@@ -89,10 +95,16 @@ BUNDLED = ("seed", "text", "co2")
 
 
 def run(models: tuple[str, ...] = BUNDLED, steps: int = STEPS) -> str:
-    """The report for ``models``: bundled names (``seed``, ``text``, ``co2``) or model files."""
+    """The report for ``models``: bundled names (``seed``, ``text``, ``co2``) or model files, in each bf16
+    mode their backend computes here (bf16-dot: the fused kernel on a CPU with AVX512_BF16)."""
     from rnnstream import demo
     from rnnstream.importers import load
 
     paths = {"seed": demo.SEED_MODEL, "text": demo.TEXT_MODEL, "co2": demo.CO2_MODEL}
-    rows = [measure(name, load(paths.get(name, name)), steps=steps) for name in models]
+    rows = []
+    for name in models:
+        model = load(paths.get(name, name))
+        dot = model.backend.name == "fused" and bf16_dot()
+        for precision in ("bf16-widen", "bf16-dot") if dot else ("bf16-widen",):
+            rows.append(measure(name, model, steps=steps, precision=precision))
     return report(rows)

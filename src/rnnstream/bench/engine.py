@@ -52,10 +52,14 @@ class Row:
 
 
 ENGINES = (
-    "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-beside-ort", "rnnstream-beside-blas",
+    "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-beside-ort",
+    "rnnstream-beside-blas",
     "onnxruntime", "pytorch", "keras-predict", "keras-call",
 )  # fmt: skip
 KERAS_ENGINES = ("keras-predict", "keras-call")
+PRECISION_ENGINES = {"rnnstream-bf16": "bf16", "rnnstream-bf16-widen": "bf16-widen"}
+"""model.step at a bf16 precision (rnnstream.precision): ``bf16`` is bf16-dot where the CPU has AMX, else the
+same as bf16-widen."""
 DEVICE_ENGINE = "rnnstream-device"
 """Optional: rnnstream's DeviceBatch, the state resident on a torch device (``run(..., device=...)``)."""
 
@@ -73,7 +77,7 @@ def _load(
 
 
 def _peer(engine: str, model: StreamModel, threads: int, device: str | None) -> peers.Peer:
-    if engine in ("rnnstream", "rnnstream-bf16"):
+    if engine in ("rnnstream", *PRECISION_ENGINES):
         return peers.rnnstream_peer(model)
     if engine == "rnnstream-stepper":
         return peers.rnnstream_peer(model, bound=True)
@@ -96,7 +100,7 @@ def _worker(
 ) -> None:
     """One engine in its own process: its thread pools never spin on the cores another engine is using."""
     try:
-        precision = "bf16" if engine == "rnnstream-bf16" else "fp32"
+        precision = PRECISION_ENGINES.get(engine, "fp32")
         peer = _peer(engine, _load(model_name, backend, threads, device, precision), threads, device)
         connection.send(("ready", peer.name))
     except Exception as e:
@@ -287,9 +291,9 @@ def report(rows: list[Row]) -> str:
             if r.limit:
                 cells.append(f"{format_seconds(r.limit):>10} ({r.limit / r.seconds[ours]:8.2f}×)")
             lines.append(f"{r.batch:>6}  " + "  ".join(f"{c:>22}" for c in cells))
-        worst = max(d for r in mine for e, d in r.max_difference.items() if not e.endswith("bf16"))
+        worst = max(d for r in mine for e, d in r.max_difference.items() if "bf16" not in e)
         lines.append(f"largest output difference from rnnstream over {AGREEMENT_STEPS} steps: {worst:.2e}")
-        bf16 = [d for r in mine for e, d in r.max_difference.items() if e.endswith("bf16")]
+        bf16 = [d for r in mine for e, d in r.max_difference.items() if "bf16" in e]
         if bf16:
             lines.append(f"  of which bf16 weights (rounded, so not within 1e-5): {max(bf16):.2e}")
     return "\n".join(lines)

@@ -11,7 +11,8 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
 - ``rnnstream-device`` (optional): rnnstream's own :class:`~rnnstream.device_batch.DeviceBatch`, the
   state resident on a torch device (on CUDA, the step replayed as a CUDA graph).
 - ``rnnstream-stepper``: :meth:`StreamModel.stepper`, the step bound to preallocated buffers;
-  ``rnnstream-bf16``: ``model.step`` with bfloat16 weights.
+  ``rnnstream-bf16`` / ``rnnstream-bf16-widen``: ``model.step`` with bfloat16 weights (precision ``bf16``:
+  bf16-dot, the rows rounded too, on a CPU with AMX; or ``bf16-widen`` everywhere).
 - ``rnnstream-beside-ort`` / ``rnnstream-beside-blas``: ``model.step`` in a process where, before each
   (untimed), ONNX Runtime steps the same model at the same batch, or NumPy multiplies two 256 × 256
   float32 matrices (OpenBLAS): their thread pools spin on the cores the kernel's helpers use.
@@ -58,7 +59,7 @@ def rnnstream_peer(model: StreamModel, *, bound: bool = False) -> Peer:
 
         return step
 
-    kind = "stepper" if bound else model.backend.name + ("-bf16" if model.precision == "bf16" else "")
+    kind = "stepper" if bound else model.backend.name + ("" if model.precision == "fp32" else f"-{model.precision}")
     return Peer(f"rnnstream-{kind}", make)
 
 
