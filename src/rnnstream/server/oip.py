@@ -117,7 +117,8 @@ def step_request(
         check_id(stream_id, prefix + "sequence_id", config)
     if start and number is not None and number != 1:
         raise ProtocolError(f"{prefix}sequence_step: a start step is step 1, got {number}")
-    check_numbers(number, steps, prefix + "sequence_step")
+    if steps is not None:
+        check_numbers(number, steps, prefix + "sequence_step")
     return StepRequest(stream_id, x, number, start, end, not start, steps, all_outputs)
 
 

@@ -130,6 +130,9 @@ class StreamSocket:
     def _request(self, step: StreamStep, x: Any) -> StepRequest:
         if isinstance(step.id, str):
             check_id(step.id, "id", self.state.config)
+        if step.steps is None and step.sequence_outputs == "last":  # one step, as almost every request is
+            return step_request(step.sequence_id, step.sequence_start, step.sequence_end, step.sequence_step, x,
+                                self.state.config)
         return step_request(step.sequence_id, step.sequence_start, step.sequence_end, step.sequence_step, x,
                             self.state.config, steps=step.steps,
                             all_outputs=all_outputs(step.sequence_outputs, step.steps, "sequence_outputs"))
