@@ -28,8 +28,9 @@ docs: $(TEST_STAMP)
 BENCH_STAMP := $(VENV)/.installed-bench
 
 # Benchmarks (not part of `make test`): the seed blog's experiment, the engine against ONNX Runtime,
-# PyTorch and Keras, context length, streams and stores, generation, and the server under 1,000 streams
-# (~5 minutes of its own). Figures, charts and the serving report go to bench-results/.
+# PyTorch and Keras, context length, streams and stores, generation, the server under 1,000 streams,
+# history priming, bf16 drift, and the capacity model's inputs (HAProxy, 3 replicas, Redis Cluster)
+# (the server ~5 minutes of it). Figures, charts and the serving and capacity reports go to bench-results/.
 bench: $(BENCH_STAMP)
 	mkdir -p bench-results
 	$(PY) -m rnnstream bench seed --png bench-results/bench_seed.png
@@ -38,6 +39,9 @@ bench: $(BENCH_STAMP)
 	$(PY) -m rnnstream bench streams
 	$(PY) -m rnnstream bench generate
 	bash -o pipefail -c '$(PY) -m rnnstream bench serve | tee bench-results/serve.txt'
+	$(PY) -m rnnstream bench prime
+	$(PY) -m rnnstream bench precision
+	bash -o pipefail -c '$(PY) -m rnnstream bench capacity --topology | tee bench-results/capacity.txt'
 
 # The fuzz suites of `make test` (hypothesis against a real server over HTTP, WebSocket and gRPC; schemathesis
 # against its OpenAPI document; mutated model files against the importers; histories interleaved with steps)
