@@ -382,8 +382,9 @@ def test_serve_with_a_token_prints_a_curl_that_works_when_pasted() -> None:
                 lines.put(line)
 
         threading.Thread(target=read, daemon=True).start()
-        while not (line := lines.get(timeout=60).strip()).startswith("curl"):
-            pass
+        line = ""
+        while not line.startswith("curl"):  # the start-up banner, then the example requests
+            line = lines.get(timeout=60).strip()
         assert "Authorization: Bearer" in line
         for _ in range(600):  # the server prints its examples, then starts listening
             pasted = subprocess.run(["bash", "-c", line + " -w ' %{http_code}'"], capture_output=True, text=True)

@@ -10,6 +10,7 @@ took over: it would come back empty, as the master).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import signal
@@ -61,13 +62,11 @@ def stop_process(process: subprocess.Popen[bytes] | None, *, kill: bool = False,
         return
     if not kill:
         process.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    process.kill()
-    process.wait(timeout=timeout)
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:

@@ -165,7 +165,7 @@ def run_demo(directory: Path, model: str, durable: int, port: int) -> int:
     print(f"starting 6 redis-server (3 masters, 1 replica each), 3 replicas of {model!r} and HAProxy in {directory}",
           flush=True)
     topology.start()
-    try:
+    try:  # Ctrl-C before the signals are blocked ends the wait too
         print(topology.describe())
         if model == "seed":
             body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}],
@@ -177,7 +177,7 @@ def run_demo(directory: Path, model: str, durable: int, port: int) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # after the children started
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     except KeyboardInterrupt:
-        pass
+        print("stopping", flush=True)
     finally:
         topology.stop()
     return 0

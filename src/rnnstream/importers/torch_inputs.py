@@ -69,8 +69,9 @@ def input_dtype(name: str, example: Any) -> str:
     raise UnsupportedLayerError(f"input {name!r} has dtype {example.dtype}; rnnstream takes floats or token ids")
 
 
-def candidates(module: Any, placeholders: list[Any], examples: tuple[Any, ...], declared: InputLayout
-               ) -> list[list[tuple[str, ...]]]:  # fmt: skip
+def candidates(
+    module: Any, placeholders: list[Any], examples: tuple[Any, ...], declared: InputLayout
+) -> list[list[tuple[str, ...]]]:
     """Per input, the layouts to try in turn: the declared one, channels first where the graph says so,
     else every layout its rank allows but channels first."""
     given = _per_input(declared, len(examples))
