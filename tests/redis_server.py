@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rnnstream.cluster.redis_nodes import free_port, stop_process
+from rnnstream.cluster.redis_nodes import free_port, redis_server_args, stop_process
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -32,13 +32,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [
-            str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
-            "--logfile", str(self.directory / "redis.log"),
-        ]
-        if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / "nodes.conf")]
+        args = redis_server_args(self.port, self.directory, appendonly=self.appendonly, cluster=self.cluster)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready()
         return self

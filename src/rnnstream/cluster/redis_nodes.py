@@ -83,6 +83,19 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
     raise ClusterError(f"{what} did not listen on port {port} within {timeout:g} s")
 
 
+def redis_server_args(port: int, directory: Path, *, appendonly: bool, cluster: bool) -> list[str]:
+    """The command line of a redis-server on loopback ``port`` keeping its files (log, AOF with every write
+    fsynced, cluster state) in ``directory``; no RDB snapshots."""
+    args = [
+        tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+        "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
+        "--logfile", str(directory / "redis.log"),
+    ]
+    if cluster:
+        args += ["--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf")]
+    return args
+
+
 class RedisNode:
     """One cluster-enabled redis-server in its own directory."""
 
@@ -91,10 +104,7 @@ class RedisNode:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.args = [
-            tool("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
-            "--logfile", str(directory / "redis.log"), "--cluster-enabled", "yes",
-            "--cluster-config-file", str(directory / "nodes.conf"),
+            *redis_server_args(self.port, directory, appendonly=appendonly, cluster=True),
             "--cluster-node-timeout", str(node_timeout_ms), "--cluster-require-full-coverage", "no",
         ]
         self.process: subprocess.Popen[bytes] | None = None
