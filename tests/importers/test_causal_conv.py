@@ -19,7 +19,13 @@ nnf = torch.nn.functional
 
 from tests.importers.test_torch_conformance import TOLERANCE, assert_matches  # noqa: E402
 from tests.importers.test_torch_refusals import Wrap  # noqa: E402
-from tests.importers.torch_models import TorchCase, randomize, reference_outputs, sequence_input  # noqa: E402
+from tests.importers.torch_models import (  # noqa: E402
+    Chomp1d,
+    TorchCase,
+    randomize,
+    reference_outputs,
+    sequence_input,
+)
 
 LENGTHS = (1, 7, 50)
 BATCH = 3
@@ -67,17 +73,6 @@ class PadModules(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.transpose(1, 2)).transpose(1, 2)
-
-
-class Chomp1d(nn.Module):
-    """locuslab/TCN's chomp: drop the padding a symmetric Conv1d added at the end."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, : -self.size].contiguous()
 
 
 class ChompTCN(nn.Module):
