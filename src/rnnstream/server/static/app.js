@@ -148,40 +148,27 @@ async function generate(event) {
   try {
     const response = await api(`/v2/models/${text.model}/generate_stream`, { text_input: prompt, parameters },
       { raw: true, signal: text.controller.signal });
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        if (!block.startsWith("data: ")) continue;
-        const reply = JSON.parse(block.slice(6));
-        if (reply.error) {
-          $("finish").textContent = "error: " + reply.error;
-          continue;
-        }
-        const now = performance.now();
-        if (first === null) {
-          first = now;
-          $("ttft").textContent = fmtMs(now - started);
-        }
-        count += 1;
-        text.queue += reply.text_output;
-        live.text.tokens = count;
-        $("token-count").textContent = count.toLocaleString("en");
-        if (count > 1) $("token-rate").textContent = fmtRate((count - 1) / ((now - first) / 1000)) + " tokens/s";
-        if (reply.finish_reason) {
-          live.text.finish = reply.finish_reason;
-          $("finish").textContent = reply.finish_reason === "length" ? "reached the token limit" : "stop sequence";
-        }
+    await readEvents(response, (reply) => {  // models.js
+      if (reply.error) {
+        $("finish").textContent = "error: " + reply.error;
+        return;
+      }
+      const now = performance.now();
+      if (first === null) {
+        first = now;
+        $("ttft").textContent = fmtMs(now - started);
+      }
+      count += 1;
+      text.queue += reply.text_output;
+      live.text.tokens = count;
+      $("token-count").textContent = count.toLocaleString("en");
+      if (count > 1) $("token-rate").textContent = fmtRate((count - 1) / ((now - first) / 1000)) + " tokens/s";
+      if (reply.finish_reason) {
+        live.text.finish = reply.finish_reason;
+        $("finish").textContent = reply.finish_reason === "length" ? "reached the token limit" : "stop sequence";
       }
       startDrawing();
-    }
+    });
   } catch (error) {
     $("finish").textContent = error.name === "AbortError" ? "stopped (the server cancelled the stream)"
       : "error: " + error.message;
