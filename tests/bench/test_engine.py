@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnstream.bench import engine
+from rnnstream.bench import engine, peers
 
 pytest.importorskip("onnxruntime")
 
@@ -76,14 +77,41 @@ def _settles_at(pid: int, state: str, seconds: float = 5.0) -> bool:
 def test_the_stepper_bf16_and_beside_rows_and_the_limit() -> None:
     """The pre-bound stepper and the steps beside ONNX Runtime or OpenBLAS agree with rnnstream; bf16
     within its rounding; every row carries the arithmetic limit."""
-    engines = ("rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-beside-ort", "rnnstream-beside-blas")
+    beside = tuple(f"rnnstream-beside-{n}" for n in ("ort", "ort-quiet", "blas", "blas-quiet"))
+    engines = ("rnnstream", "rnnstream-stepper", "rnnstream-bf16", *beside)
     rows, missing = engine.measure("seed", (1, 3), engines, 1, 1, "fused")
     assert not missing
-    assert list(rows[0].seconds) == ["rnnstream-fused", "rnnstream-stepper", "rnnstream-fused-bf16",
-                                     "rnnstream-beside-ort", "rnnstream-beside-blas"]  # fmt: skip
+    assert list(rows[0].seconds) == ["rnnstream-fused", "rnnstream-stepper", "rnnstream-fused-bf16", *beside]
     for row in rows:
         assert max(d for e, d in row.max_difference.items() if e != "rnnstream-fused-bf16") <= 1e-5
         assert 0 < row.max_difference["rnnstream-fused-bf16"] < 1e-3
         assert 0 < row.limit < row.seconds["rnnstream-fused"]
     text = engine.report(rows)
     assert "arithmetic limit" in text and "of which bf16" in text
+
+
+_IDLE_CPU = """
+import time, numpy as np, rnnstream
+from rnnstream.bench import peers
+model = rnnstream.load(rnnstream.demo.SEED_MODEL)
+neighbour = peers.beside_peer(model, {neighbour!r}, 2).neighbour
+assert neighbour is not None
+step, x = neighbour(64), np.ones((64, 4), np.float32)
+burnt = []
+for _ in range(5):
+    step(x)
+    start = time.process_time()
+    time.sleep(0.05)
+    burnt.append(time.process_time() - start)
+print(sorted(burnt)[2])
+"""
+
+
+@pytest.mark.parametrize("neighbour", ["ort-quiet", "blas-quiet"])
+def test_a_quiet_neighbour_leaves_the_cores_alone(neighbour: str) -> None:
+    """Told not to spin (ONNX Runtime's allow_spinning 0, OpenBLAS's thread timeout), the neighbour's
+    threads burn next to no CPU while the process sleeps after its call (spinning, each burns ~all of it)."""
+    env = {**os.environ, **peers.QUIET_ENVIRONMENT}
+    done = subprocess.run([sys.executable, "-c", _IDLE_CPU.format(neighbour=neighbour)], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert float(done.stdout) < 0.01  # of 0.05 s asleep

@@ -53,13 +53,13 @@ class Row:
 
 ENGINES = (
     "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-beside-ort",
-    "rnnstream-beside-blas",
+    "rnnstream-beside-ort-quiet", "rnnstream-beside-blas", "rnnstream-beside-blas-quiet",
     "onnxruntime", "pytorch", "keras-predict", "keras-call",
 )  # fmt: skip
 KERAS_ENGINES = ("keras-predict", "keras-call")
 PRECISION_ENGINES = {"rnnstream-bf16": "bf16", "rnnstream-bf16-widen": "bf16-widen"}
-"""model.step at a bf16 precision (rnnstream.precision): ``bf16`` is bf16-dot where the CPU has AMX, else the
-same as bf16-widen."""
+"""model.step at a bf16 precision (rnnstream.precision): ``bf16`` is bf16-dot where it is the faster (AMX, or an
+AMD CPU's AVX512_BF16: rnnstream.backends.fused.bf16_dot_fast), else the same as bf16-widen."""
 DEVICE_ENGINE = "rnnstream-device"
 """Optional: rnnstream's DeviceBatch, the state resident on a torch device (``run(..., device=...)``)."""
 
@@ -82,7 +82,7 @@ def _peer(engine: str, model: StreamModel, threads: int, device: str | None) -> 
     if engine == "rnnstream-stepper":
         return peers.rnnstream_peer(model, bound=True)
     if engine.startswith("rnnstream-beside-"):
-        return peers.beside_peer(model, engine.rsplit("-", 1)[1], threads)
+        return peers.beside_peer(model, engine.removeprefix("rnnstream-beside-"), threads)
     if engine == DEVICE_ENGINE:
         return peers.device_batch_peer(model, threads, device)
     if engine == "onnxruntime":
@@ -207,7 +207,8 @@ def _start_workers(
         parent, child = context.Pipe()
         process = context.Process(target=_worker, args=(child, engine, model_name, backend, threads, device),
                                   daemon=True)  # fmt: skip
-        process.start()
+        with peers.environment(peers.QUIET_ENVIRONMENT if engine.endswith("-quiet") else {}):
+            process.start()  # the child reads its environment as it starts
         status, detail = parent.recv()
         if status == "ready":
             workers[detail] = (parent, process)

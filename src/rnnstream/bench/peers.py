@@ -12,16 +12,23 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
   state resident on a torch device (on CUDA, the step replayed as a CUDA graph).
 - ``rnnstream-stepper``: :meth:`StreamModel.stepper`, the step bound to preallocated buffers;
   ``rnnstream-bf16`` / ``rnnstream-bf16-widen``: ``model.step`` with bfloat16 weights (precision ``bf16``:
-  bf16-dot, the rows rounded too, on a CPU with AMX; or ``bf16-widen`` everywhere).
+  bf16-dot, the rows rounded too, where it is the faster: AMX or an AMD CPU's AVX512_BF16; or ``bf16-widen``
+  everywhere).
 - ``rnnstream-beside-ort`` / ``rnnstream-beside-blas``: ``model.step`` in a process where, before each
   (untimed), ONNX Runtime steps the same model at the same batch, or NumPy multiplies two 256 × 256
-  float32 matrices (OpenBLAS): their thread pools spin on the cores the kernel's helpers use.
+  float32 matrices (OpenBLAS): their thread pools spin on the cores the kernel's helpers use (measured on
+  a 2-core Zen 4: after each call ONNX Runtime's pool burns ~38 ms of CPU, OpenBLAS's ~98 ms, so every
+  step of the kernel runs while one of them holds the second core);
+  ``rnnstream-beside-ort-quiet`` / ``rnnstream-beside-blas-quiet``: the same neighbours told not to spin
+  (ONNX Runtime's ``session.intra_op.allow_spinning`` 0; ``OPENBLAS_THREAD_TIMEOUT=4``, which
+  :data:`QUIET_ENVIRONMENT` sets for that engine's process).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +70,31 @@ def rnnstream_peer(model: StreamModel, *, bound: bool = False) -> Peer:
     return Peer(f"rnnstream-{kind}", make)
 
 
+QUIET_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+"""What a ``-quiet`` neighbour's process starts with: OpenBLAS's idle threads wait 2^4 cycles, not 2^28,
+before they sleep (it reads this when NumPy loads it)."""
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, for a child process to start with; restored after."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def beside_peer(model: StreamModel, neighbour: str, threads: int) -> Peer:
-    """``model.step`` with another library's pool busy in the same process: ``ort`` or ``blas``."""
-    if neighbour == "ort":
-        make_neighbour = onnxruntime_peer(model, threads).make
+    """``model.step`` with another library's pool in the same process: ``ort`` or ``blas``, spinning as
+    they do by default, or ``ort-quiet`` / ``blas-quiet``, told not to."""
+    if neighbour.startswith("ort"):
+        make_neighbour = onnxruntime_peer(model, threads, spin=neighbour == "ort").make
     else:
         a = np.random.default_rng(0).random((256, 256), np.float32)
 
@@ -90,7 +118,8 @@ def device_batch_peer(model: StreamModel, threads: int, device: str | None) -> P
     return Peer(f"rnnstream-device-{where.type}", make)
 
 
-def onnxruntime_peer(model: StreamModel, threads: int) -> Peer:
+def onnxruntime_peer(model: StreamModel, threads: int, spin: bool = True) -> Peer:
+    """ONNX Runtime's session over the model's step; ``spin``: its idle threads spin-wait (the default)."""
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -99,6 +128,7 @@ def onnxruntime_peer(model: StreamModel, threads: int) -> Peer:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # State parts as separate (1, B, units) tensors: the fewest operators, ONNX Runtime's best case.
     session = ort.InferenceSession(
