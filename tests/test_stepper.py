@@ -109,6 +109,20 @@ def test_bad_input_raises_and_changes_nothing(rng: np.random.Generator) -> None:
     assert np.array_equal(y, model.step(np.ones((2, 4), np.float32), before)[0])
 
 
+def test_inputs_the_one_call_path_passes_over_step_the_same(rng: np.random.Generator) -> None:
+    """The bound step copies a C-contiguous float32 x of the right shape in C; anything else (a transposed
+    view, float64, nested lists, a read-only array) takes the checked path, with the same outputs."""
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL)
+    stepper, state = model.stepper(batch_size=3), model.initial_state(3)
+    base = rng.normal(0, 1, (4, 3)).astype(np.float32)
+    frozen = base.T.copy()
+    frozen.flags.writeable = False
+    for x in [base.T, base.T.astype(np.float64), base.T.tolist(), frozen, np.ascontiguousarray(base.T)]:
+        expected, state = model.step(x, state)
+        assert np.array_equal(stepper(x), expected)
+    assert stepper.state == state
+
+
 def test_a_state_of_another_model_or_size_is_refused() -> None:
     seed, text = rnnstream.load(rnnstream.demo.SEED_MODEL), rnnstream.load(rnnstream.demo.TEXT_MODEL)
     with pytest.raises(StateError):

@@ -391,8 +391,9 @@ def _unaliased(ys: list[FloatArray], owned: list[Array]) -> Outputs:
 
 def _aliases(y: Array, owned: list[Array]) -> bool:
     """Whether ``y`` is, or is a view into, one of ``owned`` (cheap: arrays owning their data are skipped)."""
-    if any(y is a for a in owned):
-        return True
+    for a in owned:  # a loop: this runs on every step, and a generator costs more than the test
+        if y is a:
+            return True
     return y.base is not None and any(np.may_share_memory(y, a) for a in owned)
 
 

@@ -12,9 +12,10 @@ float32. The two modes differ in the other operand of each weight product, the l
   AVX512_BF16's ``vdpbf16ps`` (twice the products per instruction; CPUs with AVX512_BF16 only). The NumPy
   backend emulates it (:class:`Bf16Operand`: the rows entering each product rounded the same way); torch
   does not compute it.
-- ``bf16``: ``bf16-widen``, the faster where measured (on a Sapphire Rapids Xeon ``vdpbf16ps`` ran at
-  half FMA's products per second); ``RNNSTREAM_BF16=dot`` makes it ``bf16-dot`` for the fused kernel on
-  a CPU with AVX512_BF16 (``rnnstream.backends.concrete_precision``).
+- ``bf16``: for the fused kernel, ``bf16-dot`` where it is the faster — AMX tiles (Intel Sapphire Rapids
+  and later) or an AMD CPU's ``vdpbf16ps`` (Zen 4 and later: 1.9x fp32's throughput at batch 256) — else
+  ``bf16-widen`` (a Sapphire Rapids Xeon without AMX ran ``vdpbf16ps`` at half FMA's products per second);
+  ``RNNSTREAM_BF16=widen|dot`` decides instead (``rnnstream.backends.concrete_precision``).
 
 Rounding a weight changes it by at most 2^-9 of its size (0.2%); how far outputs move depends on the
 model; rounding the rows too moves them further. ``docs/backends.md`` has the measured difference from

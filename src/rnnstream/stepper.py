@@ -71,23 +71,22 @@ class Stepper:
         if all(spec.spec.dtype == "float32" for spec in model.inputs):
             bound = [model.backend.bind(self._xs, self._rows[i], self._rows[1 - i]) for i in (0, 1)]
             self._bound = [b for b in bound if b is not None] if None not in bound else []
+        self._one_input = len(self._xs) == 1
+        # what a call returns, by the turn after it: the outputs the bound step wrote into rows 1 - turn
+        self._results: list[Outputs] = [_as_returned(b.outputs) for b in reversed(self._bound)]
         self._checked: list[Array] = []  # unbound: this step's inputs
         self._turn = 0  # self._rows[self._turn] holds the current state
 
     def __call__(self, x: Inputs) -> Outputs:
-        one = len(self._xs) == 1
-        if one and type(x) is np.ndarray and x.dtype == np.float32 and x.shape == self._shapes[0] and self._bound:
-            np.copyto(self._xs[0], x)
-        else:
-            self._put(x)
         if self._bound:
             bound = self._bound[self._turn]
-            bound.run()
+            if not (self._one_input and bound.run_from(x, self._xs[0])):  # x as it comes: one C call
+                self._put(x)
+                bound.run()
             self._turn = 1 - self._turn
-            outputs = bound.outputs
-        else:
-            outputs = self._step_unbound()
-        return outputs[0] if len(outputs) == 1 else outputs
+            return self._results[self._turn]
+        self._put(x)
+        return _as_returned(self._step_unbound())
 
     def _put(self, x: Inputs) -> None:
         """Check ``x`` as ``model.step`` does and keep it for the step."""
@@ -124,3 +123,6 @@ class Stepper:
         return f"Stepper({self.model.name!r}, batch_size={self.batch_size}, {kind} {self.model.backend.name} step)"
 
 
+def _as_returned(outputs: list[FloatArray]) -> Outputs:
+    """One model output as it is, several as a list (as ``model.step`` returns them)."""
+    return outputs[0] if len(outputs) == 1 else outputs

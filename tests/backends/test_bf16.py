@@ -144,14 +144,16 @@ def _cpu_has(*flags: str) -> bool:
 
 def test_the_kernel_runs_bf16_dot_where_the_cpu_has_avx512_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernel offers bf16-dot exactly where the CPU has AVX512_BF16, on AMX tiles where it has AMX;
-    ``bf16`` means bf16-dot where AMX runs it, else bf16-widen; RNNSTREAM_BF16 decides instead."""
+    ``bf16`` means bf16-dot where AMX runs it or the CPU is an AMD one, else bf16-widen; RNNSTREAM_BF16
+    decides instead."""
     if not fused.available() or fused.instruction_set() != "avx512":
         pytest.skip("the AVX-512 kernel is not built or not chosen")
     dot = _cpu_has("avx512_bf16", "avx512bw")
     assert fused.bf16_dot() == dot
     assert fused.bf16_amx() == (dot and _cpu_has("amx_bf16", "amx_tile"))
+    assert fused.bf16_dot_fast() == (fused.bf16_amx() or (dot and _cpu_has("AuthenticAMD")))
     for wanted, expected in [
-        (None, "bf16-dot" if fused.bf16_amx() else "bf16-widen"),
+        (None, "bf16-dot" if fused.bf16_dot_fast() else "bf16-widen"),
         ("widen", "bf16-widen"),
         ("dot", "bf16-dot" if dot else "bf16-widen"),
     ]:

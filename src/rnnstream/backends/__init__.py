@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from rnnstream.backends.backend import Backend, BoundStep, LaunchedStep
-from rnnstream.backends.fused import FusedBackend, available, bf16_amx, bf16_dot
+from rnnstream.backends.fused import FusedBackend, available, bf16_dot, bf16_dot_fast
 from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import InputError
 from rnnstream.graph import Graph
@@ -56,16 +56,16 @@ BF16_ENV = "RNNSTREAM_BF16"
 
 def concrete_precision(precision: str, backend: str) -> str:
     """The mode backend ``backend`` computes ``precision`` in: ``bf16`` becomes ``bf16-dot`` for the fused
-    kernel on a CPU with AMX (:func:`rnnstream.backends.fused.bf16_amx`: 1.5-3.5x faster than bf16-widen
-    from batch 16 on a Sapphire Rapids Xeon), else ``bf16-widen`` (faster than vdpbf16ps alone there);
-    ``RNNSTREAM_BF16=widen`` or ``dot`` decides instead. ``bf16-dot`` where it cannot run is an error.
+    kernel where it is the faster (:func:`rnnstream.backends.fused.bf16_dot_fast`: AMX, 1.5-3.5x faster than
+    bf16-widen from batch 16 on a Sapphire Rapids Xeon; an AMD Zen 4's vdpbf16ps, 1.9x at batch 256), else
+    ``bf16-widen``; ``RNNSTREAM_BF16=widen`` or ``dot`` decides instead. ``bf16-dot`` where it cannot run is an error.
 
     >>> concrete_precision("bf16-widen", "fused"), concrete_precision("bf16-dot", "numpy")
     ('bf16-widen', 'bf16-dot')
     """
     dot = backend == "fused" and available() and bf16_dot()
     if check_precision(precision) == "bf16":
-        wanted = os.environ.get(BF16_ENV) or ("dot" if dot and bf16_amx() else "widen")
+        wanted = os.environ.get(BF16_ENV) or ("dot" if dot and bf16_dot_fast() else "widen")
         return "bf16-dot" if dot and wanted == "dot" else "bf16-widen"
     if precision == "bf16-dot" and backend == "torch":
         raise InputError("the torch backend does not compute bf16-dot (bfloat16 rows); use bf16 or bf16-widen")

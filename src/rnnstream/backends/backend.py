@@ -34,6 +34,11 @@ class BoundStep(Protocol):
         """Step once, in place."""
         ...
 
+    def run_from(self, x: object, buffer: FloatArray) -> bool:
+        """Copy ``x`` into the bound input array ``buffer`` and step, when ``x`` is already a C-contiguous
+        float32 array of its shape (the caller's fast path); else False and nothing is done."""
+        ...
+
 
 class Backend(Protocol):
     """What StreamModel (and the server's batcher) need of a backend."""

@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from rnnstream.backends import packing
+from rnnstream.backends.fused_wiring import columns, rows, wire
 from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import MissingDependencyError
 from rnnstream.graph import Graph, Node
-from rnnstream.layers.dense import Dense, Embedding, Identity
+from rnnstream.layers.dense import Dense, Embedding
 from rnnstream.layers.layer import StatelessLayer, StepResult
 from rnnstream.layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN
 from rnnstream.types import Array, BoolArray, FloatArray
@@ -67,6 +68,13 @@ def bf16_amx() -> bool:
     """Whether ``bf16-dot`` steps batches of 8 rows and more on AMX tiles (``amx_kernel.h``): a CPU with
     AMX-BF16 (Intel Sapphire Rapids and later) whose OS grants it, unless ``RNNSTREAM_AMX=0``."""
     return bool(_require().bf16_amx())
+
+
+def bf16_dot_fast() -> bool:
+    """Whether ``bf16-dot`` steps faster than ``bf16-widen`` here, so that ``bf16`` means it: where AMX runs
+    it (:func:`bf16_amx`), or on an AMD CPU with AVX512_BF16 (Zen 4 and later), whose ``vdpbf16ps`` does twice
+    an FMA's products (on a Sapphire Rapids Xeon it does not)."""
+    return bool(_require().bf16_dot_fast())
 
 
 def _require() -> ModuleType:
@@ -121,7 +129,8 @@ class FusedBackend(NumpyBackend):
             if mask_free and isinstance(node.layer, Recurrent):
                 self._in_state[node.outputs[0]] = node.start
         self._program = _compile(self) if mask_free else None
-        self._recipe = _recipe(self) if mask_free and hasattr(kernel, "launch") else None
+        # every node the kernel's: the whole step in one C call (None: node by node)
+        self.wiring = wire(graph, self._plans, self._in_state) if mask_free else None
 
     def _weights(self, packed: packing.Packed) -> Array:
         """``packed``'s weights as the kernel takes them at this backend's precision."""
@@ -132,16 +141,16 @@ class FusedBackend(NumpyBackend):
     @property
     def can_launch(self) -> bool:
         """Whether :meth:`launch` can run this graph's step: every node is one the kernel steps."""
-        return self._recipe is not None
+        return self.wiring is not None and hasattr(self._kernel, "launch")  # no launcher without POSIX threads
 
     def launch(self, xs: list[Array], state: FloatArray, fd: int, threads: int | None = None) -> Launched:
         """Start one step on the kernel's runner thread and return at once (``launcher.h``); 8 bytes are
         written to ``fd`` when it is done; ``threads`` (at most ``self.threads``) share its work. Needs
         :attr:`can_launch`."""
-        if self._recipe is None:
+        if self.wiring is None or not self.can_launch:
             raise RuntimeError("this graph has nodes the kernel does not step; call step() instead")
         new_state = np.empty_like(state)
-        items, outputs = self._items(self._recipe, xs, new_state)
+        items, outputs = self.wiring.items(xs, new_state)
         share = self.threads if threads is None else max(1, min(threads, self.threads))
         handle = self._kernel.launch(list(items), state, new_state, share, fd)
         return Launched(handle, self._kernel, outputs, new_state)
@@ -149,37 +158,12 @@ class FusedBackend(NumpyBackend):
     def bind(self, xs: list[FloatArray], state: FloatArray, new_state: FloatArray) -> Bound | None:
         """The whole step from ``state`` into ``new_state`` over the input buffers ``xs``, checked once
         (``_fused.bind``); None when a node is not the kernel's (see :attr:`can_launch`)."""
-        if self._recipe is None:
+        if self.wiring is None:
             return None
         if any(x.dtype != np.float32 or not x.flags.c_contiguous for x in xs):
             raise ValueError("bind(): input buffers must be contiguous float32 arrays (the kernel reads them in place)")
-        items, outputs = self._items(self._recipe, list(xs), new_state)
+        items, outputs = self.wiring.items(list(xs), new_state)
         return Bound(self._kernel.bind(items, state, new_state, self.threads), self._kernel, outputs)
-
-    def _items(
-        self, recipe: list[_LaunchNode], xs: list[Array], new_state: FloatArray
-    ) -> tuple[tuple[tuple[object, FloatArray | None, FloatArray | None], ...], list[FloatArray]]:
-        """The kernel's items for one step of ``recipe`` over ``xs`` into ``new_state``, and the arrays that
-        will hold the graph's outputs."""
-        values: list[Any] = [None] * len(self.graph.specs)
-        for spec, given in zip(self.graph.inputs, xs, strict=True):
-            values[spec.tensor] = given
-        batch = new_state.shape[0]
-        items: list[tuple[object, FloatArray | None, FloatArray | None]] = []
-        for node in recipe:
-            if node.plan is None:  # an Identity layer: its output is its input
-                values[node.y_tensor] = values[node.inputs]
-                continue
-            x = None if node.x_tensor is None else _rows(values[node.x_tensor])
-            if node.columns is None:  # Dense: its own output array
-                out = np.empty((batch, node.units), np.float32)
-                items.append((node.plan, x, out))
-                values[node.y_tensor] = out
-            else:  # recurrent: its outputs are columns of the new state
-                items.append((node.plan, x, None))
-                for tensor, lo, hi in node.columns:
-                    values[tensor] = new_state[:, lo:hi]
-        return tuple(items), [values[t] for t in self.graph.outputs]
 
     @property
     def fused_nodes(self) -> list[str]:
@@ -206,9 +190,9 @@ class FusedBackend(NumpyBackend):
         return None
 
     def step(self, xs: list[Array], state: FloatArray) -> tuple[list[FloatArray], FloatArray]:
-        if self._recipe is not None:  # every node the kernel's: one call for the whole step
+        if self.wiring is not None:  # every node the kernel's: one call for the whole step
             new_state = np.empty_like(state)
-            items, outputs = self._items(self._recipe, xs, new_state)
+            items, outputs = self.wiring.items(xs, new_state)
             self._kernel.step_all(items, state, new_state, self.threads)
             return outputs, new_state
         if self._program is None:
@@ -230,9 +214,9 @@ class FusedBackend(NumpyBackend):
             return node.layer.step(inputs, mask, state[:, node.start : node.stop])
         plan, layer = found
         if isinstance(layer, Dense):
-            y = self._dense(plan, layer, _rows(inputs[0]), state, new_state)
+            y = self._dense(plan, layer, rows(inputs[0]), state, new_state)
             return StepResult([y], layer.output_mask(inputs, mask), state[:, node.start : node.start])
-        x = None if node.inputs[0] in self._in_state else _rows(inputs[0])
+        x = None if node.inputs[0] in self._in_state else rows(inputs[0])
         self._kernel.step(plan, x, state, new_state, None, self.threads)
         return layer.finish(new_state[:, node.start : node.stop], mask, state[:, node.start : node.stop])
 
@@ -270,58 +254,10 @@ class Bound:
     def run(self) -> None:
         self.kernel.run(self.handle)
 
-
-@dataclass(frozen=True)
-class _LaunchNode:
-    plan: object | None  # None: an Identity layer, whose output is tensor ``inputs``
-    inputs: int
-    x_tensor: int | None  # None: x is read from the new state's columns
-    units: int
-    y_tensor: int
-    columns: list[tuple[int, int, int]] | None  # recurrent: (tensor, first, last column) of each output
-
-
-def _recipe(backend: FusedBackend) -> list[_LaunchNode] | None:
-    """The nodes of a launched step, or None when one of them is not the kernel's to step."""
-    recipe = []
-    for node in backend.graph.nodes:
-        if isinstance(node.layer, Identity):
-            recipe.append(_LaunchNode(None, node.inputs[0], None, 0, node.outputs[0], None))
-            continue
-        found = backend._plans.get(id(node))
-        if found is None:
-            return None
-        plan, layer = found
-        x_tensor = None if node.inputs[0] in backend._in_state else node.inputs[0]
-        if isinstance(layer, Dense):
-            if packing.ACTIVATIONS.get(layer.activation_name) is None:
-                return None  # applied in NumPy after the kernel
-            recipe.append(_LaunchNode(plan, node.inputs[0], x_tensor, int(layer.W.shape[1]), node.outputs[0], None))
-        else:
-            columns = _columns(node, layer.units)
-            recipe.append(_LaunchNode(plan, node.inputs[0], x_tensor, layer.units, node.outputs[0], columns))
-    return _read_columns_only(recipe, backend.graph.outputs)
-
-
-def _read_columns_only(recipe: list[_LaunchNode], outputs: tuple[int, ...]) -> list[_LaunchNode]:
-    """``recipe`` with only the state columns a step hands on: those a graph output or a later node's x
-    is (the next recurrent node reads its x in place, without a view)."""
-    read = set(outputs)
-    for node in reversed(recipe):
-        if node.plan is None and node.y_tensor in read:
-            read.add(node.inputs)
-        elif node.x_tensor is not None:
-            read.add(node.x_tensor)
-    return [
-        replace(node, columns=[c for c in node.columns if c[0] in read]) if node.columns is not None else node
-        for node in recipe
-    ]
-
-
-def _columns(node: Node, units: int) -> list[tuple[int, int, int]]:
-    """Output k of a recurrent node is its h for k = 0, then its state parts (h, c) with return_state."""
-    firsts = [node.start, *(node.start + units * k for k in range(len(node.outputs) - 1))]
-    return [(tensor, first, first + units) for tensor, first in zip(node.outputs, firsts, strict=True)]
+    def run_from(self, x: object, buffer: FloatArray) -> bool:
+        """Copy ``x`` into the bound input array ``buffer`` and step, in one C call, when ``x`` is a
+        C-contiguous float32 array of its shape; else False, nothing done."""
+        return bool(self.kernel.run_from(self.handle, x, buffer))
 
 
 Op = Callable[[list[Any], FloatArray, FloatArray], None]
@@ -357,7 +293,7 @@ def _dense_op(backend: FusedBackend, node: Node, plan: object, dense: Dense) -> 
     reads_state = x_id in backend._in_state
 
     def op(values: list[Any], state: FloatArray, new_state: FloatArray) -> None:
-        values[y_id] = backend._dense(plan, dense, None if reads_state else _rows(values[x_id]), state, new_state)
+        values[y_id] = backend._dense(plan, dense, None if reads_state else rows(values[x_id]), state, new_state)
 
     return op
 
@@ -365,11 +301,11 @@ def _dense_op(backend: FusedBackend, node: Node, plan: object, dense: Dense) -> 
 def _recurrent_op(backend: FusedBackend, node: Node, plan: object, layer: Recurrent) -> Op:
     kernel, threads, x_id = backend._kernel, backend.threads, node.inputs[0]
     reads_state = x_id in backend._in_state
-    columns = _columns(node, layer.units)
+    outputs = columns(node, layer.units)
 
     def op(values: list[Any], state: FloatArray, new_state: FloatArray) -> None:
-        kernel.step(plan, None if reads_state else _rows(values[x_id]), state, new_state, None, threads)
-        for tensor, lo, hi in columns:
+        kernel.step(plan, None if reads_state else rows(values[x_id]), state, new_state, None, threads)
+        for tensor, lo, hi in outputs:
             values[tensor] = new_state[:, lo:hi]
 
     return op
@@ -387,10 +323,3 @@ def _mask_free(graph: Graph) -> bool:
             if makes_masks:
                 return False
     return True
-
-
-def _rows(a: Array) -> FloatArray:
-    """``a`` as float32 ``(B, F)`` with contiguous rows, copied only when it is not already."""
-    if a.dtype == np.float32 and a.ndim == 2 and a.strides[1] == 4:
-        return a
-    return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape[0], -1)

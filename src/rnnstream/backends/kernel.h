@@ -44,6 +44,7 @@ typedef struct {
     void (*run_bf16)(const Job *);
     void (*run_dot)(const Job *); /* BF16_DOT Jobs; NULL where the CPU lacks AVX512_BF16 */
     int amx; /* BF16_DOT Jobs of a few rows and more run on AMX tiles (amx_kernel.h; kernel.c: amx_min_batch) */
+    int dot_fast; /* BF16_DOT runs faster than bfloat16 weights widened to float32 (kernel.c: choose_isa) */
 } Isa;
 
 /* The variant that runs every Job: the portable one until choose_isa(). */

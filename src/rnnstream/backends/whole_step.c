@@ -99,6 +99,45 @@ PyObject *run_bound(PyObject *self, PyObject *capsule) {
     Py_RETURN_NONE;
 }
 
+/* Whether two buffers hold the same shape (their ndim and each size). */
+static int same_shape(const Py_buffer *a, const Py_buffer *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+const char run_from_doc[] =
+    "run_from(bound, x, buffer) -> bool\n\n"
+    "Copy x into the bound input array buffer and run(bound), when x is a C-contiguous float32 array of\n"
+    "buffer's shape; else False, and nothing is done (the caller checks and converts x itself).";
+
+PyObject *run_from(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "run_from() takes (bound, x, buffer)");
+        return NULL;
+    }
+    Bound *bound = (Bound *)PyCapsule_GetPointer(args[0], "rnnstream.fused.bound");
+    if (bound == NULL) return NULL;
+    Py_buffer x, into;
+    if (!PyObject_CheckBuffer(args[1]) || PyObject_GetBuffer(args[1], &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear(); /* not an array this path takes: the caller's general path converts or refuses it */
+        Py_RETURN_FALSE;
+    }
+    if (PyObject_GetBuffer(args[2], &into, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    const int fits = strcmp(x.format, "f") == 0 && strcmp(into.format, "f") == 0 && same_shape(&x, &into);
+    if (fits) memcpy(into.buf, x.buf, (size_t)into.len);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&into);
+    if (!fits) Py_RETURN_FALSE;
+    if (run_jobs(bound->jobs, bound->packed_floats, bound->count, bound->flops) < 0) return NULL;
+    Py_RETURN_TRUE;
+}
+
 #define STEP_ALL_MAX 64 /* nodes step_all() takes without allocating */
 
 const char step_all_doc[] =

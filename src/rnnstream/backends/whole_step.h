@@ -3,7 +3,8 @@
  * step_all(items, state, new_state, threads) runs the nodes items = ((plan, x or None, out or None), ...)
  * in order, as one step() call each would, checking every array first: model.step's path for a graph
  * the kernel steps whole. bind(items, state, new_state, threads) checks them once and keeps the jobs;
- * run(bound) steps them again and again over the same arrays (StreamModel.stepper). The GIL is released
+ * run(bound) steps them again and again over the same arrays (StreamModel.stepper); run_from(bound, x,
+ * buffer) copies the step's input x into the bound input array first (the stepper's call, in one C call). The GIL is released
  * while the kernel runs when the step is worth it (RELEASE_GIL_MIN_FLOPS).
  */
 #ifndef RNNSTREAM_WHOLE_STEP_H
@@ -25,9 +26,10 @@ int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject
 int build_jobs(PyObject *items, PyObject *state, PyObject *new_state, long threads, Job *jobs, size_t *packed_floats,
                long *flops);
 
-extern const char bind_doc[], run_doc[], step_all_doc[];
+extern const char bind_doc[], run_doc[], run_from_doc[], step_all_doc[];
 PyObject *bind_step(PyObject *self, PyObject *args);
 PyObject *run_bound(PyObject *self, PyObject *capsule);
+PyObject *run_from(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *step_all(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #pragma GCC visibility pop

@@ -15,8 +15,12 @@
  * the caller's core and helps little. With 800 polls (~30 µs) the large model at batch 256 stepped at
  * one thread's speed (6–7 ms instead of 3.8) whenever another process had used the other core. */
 #define POOL_SPIN 4000
-/* Every this many polls an idle helper yields: when another library's threads (ONNX Runtime's pool,
- * OpenBLAS) wait for the core it polls on, they run at once instead of after its time slice. */
+/* After its first POOL_HOT polls (~26 µs on a Zen 4), every POOL_YIELD_EVERY-th poll an idle helper yields:
+ * when another library's threads (ONNX Runtime's pool, OpenBLAS) wait for the core it polls on, they run at
+ * once instead of after its time slice. Not sooner: a yield is a system call (~0.6 µs on that machine), and
+ * a helper inside one notices the next task late; yielding from the first poll on made a batch-1 step of
+ * the seed model (two layers, two tasks) 11.4 µs instead of 8.7. */
+#define POOL_HOT 1000
 #define POOL_YIELD_EVERY 64
 /* A helper is late when the caller, out of work, waits for its claimed chunks longer than this many
  * chunks of its own (plus LATE_SLACK_NS): it was preempted, most likely by another pool spinning in the
@@ -108,7 +112,7 @@ static void *pool_helper(void *arg) {
     for (;;) {
         for (int i = 1; i <= POOL_SPIN && atomic_load(&pool.published) == seen; i++) {
             cpu_relax();
-            if (i % POOL_YIELD_EVERY == 0) sched_yield();
+            if (i > POOL_HOT && i % POOL_YIELD_EVERY == 0) sched_yield();
         }
         pthread_mutex_lock(&pool.lock);
         while (atomic_load(&pool.published) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
