@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from rnnstream.errors import RnnstreamError
 from rnnstream.onnx_export import STATE_LAYOUTS
+from rnnstream.precision import PRECISIONS
 from rnnstream.server.limits import LIMITS
 
 if TYPE_CHECKING:
@@ -213,6 +214,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        "which leaves the event loop a core; every core for heavier ones)")
     serve.add_argument("--allow-nonfinite", action="store_true",
                        help="accept NaN and ±Inf inputs (refused with a 400 by default)")
+    serve.add_argument("--precision", default="fp32", choices=PRECISIONS, help="weight matrices as trained (fp32) or "
+                       "as bfloat16 (bf16-dot: AVX512_BF16 only); the state stays float32 (default %(default)s)")
     for limit in LIMITS:
         serve.add_argument(limit.flag, type=int, default=limit.default,
                            help=f"{limit.what}; past it: {limit.answer} (default %(default)s)")
@@ -240,7 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(models=args.models, store=args.store, max_batch=args.max_batch,
                           max_delay_ms=args.max_delay_ms, timeout=args.timeout, token=args.token,
                           max_streams=args.max_streams, ttl=args.ttl, threads=args.threads,
-                          allow_nonfinite=args.allow_nonfinite,
+                          allow_nonfinite=args.allow_nonfinite, precision=args.precision,
                           grpc_address=f"{args.host}:{args.grpc_port}" if args.grpc_port else None,
                           model_repository=args.model_repository,
                           **{limit.name: getattr(args, limit.name) for limit in LIMITS})

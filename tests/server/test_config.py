@@ -28,3 +28,12 @@ def test_a_light_model_leaves_the_event_loop_a_core_and_a_heavy_one_takes_every_
 def test_loaded_models_step_with_the_threads_given() -> None:
     (model,) = load_models(["seed"], threads=1).values()
     assert model.backend.threads == 1
+
+
+def test_loaded_models_step_at_the_precision_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RNNSTREAM_THREADS", "2")  # server_threads leaves the threads to the backend (None)
+    models = load_models(["seed", "builtin:identity"], precision="bf16-widen")
+    assert [model.precision for model in models.values()] == ["bf16-widen", "bf16-widen"]
+    (model,) = load_models(["seed"], threads=1, precision="bf16-widen").values()
+    assert (model.precision, model.backend.threads) == ("bf16-widen", 1)
+    assert getattr(model.backend, "precision", "bf16-widen") == "bf16-widen"

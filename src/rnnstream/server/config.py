@@ -24,6 +24,7 @@ from rnnstream.demo import CO2_MODEL, SEED_MODEL, TEXT_MODEL, builtin
 from rnnstream.errors import InputError, ModelFileError
 from rnnstream.importers import load
 from rnnstream.model import StreamModel
+from rnnstream.precision import check_precision
 from rnnstream.server.limits import DEFAULTS, LIMITS
 from rnnstream.server.repository import model_specs, version_of
 
@@ -49,6 +50,9 @@ class ServerConfig:
     threads: int | None = None
     allow_nonfinite: bool = False
     """Accept NaN and ±Inf inputs (refused with a 400 by default)."""
+    precision: str = "fp32"
+    """Every served model's weight precision (rnnstream.precision): ``fp32``, or bfloat16 weight matrices
+    (``bf16``, ``bf16-widen``, ``bf16-dot``); the state stays float32."""
     grpc_address: str | None = None
     """Where the app also serves Triton's gRPC protocol (``host:port``; port 0: any free one); None: no gRPC.
     ``rnnstream serve`` listens on ``--grpc-port`` (8001, as Triton)."""
@@ -80,6 +84,7 @@ class ServerConfig:
     max_csv_rows: int = DEFAULTS["max_csv_rows"]
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         for limit in LIMITS:
             value = getattr(self, limit.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -146,11 +151,12 @@ def server_threads(model: StreamModel, threads: int | None = None) -> int | None
     return max(1, cores - 1)
 
 
-def load_models(specs: list[str], threads: int | None = None) -> dict[str, StreamModel]:
+def load_models(specs: list[str], threads: int | None = None, precision: str = "fp32") -> dict[str, StreamModel]:
     """Load every model of ``specs``: ``seed``, ``text``, ``co2`` (bundled), ``builtin:NAME``, a file, or
     ``name=`` any of them.
 
-    ``threads``: each model's engine threads (None: ``server_threads`` chooses).
+    ``threads``: each model's engine threads (None: ``server_threads`` chooses); ``precision``: its
+    weights' (rnnstream.precision; ``bf16-dot`` where the backend cannot compute it raises InputError).
     """
     models: dict[str, StreamModel] = {}
     for spec in specs or DEFAULT_MODELS:
@@ -164,8 +170,8 @@ def load_models(specs: list[str], threads: int | None = None) -> dict[str, Strea
         else:
             model = load(source)
         chosen = server_threads(model, threads)
-        if chosen is not None:
-            model.set_backend("auto", threads=chosen)
+        if chosen is not None or precision != "fp32":
+            model.set_backend("auto", threads=chosen, precision=precision)
         models[name] = model
     return models
 

@@ -109,10 +109,11 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> int:
             "Use --store redis://host:port/db"
         )
     tune_process()
-    models = load_models(config.model_specs, config.threads)
+    models = load_models(config.model_specs, config.threads, config.precision)
     url = f"http://{host}:{port}"
     print(f"rnnstream serving {', '.join(models)} at {url} (store {config.store}, "
-          f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s))")
+          f"max batch {config.max_batch}, max delay {config.max_delay_ms:g} ms, {workers} worker(s)"
+          + (f", {config.precision} weights)" if config.precision != "fp32" else ")"))
     print(f"Live page: {url}/" + (" (it asks for the bearer token)" if config.token else ""))
     if config.grpc_address is not None:
         print(f"gRPC (Triton's protocol): {config.grpc_address}")

@@ -38,7 +38,8 @@ async def load(state: ServerState, name: str) -> ServedModel:
     version = str(number)
     if version in state.versions.get(name, {}):
         return state.versions[name][version]
-    model = (await asyncio.to_thread(load_models, [f"{name}={path}"], state.config.threads))[name]
+    model = (await asyncio.to_thread(load_models, [f"{name}={path}"], state.config.threads,
+                                     state.config.precision))[name]
     if name in state.models:
         check_compatible(name, version, state.models[name], model)
     served = state.serve(name, model, version)

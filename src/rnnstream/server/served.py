@@ -57,7 +57,7 @@ class ServerState:
     def __init__(self, config: ServerConfig, models: dict[str, StreamModel] | None = None) -> None:
         """Serve ``models`` (default: the ones ``config`` names, loaded now) under ``config``."""
         if models is None:
-            models = load_models(config.model_specs, config.threads)
+            models = load_models(config.model_specs, config.threads, config.precision)
         self.config = config
         self.metrics = Metrics(models)
         self.models: dict[str, ServedModel] = {}

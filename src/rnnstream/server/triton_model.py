@@ -6,7 +6,8 @@
 Triton's sequence batching (``max_sequence_idle_microseconds`` from ``--ttl``; the sequence id, start and
 end travel as request parameters, so there are no control tensors), and steps of many sequences are
 batched together, oldest first, each sequence's in order (the ``oldest`` strategy: ``--max-batch``,
-``--max-delay-ms``, and ``--max-streams`` as the candidate sequences).
+``--max-delay-ms``, and ``--max-streams`` as the candidate sequences). Its ``parameters`` name the state's
+size, the model's fingerprint and the precision its weights are served at (``--precision``).
 
 ``GET /v2/models[/{name}]/stats`` and gRPC ``ModelStatistics`` give Triton's statistics extension:
 requests answered (success, fail), engine calls (execution_count), the time requests waited for their
@@ -74,8 +75,20 @@ def model_config(state: ServerState, served: ServedModel) -> dict[str, Any]:
                        "preserve_ordering": True},
         },
         "parameters": {"state_size": {"string_value": str(served.model.state_size)},
-                       "fingerprint": {"string_value": served.model.fingerprint}},
+                       "fingerprint": {"string_value": served.model.fingerprint},
+                       "precision": {"string_value": precision(served.model)}},
     }
+
+
+def precision(model: StreamModel) -> str:
+    """The precision ``model``'s weights are served at: the mode its backend computes (``bf16`` is
+    ``bf16-widen`` or ``bf16-dot`` in the fused kernel), else the one it was asked for.
+
+    >>> from rnnstream.demo import builtin
+    >>> precision(builtin.build("identity"))
+    'fp32'
+    """
+    return str(getattr(model.backend, "precision", model.precision))
 
 
 def model_statistics(state: ServerState, name: str | None = None, version: str | None = None) -> dict[str, Any]:
