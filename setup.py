@@ -16,6 +16,7 @@ kernel = Extension(
         "src/rnnstream/backends/work_pool.c",
         "src/rnnstream/backends/launcher.c",
         "src/rnnstream/backends/whole_step.c",
+        "src/rnnstream/backends/wired_step.c",
     ],
     depends=[
         "src/rnnstream/backends/kernel.h",

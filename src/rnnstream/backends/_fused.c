@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include "whole_step.h" /* PY_ARRAY_UNIQUE_SYMBOL: wired_step.c shares this file's NumPy C API */
 #include <numpy/arrayobject.h>
 #if defined(__unix__) || defined(__APPLE__)
 #include <sched.h>
@@ -133,9 +134,11 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
 static int matrix(PyObject *obj, const char *what, npy_intp rows, npy_intp cols, int exact, int writable,
                   float **data, Py_ssize_t *stride) {
     PyArrayObject *a = (PyArrayObject *)obj;
-    /* A stride along an axis of length 0 or 1 is never used, and NumPy may leave it at any value. */
+    /* A stride along an axis of length 0 or 1 is never used, and NumPy may leave it at any value (no row: none
+     * is used). */
     if (!is_floats(obj, 2) || PyArray_DIM(a, 0) != rows || PyArray_DIM(a, 1) < cols ||
-        (exact && PyArray_DIM(a, 1) != cols) || (PyArray_DIM(a, 1) > 1 && PyArray_STRIDE(a, 1) != 4) ||
+        (exact && PyArray_DIM(a, 1) != cols) ||
+        (PyArray_DIM(a, 0) > 0 && PyArray_DIM(a, 1) > 1 && PyArray_STRIDE(a, 1) != 4) ||
         (PyArray_DIM(a, 0) > 1 && (PyArray_STRIDE(a, 0) % 4 != 0 || PyArray_STRIDE(a, 0) < 0))) {
         PyErr_Format(PyExc_ValueError, "%s must be a (%zd, %s%zd) float32 array with contiguous rows", what,
                      (Py_ssize_t)rows, exact ? "" : ">= ", (Py_ssize_t)cols);
@@ -373,6 +376,8 @@ static PyMethodDef methods[] = {
     {"run", run_bound, METH_O, run_doc},
     {"run_from", (PyCFunction)(void (*)(void))run_from, METH_FASTCALL, run_from_doc},
     {"step_all", (PyCFunction)(void (*)(void))step_all, METH_FASTCALL, step_all_doc},
+    {"wire", wire, METH_VARARGS, wire_doc},
+    {"step_wired", (PyCFunction)(void (*)(void))step_wired, METH_FASTCALL, step_wired_doc},
     {"isa", isa, METH_NOARGS, "(name, lanes) of the instruction set this CPU runs the kernel with."},
     {"bf16_dot", bf16_dot, METH_NOARGS, "Whether this CPU runs make_plan(dot=True) plans (AVX512_BF16)."},
     {"bf16_amx", bf16_amx, METH_NOARGS,

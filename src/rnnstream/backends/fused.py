@@ -48,6 +48,10 @@ except ImportError:  # built without a C compiler: the NumPy backend serves inst
     KERNEL = None
 
 
+STEP_WIRED_MAX = 64
+"""Nodes (and outputs) of a graph whose whole step the kernel's ``step_wired`` takes (``whole_step.h``)."""
+
+
 def available() -> bool:
     """Whether the compiled kernel was built (``pip install`` compiles it when a C compiler exists)."""
     return KERNEL is not None
@@ -131,6 +135,8 @@ class FusedBackend(NumpyBackend):
         self._program = _compile(self) if mask_free else None
         # every node the kernel's: the whole step in one C call (None: node by node)
         self.wiring = wire(graph, self._plans, self._in_state) if mask_free else None
+        fits = self.wiring is not None and max(len(self.wiring.nodes), len(self.wiring.outputs)) <= STEP_WIRED_MAX
+        self._wired = kernel.wire(*self.wiring.for_kernel()) if self.wiring is not None and fits else None
 
     def _weights(self, packed: packing.Packed) -> Array:
         """``packed``'s weights as the kernel takes them at this backend's precision."""
@@ -190,7 +196,13 @@ class FusedBackend(NumpyBackend):
         return None
 
     def step(self, xs: list[Array], state: FloatArray) -> tuple[list[FloatArray], FloatArray]:
-        if self.wiring is not None:  # every node the kernel's: one call for the whole step
+        if self._wired is not None:  # every node the kernel's: the step, its new arrays and all, in one C call
+            stepped: tuple[list[FloatArray], FloatArray] | None = self._kernel.step_wired(
+                self._wired, xs, state, self.threads
+            )
+            if stepped is not None:  # None: an input it does not take as it is (not float32 rows)
+                return stepped
+        if self.wiring is not None:
             new_state = np.empty_like(state)
             items, outputs = self.wiring.items(xs, new_state)
             self._kernel.step_all(items, state, new_state, self.threads)

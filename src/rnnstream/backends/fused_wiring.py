@@ -22,6 +22,7 @@ the new state's columns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,16 @@ class Wiring:
             x = None if place is None else sources[place] if type(place) is int else new_state[:, place]
             items.append((plan, x, outs[out] if out >= 0 else None))
         return tuple(items), [sources[p] if type(p) is int else new_state[:, p] for p in self.outputs]
+
+
+    def for_kernel(self) -> tuple[tuple[tuple[object, Any, int], ...], tuple[int, ...], int, tuple[Any, ...]]:
+        """The arguments of the kernel's ``wire`` (``wired_step.c``): each slice as a ``(lo, hi)`` pair."""
+
+        def pair(place: Place | None) -> int | tuple[int, int] | None:
+            return (place.start, place.stop) if isinstance(place, slice) else place
+
+        nodes = tuple((plan, pair(place), out) for plan, place, out in self.nodes)
+        return nodes, self.dense_units, self.inputs, tuple(pair(place) for place in self.outputs)
 
 
 def wire(graph: Graph, plans: dict[int, tuple[object, Recurrent | Dense]], in_state: dict[int, int]) -> Wiring | None:
@@ -98,4 +109,4 @@ def rows(a: Array) -> FloatArray:
     """``a`` as float32 ``(B, F)`` with contiguous rows, copied only when it is not already."""
     if a.dtype == np.float32 and a.ndim == 2 and a.strides[1] == 4:
         return a
-    return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape[0], -1)
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape[0], int(np.prod(a.shape[1:])))  # 0 rows too

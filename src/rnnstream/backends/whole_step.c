@@ -21,8 +21,7 @@ int build_jobs(PyObject *items, PyObject *state, PyObject *new_state, long threa
     return 0;
 }
 
-/* Run count jobs in order on this thread (GIL released when they are worth it); -1: out of memory. */
-static int run_jobs(Job *jobs, const size_t *packed_floats, Py_ssize_t count, long flops) {
+int run_jobs(Job *jobs, const size_t *packed_floats, Py_ssize_t count, long flops) {
     size_t most = 0; /* one buffer for every job (they run one after another): the largest they need */
     for (Py_ssize_t i = 0; i < count; i++) most = packed_floats[i] > most ? packed_floats[i] : most;
     float *packed = most > 0 ? scratch_for(most) : NULL;
@@ -138,7 +137,6 @@ PyObject *run_from(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_RETURN_TRUE;
 }
 
-#define STEP_ALL_MAX 64 /* nodes step_all() takes without allocating */
 
 const char step_all_doc[] =
     "step_all(items, state, new_state, threads)\n\n"
