@@ -21,6 +21,7 @@ kernel = Extension(
     depends=[
         "src/rnnstream/backends/kernel.h",
         "src/rnnstream/backends/fused_kernel.h",
+        "src/rnnstream/backends/fused_accumulate.h",
         "src/rnnstream/backends/dot_kernel.h",
         "src/rnnstream/backends/amx_kernel.h",
         "src/rnnstream/backends/work_pool.h",

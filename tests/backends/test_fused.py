@@ -89,6 +89,26 @@ def test_kernel_sizes(kind: str, units: int, rng: np.random.Generator) -> None:
         assert_backends_agree(model, rng.normal(0, 2, (batch, 6, features)).astype(np.float32), batch)
 
 
+# Widths whose last panel is partly used: 1 to 4 slots of a Dense or SimpleRNN panel (64 units on AVX-512),
+# at most or more than half a vector of an LSTM or GRU panel's units (16).
+LAST_PANEL_UNITS = {"act": [1, 15, 16, 17, 31, 33, 63, 64, 65], "gated": [1, 7, 8, 9, 15, 16, 17, 100, 200]}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-widen", "bf16-dot"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "dense"])
+def test_partly_used_last_panels(kind: str, precision: str, rng: np.random.Generator) -> None:
+    """A last panel computes only the slots a Dense or SimpleRNN layer uses, and only the low half of each
+    slot's vector for an LSTM or GRU with at most 8 units left in it (AVX-512); every tile height."""
+    if precision == "bf16-dot" and not fused.bf16_dot():
+        pytest.skip("this CPU has no AVX512_BF16")
+    for units in LAST_PANEL_UNITS["gated" if kind in ("lstm", "gru") else "act"]:
+        model = _single_layer_model(_layer(kind, units, 19, rng, "tanh"), 19)
+        model.set_backend("fused", precision=precision, threads=2)
+        for batch in (1, 6, 7, 300):
+            xs = rng.normal(0, 2, (batch, 2, 19)).astype(np.float32)
+            assert_agrees_step_by_step(model, xs, batch, model.step, precision=precision)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "dense"])
 def test_long_rows_and_many_blocks(kind: str, rng: np.random.Generator) -> None:
     """Batches from 6 rows on take the blocked path: 370 inputs span two k-blocks (the second partial),

@@ -66,40 +66,42 @@ static inline __attribute__((always_inline)) void NAME(dot)(VF *acc, __m512bh a,
     *acc = (VF)_mm512_dpbf16_ps((__m512)*acc, a, w);
 }
 
-/* acc[m][s] += the products of mb rows' `words` pairs (rows[m]) with the panel's weights w. */
+/* acc[m][s] += the products of mb rows' `words` pairs (rows[m]) with the panel's weights w, for its first `slots`
+ * slots (mb and slots constants after inlining). */
 static inline __attribute__((always_inline)) void NAME(accumulate_pairs)(VF acc[][4], const uint32_t *const rows[],
-                                                                         int words, const uint32_t *w, const int mb) {
+                                                                         int words, const uint32_t *w, const int mb,
+                                                                         const int slots) {
     int k = 0;
     if (mb == 1) { /* 4 accumulators would wait on each other: a second set for odd words keeps 8 in flight */
         VF odd[4] = {{0}, {0}, {0}, {0}};
         for (; k + 1 < words; k += 2, w += 8 * LANES) {
             const __m512bh a = (__m512bh)_mm512_set1_epi32((int)rows[0][k]);
             const __m512bh b = (__m512bh)_mm512_set1_epi32((int)rows[0][k + 1]);
-            for (int s = 0; s < 4; s++) {
+            for (int s = 0; s < slots; s++) {
                 NAME(dot)(&acc[0][s], a, (__m512bh)_mm512_loadu_si512(w + s * LANES));
                 NAME(dot)(&odd[s], b, (__m512bh)_mm512_loadu_si512(w + (4 + s) * LANES));
             }
         }
-        for (int s = 0; s < 4; s++) acc[0][s] += odd[s];
+        for (int s = 0; s < slots; s++) acc[0][s] += odd[s];
     }
     for (; k < words; k++, w += 4 * LANES) {
         __m512bh ws[4];
-        for (int s = 0; s < 4; s++) ws[s] = (__m512bh)_mm512_loadu_si512(w + s * LANES);
+        for (int s = 0; s < slots; s++) ws[s] = (__m512bh)_mm512_loadu_si512(w + s * LANES);
 #pragma GCC unroll 8
         for (int m = 0; m < mb; m++) {
             const __m512bh a = (__m512bh)_mm512_set1_epi32((int)rows[m][k]);
-            for (int s = 0; s < 4; s++) NAME(dot)(&acc[m][s], a, ws[s]);
+            for (int s = 0; s < slots; s++) NAME(dot)(&acc[m][s], a, ws[s]);
         }
     }
 }
 
-/* The products of tile rows r0..r0+mb-1 with panel p (their pairs already in Job.packed). */
+/* The products of tile rows r0..r0+mb-1 with panel p's first `slots` slots (their pairs already in Job.packed). */
 static inline __attribute__((always_inline)) void NAME(tile_pairs)(const Job *job, int p, int r0, VF acc[][4],
-                                                                   const int mb) {
+                                                                   const int mb, const int slots) {
     const int words = dot_row_words(job->k_x, job->k_h);
     const uint32_t *w = (const uint32_t *)job->weights + (size_t)p * words * 4 * LANES;
     const uint32_t *rows[MB];
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++) rows[m] = (const uint32_t *)(const void *)job->packed + (size_t)(r0 + m) * words;
-    NAME(accumulate_pairs)(acc, rows, dot_used_words(job->k_x, job->k_h), w, mb); /* the rest: zeros */
+    NAME(accumulate_pairs)(acc, rows, dot_used_words(job->k_x, job->k_h), w, mb, slots); /* the rest: zeros */
 }

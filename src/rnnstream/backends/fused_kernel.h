@@ -7,7 +7,7 @@
  *   BLOCKED 1: batches of BR rows and more may take the blocked path (Job.packed set)
  *   WT      the weights' type: float, or uint16_t for bfloat16 weights (the high half of a float32: a
  *           load widens them to float32, so products and sums stay float32 and the bytes read halve;
- *           see wload2 for their layout)
+ *           see wload2 in fused_accumulate.h for their layout)
  *   NAME(x) x with the instruction set's (and weight type's) suffix, so the copies do not collide
  *   PAIRS   1 (optional): the AVX512_BF16 copy, whose products are dot_kernel.h's (BF16_DOT Jobs)
  * Each copy defines static functions only; its entry point is NAME(run)(const Job *).
@@ -45,6 +45,12 @@ typedef float NAME(vf) __attribute__((vector_size(LANES * 4)));
 typedef int NAME(vi) __attribute__((vector_size(LANES * 4)));
 #define VF NAME(vf)
 #define VI NAME(vi)
+/* The AVX-512 float32 and bf16-widen copies: NAME(tile_low) for a gated layer's last panel of few units */
+#if LANES == 16 && !PAIRS
+#define LOW_HALVES 1
+#else
+#define LOW_HALVES 0
+#endif
 
 static inline __attribute__((always_inline)) VF NAME(load)(const float *p) {
     VF v;
@@ -53,22 +59,6 @@ static inline __attribute__((always_inline)) VF NAME(load)(const float *p) {
 }
 
 static inline __attribute__((always_inline)) void NAME(store)(float *p, VF v) { memcpy(p, &v, sizeof v); }
-
-/* Two slots' weight vectors (2 x LANES) as floats, from p: as they are, or from bfloat16 weights packed
- * in pairs (packing.py): 32-bit word j holds lane j of the first slot in its low half and of the second
- * in its high half, so one load, a shift and a mask widen both, with no shuffle. */
-static inline __attribute__((always_inline)) void NAME(wload2)(const WT *p, VF *first, VF *second) {
-    if (sizeof(WT) == sizeof(float)) {
-        memcpy(first, p, sizeof *first);
-        memcpy(second, (const float *)(const void *)p + LANES, sizeof *second);
-        return;
-    }
-    typedef unsigned int NAME(vu) __attribute__((vector_size(LANES * 4)));
-    NAME(vu) words; /* unsigned: the shift into the sign bit is well defined */
-    memcpy(&words, p, sizeof words);
-    *first = (VF)(words << 16);
-    *second = (VF)(words & 0xffff0000u);
-}
 
 static inline __attribute__((always_inline)) VF NAME(splat)(float a) { return (VF){0} + a; }
 
@@ -171,42 +161,22 @@ static inline __attribute__((always_inline)) void NAME(store_part)(float *p, VF 
     }
 }
 
-/* acc[m][s] += sum over k < n of rows[m][k] · w[k][s], for mb rows (a constant after inlining). */
-static inline __attribute__((always_inline)) void NAME(accumulate)(VF acc[][4], const float *const rows[], int n,
-                                                                   const WT *w, const int mb) {
-    int k = 0;
-    if (mb == 1) {
-        /* One row has 4 accumulators: each FMA would wait for the last one (latency 4). A second set for
-         * odd k keeps 8 in flight. */
-        VF odd[4] = {{0}, {0}, {0}, {0}};
-        for (; k + 1 < n; k += 2, w += 8 * LANES) {
-            const float a = rows[0][k], b = rows[0][k + 1];
-            VF we[4], wo[4];
-            NAME(wload2)(w, &we[0], &we[1]);
-            NAME(wload2)(w + 2 * LANES, &we[2], &we[3]);
-            NAME(wload2)(w + 4 * LANES, &wo[0], &wo[1]);
-            NAME(wload2)(w + 6 * LANES, &wo[2], &wo[3]);
-            for (int s = 0; s < 4; s++) {
-                acc[0][s] += a * we[s];
-                odd[s] += b * wo[s];
-            }
-        }
-        for (int s = 0; s < 4; s++) acc[0][s] += odd[s];
-    }
-    for (; k < n; k++, w += 4 * LANES) {
-        VF w0, w1, w2, w3;
-        NAME(wload2)(w, &w0, &w1);
-        NAME(wload2)(w + 2 * LANES, &w2, &w3);
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) {
-            float a = rows[m][k];
-            acc[m][0] += a * w0;
-            acc[m][1] += a * w1;
-            acc[m][2] += a * w2;
-            acc[m][3] += a * w3;
-        }
-    }
-}
+/* NAME(wload2) and NAME(accumulate), on LANES-float vectors; the AVX-512 float32 and bf16-widen copies also
+ * have NAME(wload2_low) and NAME(accumulate_low), the same on the low halves of the slots' vectors (see
+ * NAME(tile_low)). */
+#define V VF
+#define ACC(x) NAME(x)
+#include "fused_accumulate.h"
+#undef V
+#undef ACC
+#if LOW_HALVES
+typedef float NAME(vh) __attribute__((vector_size(LANES * 2)));
+#define V NAME(vh)
+#define ACC(x) NAME(x##_low)
+#include "fused_accumulate.h"
+#undef V
+#undef ACC
+#endif
 
 /* The layer's epilogue for batch row `row` of panel p, from its 4 accumulator vectors. */
 static inline __attribute__((always_inline)) void NAME(finish)(const Job *job, int p, size_t row, const VF acc[4]) {
@@ -225,38 +195,79 @@ static inline __attribute__((always_inline)) void NAME(finish)(const Job *job, i
         VF cand = NAME(tanh)(acc[2] + NAME(sigmoid)(acc[1]) * acc[3]);
         NAME(store_part)(out + u0, z * h + (1.0f - z) * cand, n);
     } else {
-        for (int s = 0; s < 4; s++) {
+        for (int s = 0; s < 4 && (p * 4 + s) * LANES < job->units; s++) { /* a last panel's used slots */
             const int u0 = (p * 4 + s) * LANES;
             NAME(store_part)(out + u0, NAME(activate)(job->activation, acc[s]), job->units - u0);
         }
     }
 }
 
-/* One tile: batch rows r0..r0+mb-1 of panel p, all K at once. Inlined with a constant mb, so the
- * accumulators live in registers. */
-static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int p, int r0, const int mb) {
+/* The input rows x[b] and h[b] of tile rows r0..r0+mb-1. */
+static inline __attribute__((always_inline)) void NAME(tile_rows)(const Job *job, int r0, const int mb,
+                                                                  const float *xrow[], const float *hrow[]) {
+#pragma GCC unroll 8
+    for (int m = 0; m < mb; m++) {
+        xrow[m] = job->x + (size_t)(r0 + m) * job->x_stride;
+        hrow[m] = job->h + (size_t)(r0 + m) * job->h_stride;
+    }
+}
+
+/* One tile: batch rows r0..r0+mb-1 of panel p, all K at once, its first `slots` slots (4 but in a Dense or
+ * SimpleRNN layer's last panel: NAME(slots_of)). Inlined with constant mb and slots, so the accumulators
+ * live in registers. */
+static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int p, int r0, const int mb,
+                                                             const int slots) {
     const int K1 = job->k_x, K2 = job->k_h, K = K1 + K2;
     const WT *w = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
     const float *bias = job->bias + (size_t)p * 4 * LANES;
     VF acc[MB][4];
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++)
-        for (int s = 0; s < 4; s++) acc[m][s] = NAME(load)(bias + s * LANES);
+        for (int s = 0; s < 4; s++) acc[m][s] = s < slots ? NAME(load)(bias + s * LANES) : NAME(splat)(0.0f);
 #if PAIRS
     (void)w;
-    NAME(tile_pairs)(job, p, r0, acc, mb);
+    NAME(tile_pairs)(job, p, r0, acc, mb, slots);
 #else
     const float *xrow[MB], *hrow[MB];
-#pragma GCC unroll 8
-    for (int m = 0; m < mb; m++) {
-        xrow[m] = job->x + (size_t)(r0 + m) * job->x_stride;
-        hrow[m] = job->h + (size_t)(r0 + m) * job->h_stride;
-    }
-    NAME(accumulate)(acc, xrow, K1, w, mb);
-    NAME(accumulate)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb);
+    NAME(tile_rows)(job, r0, mb, xrow, hrow);
+    NAME(accumulate)(acc, xrow, K1, w, mb, slots);
+    NAME(accumulate)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb, slots);
 #endif
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++) NAME(finish)(job, p, (size_t)(r0 + m), acc[m]);
+}
+
+#if LOW_HALVES
+/* NAME(tile) for an LSTM or GRU's last panel of at most LANES/2 units (LSTM(200) ends in one of 8, LSTM(100)
+ * of 4): the upper half of every slot's vector is padding. Zen 4 runs a 512-bit FMA as two 256-bit halves,
+ * so the products over the low halves alone (the same packed weights) take half the time; the sums are
+ * widened back, the upper half zero, for NAME(finish), which stores only the panel's units. */
+static inline __attribute__((always_inline)) void NAME(tile_low)(const Job *job, int p, int r0, const int mb) {
+    const int K1 = job->k_x, K2 = job->k_h, K = K1 + K2;
+    const WT *w = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
+    const float *bias = job->bias + (size_t)p * 4 * LANES;
+    NAME(vh) acc[MB][4];
+#pragma GCC unroll 8
+    for (int m = 0; m < mb; m++)
+        for (int s = 0; s < 4; s++) memcpy(&acc[m][s], bias + s * LANES, sizeof acc[m][s]);
+    const float *xrow[MB], *hrow[MB];
+    NAME(tile_rows)(job, r0, mb, xrow, hrow);
+    NAME(accumulate_low)(acc, xrow, K1, w, mb, 4);
+    NAME(accumulate_low)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb, 4);
+#pragma GCC unroll 8
+    for (int m = 0; m < mb; m++) {
+        VF wide[4];
+        for (int s = 0; s < 4; s++) wide[s] = (VF)_mm512_zextps256_ps512((__m256)acc[m][s]);
+        NAME(finish)(job, p, (size_t)(r0 + m), wide);
+    }
+}
+#endif
+
+/* The slots panel p computes: a Dense or SimpleRNN panel holds 4 slots of LANES units, of which the last
+ * panel may need fewer (Dense(1) one); an LSTM or GRU panel needs all 4 (its gates). */
+static inline int NAME(slots_of)(const Job *job, int p) {
+    const int left = job->units - p * 4 * LANES;
+    return job->epilogue != EPI_ACT || left >= 4 * LANES ? 4 : (left + LANES - 1) / LANES;
 }
 
 #if BLOCKED
@@ -314,12 +325,7 @@ static void NAME(block_item)(const Job *job, const float *packed, int p, int r0,
     const WT *panel = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
     const float *bias = job->bias + (size_t)p * 4 * LANES;
     const float *rows = packed + (size_t)r0 * K;
-    /* A Dense or SimpleRNN panel holds 4 slots of LANES units: the last panel may need fewer (Dense(1)). */
-    int slots = 4;
-    if (job->epilogue == EPI_ACT) {
-        const int left = job->units - p * 4 * LANES;
-        slots = left >= 4 * LANES ? 4 : (left + LANES - 1) / LANES;
-    }
+    const int slots = NAME(slots_of)(job, p);
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int n = K - k0 < KC ? K - k0 : KC;
         for (int v0 = 0; v0 < slots; v0 += BV) {
@@ -381,29 +387,51 @@ static void NAME(run_blocked)(const Job *job) {
 }
 #endif
 
-#define TILE_FIXED(M)                                                                                      \
-    static void NAME(tile_##M)(const Job *job, int p, int r0) { NAME(tile)(job, p, r0, M); }
-TILE_FIXED(1)
-TILE_FIXED(2)
+/* tile_fns[mb][shape]: NAME(tile) for each tile height and slot count (shape slots - 1), and NAME(tile_low)
+ * (shape TILE_LOW) where this copy has it. */
+#define TILE_LOW 4
+#define TILE_FIXED(M, S)                                                                                   \
+    static void NAME(tile_##M##_##S)(const Job *job, int p, int r0) { NAME(tile)(job, p, r0, M, S); }
+#if LOW_HALVES
+#define TILE_ROW(M)                                                                                        \
+    TILE_FIXED(M, 1) TILE_FIXED(M, 2) TILE_FIXED(M, 3) TILE_FIXED(M, 4)                                    \
+    static void NAME(tile_##M##_low)(const Job *job, int p, int r0) { NAME(tile_low)(job, p, r0, M); }
+#define TILE_FNS(M)                                                                                        \
+    {NAME(tile_##M##_1), NAME(tile_##M##_2), NAME(tile_##M##_3), NAME(tile_##M##_4), NAME(tile_##M##_low)}
+#else
+#define TILE_ROW(M) TILE_FIXED(M, 1) TILE_FIXED(M, 2) TILE_FIXED(M, 3) TILE_FIXED(M, 4)
+#define TILE_FNS(M) {NAME(tile_##M##_1), NAME(tile_##M##_2), NAME(tile_##M##_3), NAME(tile_##M##_4), NULL}
+#endif
+TILE_ROW(1)
+TILE_ROW(2)
 #if MB > 2
-TILE_FIXED(3)
+TILE_ROW(3)
 #endif
 #if MB > 3
-TILE_FIXED(4)
-TILE_FIXED(5)
-TILE_FIXED(6)
+TILE_ROW(4)
+TILE_ROW(5)
+TILE_ROW(6)
 #endif
-#undef TILE_FIXED
 
-static void (*const NAME(tile_fns)[])(const Job *, int, int) = {
-    NULL, NAME(tile_1), NAME(tile_2),
+static void (*const NAME(tile_fns)[][5])(const Job *, int, int) = {
+    {NULL}, TILE_FNS(1), TILE_FNS(2),
 #if MB > 2
-    NAME(tile_3),
+    TILE_FNS(3),
 #endif
 #if MB > 3
-    NAME(tile_4), NAME(tile_5), NAME(tile_6),
+    TILE_FNS(4), TILE_FNS(5), TILE_FNS(6),
 #endif
 };
+
+/* Panel p's shape in tile_fns. */
+static inline int NAME(shape_of)(const Job *job, int p) {
+    if (LOW_HALVES && job->epilogue != EPI_ACT && job->units - p * LANES <= LANES / 2) return TILE_LOW;
+    return NAME(slots_of)(job, p) - 1;
+}
+#undef TILE_FIXED
+#undef TILE_ROW
+#undef TILE_FNS
+#undef TILE_LOW
 
 /* Tiles lo .. hi-1 in panel-major order: tile t is panel t / row_blocks, rows from (t % row_blocks)·MB. */
 static void NAME(tile_range)(const Job *job, long lo, long hi, const void *ctx) {
@@ -411,7 +439,7 @@ static void NAME(tile_range)(const Job *job, long lo, long hi, const void *ctx) 
     const int row_blocks = (job->batch + MB - 1) / MB;
     for (long t = lo; t < hi; t++) {
         const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
-        NAME(tile_fns)[job->batch - r0 < MB ? job->batch - r0 : MB](job, p, r0);
+        NAME(tile_fns)[job->batch - r0 < MB ? job->batch - r0 : MB][NAME(shape_of)(job, p)](job, p, r0);
     }
 }
 
@@ -434,3 +462,4 @@ static void NAME(run)(const Job *job) {
 
 #undef VF
 #undef VI
+#undef LOW_HALVES
