@@ -95,13 +95,42 @@ static inline __attribute__((always_inline)) void NAME(accumulate_pairs)(VF acc[
     }
 }
 
+/* NAME(accumulate_pairs) over the low half of each slot's LANES words, on 256-bit vectors (NAME(tile_low): a
+ * gated layer's last panel of at most LANES/2 units). */
+static inline __attribute__((always_inline)) void NAME(accumulate_pairs_low)(NAME(vh) acc[][4],
+                                                                             const uint32_t *const rows[], int words,
+                                                                             const uint32_t *w, const int mb) {
+    for (int k = 0; k < words; k++, w += 4 * LANES) {
+        __m256bh ws[4];
+        for (int s = 0; s < 4; s++) ws[s] = (__m256bh)_mm256_loadu_si256((const __m256i *)(const void *)(w + s * LANES));
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) {
+            const __m256bh a = (__m256bh)_mm256_set1_epi32((int)rows[m][k]);
+            for (int s = 0; s < 4; s++) acc[m][s] = (NAME(vh))_mm256_dpbf16_ps((__m256)acc[m][s], a, ws[s]);
+        }
+    }
+}
+
+/* The rows of tile rows r0..r0+mb-1 as bfloat16 pairs (Job.packed), and panel p's weights. */
+static inline __attribute__((always_inline)) const uint32_t *NAME(pair_rows_of)(const Job *job, int p, int r0,
+                                                                               const int mb, const uint32_t *rows[]) {
+    const int words = dot_row_words(job->k_x, job->k_h);
+#pragma GCC unroll 8
+    for (int m = 0; m < mb; m++) rows[m] = (const uint32_t *)(const void *)job->packed + (size_t)(r0 + m) * words;
+    return (const uint32_t *)job->weights + (size_t)p * words * 4 * LANES;
+}
+
+static inline __attribute__((always_inline)) void NAME(tile_pairs_low)(const Job *job, int p, int r0,
+                                                                       NAME(vh) acc[][4], const int mb) {
+    const uint32_t *rows[MB];
+    const uint32_t *w = NAME(pair_rows_of)(job, p, r0, mb, rows);
+    NAME(accumulate_pairs_low)(acc, rows, dot_used_words(job->k_x, job->k_h), w, mb);
+}
+
 /* The products of tile rows r0..r0+mb-1 with panel p's first `slots` slots (their pairs already in Job.packed). */
 static inline __attribute__((always_inline)) void NAME(tile_pairs)(const Job *job, int p, int r0, VF acc[][4],
                                                                    const int mb, const int slots) {
-    const int words = dot_row_words(job->k_x, job->k_h);
-    const uint32_t *w = (const uint32_t *)job->weights + (size_t)p * words * 4 * LANES;
     const uint32_t *rows[MB];
-#pragma GCC unroll 8
-    for (int m = 0; m < mb; m++) rows[m] = (const uint32_t *)(const void *)job->packed + (size_t)(r0 + m) * words;
+    const uint32_t *w = NAME(pair_rows_of)(job, p, r0, mb, rows);
     NAME(accumulate_pairs)(acc, rows, dot_used_words(job->k_x, job->k_h), w, mb, slots); /* the rest: zeros */
 }

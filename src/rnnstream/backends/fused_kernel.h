@@ -45,9 +45,10 @@ typedef float NAME(vf) __attribute__((vector_size(LANES * 4)));
 typedef int NAME(vi) __attribute__((vector_size(LANES * 4)));
 #define VF NAME(vf)
 #define VI NAME(vi)
-/* The AVX-512 float32 and bf16-widen copies: NAME(tile_low) for a gated layer's last panel of few units */
-#if LANES == 16 && !PAIRS
+/* The AVX-512 copies: NAME(tile_low) for a gated layer's last panel of few units, on half vectors */
+#if LANES == 16
 #define LOW_HALVES 1
+typedef float NAME(vh) __attribute__((vector_size(LANES * 2)));
 #else
 #define LOW_HALVES 0
 #endif
@@ -170,7 +171,6 @@ static inline __attribute__((always_inline)) void NAME(store_part)(float *p, VF 
 #undef V
 #undef ACC
 #if LOW_HALVES
-typedef float NAME(vh) __attribute__((vector_size(LANES * 2)));
 #define V NAME(vh)
 #define ACC(x) NAME(x##_low)
 #include "fused_accumulate.h"
@@ -250,10 +250,15 @@ static inline __attribute__((always_inline)) void NAME(tile_low)(const Job *job,
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++)
         for (int s = 0; s < 4; s++) memcpy(&acc[m][s], bias + s * LANES, sizeof acc[m][s]);
+#if PAIRS
+    (void)w;
+    NAME(tile_pairs_low)(job, p, r0, acc, mb);
+#else
     const float *xrow[MB], *hrow[MB];
     NAME(tile_rows)(job, r0, mb, xrow, hrow);
     NAME(accumulate_low)(acc, xrow, K1, w, mb, 4);
     NAME(accumulate_low)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb, 4);
+#endif
 #pragma GCC unroll 8
     for (int m = 0; m < mb; m++) {
         VF wide[4];
