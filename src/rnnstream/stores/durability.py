@@ -104,34 +104,59 @@ class ReplicatedWrites:
         """Each command's reply (an exception for one that failed), once every master that took one has
         heard from ``replicas`` replicas or ``wait_ms`` passed (``short``: the commands of those that had
         not); a StoreError when a master cannot be reached (the cluster's map of slots is then read again
-        for the next call)."""
-        groups: dict[str, tuple[Any, list[int]]] = {}
-        for i, command in enumerate(commands):
-            node = self.client.get_node_from_key(key_of(command)) if self.cluster else None
-            groups.setdefault("" if node is None else node.name, (node, []))[1].append(i)
-        jobs = {name: self.pool.submit(self.on_node, node, [commands[i] for i in positions])
-                for name, (node, positions) in groups.items()}
+        for the next call). Commands sent to a node that has become a replica since the map was read (a
+        failover: it refuses them, applying nothing) are sent once more after the map is read again."""
         results: list[Any] = [None] * len(commands)
         short: set[int] = set()
         detail: list[str] = []
-        failure: Exception | None = None
-        for name, job in jobs.items():
-            try:
-                replies, acknowledged = job.result()
-            except self.errors.RedisError as error:
-                failure = error
-                continue
-            positions = groups[name][1]
-            for i, reply in zip(positions, replies, strict=True):
-                results[i] = reply
-            if acknowledged < self.durability.replicas:
-                short.update(positions)
-                detail.append(f"{name or self.url} → {acknowledged}")
+        failure, moved = self.send(commands, list(range(len(commands))), results, short, detail)
+        if moved and failure is None:
+            logger.info("Redis at %s: %d commands met a replica (a failover); sending them again", self.url, len(moved))
+            self.refresh()
+            failure, moved = self.send(commands, moved, results, short, detail)
+            if moved and failure is None:
+                failure = self.errors.ResponseError(f"{len(moved)} commands reached a replica after the map was read")
         if failure is not None or any(isinstance(r, Exception) for r in results):
             self.refresh()
         if failure is not None:
             raise StoreError(f"Redis at {self.url} failed: {failure}")
         return Replies(results, short, ", ".join(detail))
+
+    def send(
+        self, commands: list[Command], which: list[int], results: list[Any], short: set[int], detail: list[str]
+    ) -> tuple[Exception | None, list[int]]:
+        """Commands ``which`` on their masters, their replies into ``results``; the first failure, and the
+        positions whose node answered as a replica (MOVED, READONLY, or WAIT refused)."""
+        groups: dict[str, tuple[Any, list[int]]] = {}
+        for i in which:
+            node = self.client.get_node_from_key(key_of(commands[i])) if self.cluster else None
+            groups.setdefault("" if node is None else node.name, (node, []))[1].append(i)
+        jobs = {name: self.pool.submit(self.on_node, node, [commands[i] for i in positions])
+                for name, (node, positions) in groups.items()}  # fmt: skip
+        failure: Exception | None = None
+        moved: list[int] = []
+        for name, job in jobs.items():
+            positions = groups[name][1]
+            try:
+                replies, acknowledged = job.result()
+            except self.errors.ResponseError as error:
+                if self.cluster and "replica" in str(error).lower():  # WAIT on a node that is a replica now
+                    moved.extend(positions)
+                else:
+                    failure = error
+                continue
+            except self.errors.RedisError as error:
+                failure = error
+                continue
+            if self.cluster and any(isinstance(r, self.errors.MovedError | self.errors.ReadOnlyError) for r in replies):
+                moved.extend(positions)
+                continue
+            for i, reply in zip(positions, replies, strict=True):
+                results[i] = reply
+            if acknowledged < self.durability.replicas:
+                short.update(positions)
+                detail.append(f"{name or self.url} → {acknowledged}")
+        return failure, moved
 
     def on_node(self, node: Any, commands: list[Command]) -> tuple[list[Any], int]:
         """``commands`` and WAIT in one pipeline on one connection of ``node`` (None: the one server);
