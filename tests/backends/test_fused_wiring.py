@@ -74,4 +74,6 @@ def test_a_wiring_out_of_range_is_refused() -> None:
             backend._kernel.wire(bad, units, inputs, outputs)
     with pytest.raises(ValueError):
         backend._kernel.wire(nodes, units, inputs, (9,))
+    with pytest.raises(ValueError):
+        backend._kernel.wire(nodes, units, 65, outputs)  # more inputs than a step holds
     assert isinstance(backend.wiring, Wiring)

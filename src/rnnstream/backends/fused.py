@@ -49,7 +49,7 @@ except ImportError:  # built without a C compiler: the NumPy backend serves inst
 
 
 STEP_WIRED_MAX = 64
-"""Nodes (and outputs) of a graph whose whole step the kernel's ``step_wired`` takes (``whole_step.h``)."""
+"""Nodes (and inputs, outputs) of a graph whose whole step the kernel's ``step_wired`` takes (``whole_step.h``)."""
 
 
 def available() -> bool:
@@ -135,7 +135,8 @@ class FusedBackend(NumpyBackend):
         self._program = _compile(self) if mask_free else None
         # every node the kernel's: the whole step in one C call (None: node by node)
         self.wiring = wire(graph, self._plans, self._in_state) if mask_free else None
-        fits = self.wiring is not None and max(len(self.wiring.nodes), len(self.wiring.outputs)) <= STEP_WIRED_MAX
+        sizes = (len(self.wiring.nodes), len(self.wiring.outputs), self.wiring.inputs) if self.wiring else ()
+        fits = self.wiring is not None and max(sizes) <= STEP_WIRED_MAX
         self._wired = kernel.wire(*self.wiring.for_kernel()) if self.wiring is not None and fits else None
 
     def _weights(self, packed: packing.Packed) -> Array:

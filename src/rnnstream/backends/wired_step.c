@@ -70,8 +70,8 @@ PyObject *wire(PyObject *self, PyObject *args) {
                           &outputs))
         return NULL;
     if (PyTuple_GET_SIZE(nodes) > STEP_ALL_MAX || PyTuple_GET_SIZE(units) > STEP_ALL_MAX ||
-        PyTuple_GET_SIZE(outputs) > STEP_ALL_MAX) {
-        PyErr_SetString(PyExc_ValueError, "wire() takes at most 64 nodes, Dense nodes and outputs");
+        PyTuple_GET_SIZE(outputs) > STEP_ALL_MAX || inputs < 0 || inputs > STEP_ALL_MAX) {
+        PyErr_SetString(PyExc_ValueError, "wire() takes at most 64 inputs, nodes, Dense nodes and outputs");
         return NULL;
     }
     Wired *wired = PyMem_Calloc(1, sizeof *wired);
