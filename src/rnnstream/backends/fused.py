@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rnnstream.backends import packing
-from rnnstream.backends.fused_wiring import columns, rows, wire
+from rnnstream.backends.fused_wiring import Wiring, columns, rows, wire
 from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import MissingDependencyError
 from rnnstream.graph import Graph, Node
@@ -46,10 +46,6 @@ try:
     KERNEL = _fused
 except ImportError:  # built without a C compiler: the NumPy backend serves instead
     KERNEL = None
-
-
-STEP_WIRED_MAX = 64
-"""Nodes (and inputs, outputs) of a graph whose whole step the kernel's ``step_wired`` takes (``whole_step.h``)."""
 
 
 def available() -> bool:
@@ -135,9 +131,7 @@ class FusedBackend(NumpyBackend):
         self._program = _compile(self) if mask_free else None
         # every node the kernel's: the whole step in one C call (None: node by node)
         self.wiring = wire(graph, self._plans, self._in_state) if mask_free else None
-        sizes = (len(self.wiring.nodes), len(self.wiring.outputs), self.wiring.inputs) if self.wiring else ()
-        fits = self.wiring is not None and max(sizes) <= STEP_WIRED_MAX
-        self._wired = kernel.wire(*self.wiring.for_kernel()) if self.wiring is not None and fits else None
+        self._wired = _wired_step(kernel, self.wiring)
 
     def _weights(self, packed: packing.Packed) -> Array:
         """``packed``'s weights as the kernel takes them at this backend's precision."""
@@ -271,6 +265,18 @@ class Bound:
         """Copy ``x`` into the bound input array ``buffer`` and step, in one C call, when ``x`` is a
         C-contiguous float32 array of its shape; else False, nothing done."""
         return bool(self.kernel.run_from(self.handle, x, buffer))
+
+
+def _wired_step(kernel: ModuleType, wiring: Wiring | None) -> object | None:
+    """The kernel's handle of ``wiring`` for ``step_wired``; None without one, or for a graph larger than a
+    step it holds (64 inputs, nodes and outputs: ``whole_step.h``), which steps through ``Wiring.items``."""
+    if wiring is None:
+        return None
+    try:
+        handle: object = kernel.wire(*wiring.for_kernel())
+    except ValueError:
+        return None
+    return handle
 
 
 Op = Callable[[list[Any], FloatArray, FloatArray], None]

@@ -5,8 +5,10 @@ A graph whose every node the kernel steps (Identity layers aside) runs as one C 
 ``(plan, x, out)``, one per node: ``x`` is the node's input rows (None: the kernel reads them in place from
 the new state's columns, where the previous recurrent node wrote its h), ``out`` a Dense node's own output
 array (None: a recurrent node writes into the new state). :func:`wire` works out once, from the graph,
-where each node's input and each graph output come from, so that a step only allocates its new arrays and
-fills in the tuple (a batch-1 step of the seed model spends ~1 µs here, against ~2 µs walking the graph).
+where each node's input and each graph output come from. ``model.step`` hands that to the kernel once
+(:meth:`Wiring.for_kernel`, ``wired_step.c``), which then allocates a step's new arrays and runs it in one
+call; ``launch``, ``bind`` and inputs the kernel does not take as they are fill in the tuple here
+(:meth:`Wiring.items`).
 
 A place is a source index (the step's inputs, then the Dense nodes' outputs, in order) or a ``slice`` of
 the new state's columns.
@@ -59,7 +61,6 @@ class Wiring:
             x = None if place is None else sources[place] if type(place) is int else new_state[:, place]
             items.append((plan, x, outs[out] if out >= 0 else None))
         return tuple(items), [sources[p] if type(p) is int else new_state[:, p] for p in self.outputs]
-
 
     def for_kernel(self) -> tuple[tuple[tuple[object, Any, int], ...], tuple[int, ...], int, tuple[Any, ...]]:
         """The arguments of the kernel's ``wire`` (``wired_step.c``): each slice as a ``(lo, hi)`` pair."""
