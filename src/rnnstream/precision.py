@@ -1,4 +1,4 @@
-"""Weight precision: ``fp32`` (as trained), or bfloat16 weight matrices in one of two modes.
+"""Weight precision: ``fp32`` (as trained), bfloat16 weight matrices in one of two modes, or int8 ones.
 
 With a bf16 precision the weight matrices of Dense, SimpleRNN, LSTM and GRU layers (``W``, ``Wx``,
 ``Wh``) are rounded to the nearest bfloat16 (round half to even: 8 significant bits, float32's range);
@@ -19,7 +19,14 @@ float32. The two modes differ in the other operand of each weight product, the l
 
 Rounding a weight changes it by at most 2^-9 of its size (0.2%); how far outputs move depends on the
 model; rounding the rows too moves them further. ``docs/backends.md`` has the measured difference from
-fp32 over 10,000 steps of the bundled models, in both modes.
+fp32 over 10,000 steps of the bundled models, in every mode.
+
+``int8``: the same matrices quantized per output column (:func:`int8_columns`: 255 steps of
+``max |column| / 127``, 0.4% of the column's largest weight), and each row that enters a product quantized
+at every step by its own scale (:func:`int8_rows`: ``max |row| / 127``; the x and the h of a recurrent
+layer each on their own); the products are summed exactly (int32 in the fused kernel, which needs
+AVX512_VNNI: ``vpdpbusd``) and scaled back to float32. The NumPy backend emulates it
+(:class:`Int8Operand`); torch does not compute it.
 
 >>> import numpy as np
 >>> round_bf16(np.array([1.0, 1.00390625, 1.005859375, 3.14159265], np.float32)).tolist()
@@ -41,7 +48,7 @@ from rnnstream.layers.layer import Layer
 from rnnstream.layers.recurrent import Recurrent
 from rnnstream.types import FloatArray
 
-PRECISIONS = ("fp32", "bf16", "bf16-widen", "bf16-dot")
+PRECISIONS = ("fp32", "bf16", "bf16-widen", "bf16-dot", "int8")
 
 
 def check_precision(precision: str) -> str:
@@ -82,6 +89,72 @@ class Bf16Operand(np.ndarray[tuple[int, ...], np.dtype[np.float32]]):
         return getattr(ufunc, method)(*plain, **kwargs)
 
 
+Int8Array = np.ndarray[tuple[int, ...], np.dtype[np.int8]]
+
+
+def int8_columns(w: FloatArray, axis: int = 0) -> tuple[Int8Array, FloatArray]:
+    """``w`` quantized per column (every index but ``axis``, along which the scale is shared): ``(q, scale)``
+    with ``w ≈ q · scale``, ``q = round(w / scale)`` in [-127, 127] and ``scale = max |w| / 127`` along
+    ``axis`` (that axis dropped; 0 for a column of zeros). Quantizing ``q · scale`` again gives ``q`` back.
+
+    >>> q, scale = int8_columns(np.array([[1.0, 0.5], [-0.25, 0.0]], np.float32))
+    >>> q.tolist(), (scale * 127).tolist()
+    ([[127, 127], [-32, 0]], [1.0, 0.5])
+    """
+    w = np.asarray(w, np.float32)
+    scale = np.max(np.abs(w), axis=axis, initial=np.float32(0)) / np.float32(127)
+    kept = np.expand_dims(scale, axis)
+    q = np.rint(np.divide(w, kept, out=np.zeros_like(w), where=kept > 0))
+    return np.clip(q, -127, 127).astype(np.int8), scale.astype(np.float32)
+
+
+def int8_rows(a: FloatArray, axis: int = -1) -> tuple[FloatArray, FloatArray]:
+    """``a`` quantized along ``axis`` at the step (each row on its own, as the fused kernel does it):
+    ``(q, scale)``, ``q = rint(a · (127 / max |a|))`` (float32 values in [-127, 127], ties to even) and
+    ``scale = max |a| / 127`` (``axis`` kept, of length 1); a row holding inf or NaN has the scale NaN.
+
+    >>> q, scale = int8_rows(np.array([[2.0, -1.0, 0.01]], np.float32))
+    >>> q.tolist(), (scale * 127).tolist()
+    ([[127.0, -64.0, 1.0]], [[2.0]])
+    """
+    a = np.asarray(a, np.float32)
+    most = np.max(np.abs(a), axis=axis, keepdims=True, initial=np.float32(0))
+    usable = np.isfinite(most) & (most > 0)
+    inverse = np.divide(np.float32(127), most, out=np.zeros_like(most), where=usable)
+    scale = np.where(np.isfinite(most), most / np.float32(127), np.float32(np.nan)).astype(np.float32)
+    with np.errstate(invalid="ignore"):  # inf · 0: NaN, as the row's scale
+        return np.rint(a * inverse), scale
+
+
+class Int8Operand(np.ndarray[tuple[int, ...], np.dtype[np.float32]]):
+    """A weight matrix at ``int8``, holding ``q · scale`` (:func:`int8_columns`): ``a @ w`` quantizes each row
+    of ``a`` first (:func:`int8_rows`) and sums the products exactly, as the fused kernel's ``vpdpbusd`` does;
+    every other operation sees a plain float32 array and returns one.
+
+    >>> w = np.array([[1.0], [1.0]], np.float32).view(Int8Operand)
+    >>> y = np.array([[1.0, 0.1]], np.float32) @ w  # the row as 127 and 13 steps of 1/127
+    >>> bool(y[0, 0] == np.float32(140 / 127))
+    True
+    """
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        plain = [np.asarray(a).view(np.ndarray) if isinstance(a, Int8Operand) else a for a in inputs]
+        if ufunc is not np.matmul or method != "__call__" or kwargs:
+            return getattr(ufunc, method)(*plain, **kwargs)
+        left, right = plain
+        if isinstance(inputs[1], Int8Operand):  # rows @ w: each row of the left operand quantized
+            q, scale = int8_rows(left, axis=-1)
+            return ((q.astype(np.float64) @ right.astype(np.float64)) * scale).astype(np.float32)
+        q, scale = int8_rows(right, axis=-2)  # w @ columns
+        return ((left.astype(np.float64) @ q.astype(np.float64)) * scale).astype(np.float32)
+
+
+def at_int8(w: FloatArray) -> Int8Operand:
+    """``w`` at precision ``int8``: each column quantized (:func:`int8_columns`), as an :class:`Int8Operand`."""
+    q, scale = int8_columns(w)
+    return (q.astype(np.float32) * scale).view(Int8Operand)
+
+
 MATRICES = {"W", "Wx", "Wh"}
 """The weights a bf16 precision rounds, of Dense and recurrent layers."""
 
@@ -89,7 +162,8 @@ MATRICES = {"W", "Wx", "Wh"}
 def at_precision(graph: Graph, precision: str) -> Graph:
     """``graph`` with its weights at ``precision``: the same graph for ``fp32``; for ``bf16`` and
     ``bf16-widen`` a copy whose Dense and recurrent layers hold their weight matrices rounded to bfloat16
-    (other layers shared); for ``bf16-dot`` those matrices are :class:`Bf16Operand` arrays besides."""
+    (other layers shared); for ``bf16-dot`` those matrices are :class:`Bf16Operand` arrays besides; for
+    ``int8`` they are quantized, as :class:`Int8Operand` arrays."""
     if check_precision(precision) == "fp32":
         return graph
     rounded: dict[int, Layer] = {}
@@ -100,8 +174,15 @@ def at_precision(graph: Graph, precision: str) -> Graph:
             twin = copy.copy(layer)
             for name, value in layer.params().items():
                 if name in MATRICES:
-                    matrix = round_bf16(value)
-                    setattr(twin, name, matrix.view(Bf16Operand) if precision == "bf16-dot" else matrix)
+                    setattr(twin, name, _matrix_at(value, precision))
             rounded[id(layer)] = twin
         nodes.append(dataclasses.replace(node, layer=rounded.get(id(layer), layer)))
     return dataclasses.replace(graph, nodes=tuple(nodes))
+
+
+def _matrix_at(w: FloatArray, precision: str) -> FloatArray:
+    """One weight matrix at a precision other than fp32."""
+    if precision == "int8":
+        return at_int8(w)
+    rounded = round_bf16(w)
+    return rounded.view(Bf16Operand) if precision == "bf16-dot" else rounded

@@ -94,13 +94,15 @@ def test_kernel_sizes(kind: str, units: int, rng: np.random.Generator) -> None:
 LAST_PANEL_UNITS = {"act": [1, 15, 16, 17, 31, 33, 63, 64, 65], "gated": [1, 7, 8, 9, 15, 16, 17, 100, 200]}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16-widen", "bf16-dot"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16-widen", "bf16-dot", "int8"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "dense"])
 def test_partly_used_last_panels(kind: str, precision: str, rng: np.random.Generator) -> None:
     """A last panel computes only the slots a Dense or SimpleRNN layer uses, and only the low half of each
     slot's vector for an LSTM or GRU with at most 8 units left in it (AVX-512); every tile height."""
     if precision == "bf16-dot" and not fused.bf16_dot():
         pytest.skip("this CPU has no AVX512_BF16")
+    if precision == "int8" and not fused.int8():
+        pytest.skip("this CPU has no AVX512_VNNI")
     for units in LAST_PANEL_UNITS["gated" if kind in ("lstm", "gru") else "act"]:
         model = _single_layer_model(_layer(kind, units, 19, rng, "tanh"), 19)
         model.set_backend("fused", precision=precision, threads=2)

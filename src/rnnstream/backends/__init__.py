@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from rnnstream.backends.backend import Backend, BoundStep, LaunchedStep
-from rnnstream.backends.fused import FusedBackend, available, bf16_dot, bf16_dot_fast
+from rnnstream.backends.fused import FusedBackend, available, bf16_dot, bf16_dot_fast, int8
 from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import InputError
 from rnnstream.graph import Graph
@@ -67,6 +67,8 @@ def concrete_precision(precision: str, backend: str) -> str:
     if check_precision(precision) == "bf16":
         wanted = os.environ.get(BF16_ENV) or ("dot" if dot and bf16_dot_fast() else "widen")
         return "bf16-dot" if dot and wanted == "dot" else "bf16-widen"
+    if precision == "int8":
+        return _int8_on(backend)
     if precision == "bf16-dot" and backend == "torch":
         raise InputError("the torch backend does not compute bf16-dot (bfloat16 rows); use bf16 or bf16-widen")
     if precision == "bf16-dot" and backend == "fused" and not dot:
@@ -75,3 +77,15 @@ def concrete_precision(precision: str, backend: str) -> str:
             "use bf16 (the widening path here) or backend='numpy' to emulate it"
         )
     return precision
+
+
+def _int8_on(backend: str) -> str:
+    """``int8``, where ``backend`` computes it."""
+    if backend == "torch":
+        raise InputError("the torch backend does not compute int8; use backend='fused' (or 'numpy' to emulate it)")
+    if backend == "fused" and not (available() and int8()):
+        raise InputError(
+            "int8 needs AVX512_VNNI (Intel Cascade Lake, AMD Zen 4 and later), which this CPU lacks (or "
+            "RNNSTREAM_KERNEL_ISA rules it out); use bf16, or backend='numpy' to emulate it"
+        )
+    return "int8"

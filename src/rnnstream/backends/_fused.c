@@ -32,11 +32,12 @@ typedef struct {
     Py_ssize_t start; /* recurrent: its state columns start here (h, then c for an LSTM) */
     Py_ssize_t x_col; /* >= 0: x is new_state[:, x_col : x_col + k_x]; -1: x is passed */
     long row_flops;   /* FLOPs per batch row, to decide whether a second thread pays */
-    int bf16;         /* 0, BF16_WIDEN or BF16_DOT (kernel.h) */
+    int weight_type;  /* 0 (float32), BF16_WIDEN, BF16_DOT or INT8_DOT (kernel.h) */
     /* The plan's own copies, 64-byte aligned: a vector load never straddles two cache lines (NumPy's
      * 16-byte alignment made half of them do so: ~20% of a large step). */
     void *weights;
     float *bias;
+    int32_t *quant; /* INT8_DOT: the columns' scales and sums (int8_kernel.h); else NULL */
 } Plan;
 
 /* A node's step shares its work with helper threads from this many FLOPs (~0.5 µs of one core): the pool never
@@ -50,6 +51,7 @@ static void plan_free(PyObject *capsule) {
     if (plan == NULL) return;
     free(plan->weights);
     free(plan->bias);
+    free(plan->quant);
     PyMem_Free(plan);
 }
 
@@ -66,27 +68,61 @@ static int is_floats(PyObject *obj, int ndim) {
            PyArray_NDIM((PyArrayObject *)obj) == ndim;
 }
 
+/* A contiguous 1-d array of `type` with `size` elements. */
+static int is_flat(PyObject *obj, int type, Py_ssize_t size) {
+    PyArrayObject *a = (PyArrayObject *)obj;
+    return PyArray_Check(obj) && PyArray_TYPE(a) == type && PyArray_NDIM(a) == 1 && PyArray_IS_C_CONTIGUOUS(a) &&
+           PyArray_SIZE(a) == size;
+}
+
+/* p->weight_type from the weights' dtype (and dot), once weights (and quant) fit the plan's sizes. */
+static int check_weights(Plan *p, PyObject *weights, int dot, PyObject *quant) {
+    const int type = PyArray_Check(weights) ? PyArray_TYPE((PyArrayObject *)weights) : -1;
+    const Py_ssize_t lanes = chosen.lanes, K = (Py_ssize_t)p->k_x + p->k_h;
+    p->weight_type = type == NPY_INT8 ? INT8_DOT : type == NPY_UINT16 ? (dot ? BF16_DOT : BF16_WIDEN) : 0;
+    if ((dot && chosen.run_dot == NULL) || (p->weight_type == INT8_DOT && chosen.run_int8 == NULL)) {
+        PyErr_Format(PyExc_ValueError, "make_plan(): this CPU (or RNNSTREAM_KERNEL_ISA) has no %s",
+                     dot ? "AVX512_BF16" : "AVX512_VNNI");
+        return -1;
+    }
+    /* BF16_DOT: each part padded to even rows, then zero rows up to whole chunks (kernel.h: dot_row_words);
+     * INT8_DOT: each part padded to whole quads (int8_row_words) */
+    const Py_ssize_t rows = p->weight_type == BF16_DOT  ? 2 * (Py_ssize_t)dot_row_words(p->k_x, p->k_h)
+                            : p->weight_type == INT8_DOT ? 4 * (Py_ssize_t)int8_row_words(p->k_x, p->k_h)
+                                                         : K;
+    const Py_ssize_t size = (Py_ssize_t)p->panels * rows * 4 * lanes;
+    if ((dot && p->weight_type != BF16_DOT) || !is_flat(weights, type, size) ||
+        (type != NPY_FLOAT32 && type != NPY_UINT16 && type != NPY_INT8)) {
+        PyErr_Format(PyExc_ValueError, "weights must be %zd contiguous %s values", size,
+                     dot ? "uint16 bfloat16" : "float32 (or uint16 bfloat16, or int8)");
+        return -1;
+    }
+    const Py_ssize_t quant_size = p->panels * 16 * lanes;
+    if (p->weight_type == INT8_DOT ? !is_flat(quant, NPY_INT32, quant_size) : quant != Py_None) {
+        PyErr_Format(PyExc_ValueError, "quant must be %zd contiguous int32 values with int8 weights, else None",
+                     quant_size);
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(make_plan_doc,
-             "make_plan(epilogue, activation, weights, bias, panels, k_x, k_h, units, start, x_col, dot=False)"
-             " -> plan\n\n"
+             "make_plan(epilogue, activation, weights, bias, panels, k_x, k_h, units, start, x_col, dot=False,"
+             " quant=None) -> plan\n\n"
              "Check packed weights once and keep them with the node's sizes and state columns. weights:\n"
-             "float32, or uint16 for bfloat16 weights (the high halves of float32 values); dot: the uint16\n"
-             "weights are in row pairs and the kernel rounds the rows to bfloat16 too (needs bf16_dot()).");
+             "float32, uint16 for bfloat16 weights (the high halves of float32 values), or int8 (needs int8());\n"
+             "dot: the uint16 weights are in row pairs and the kernel rounds the rows to bfloat16 too (needs\n"
+             "bf16_dot()); quant: with int8 weights, their columns' scales and sums (packing.int8_quads).");
 
 static PyObject *make_plan(PyObject *self, PyObject *args) {
     (void)self;
     Plan p;
     memset(&p, 0, sizeof p);
-    PyObject *weights, *bias;
+    PyObject *weights, *bias, *quant = Py_None;
     int dot = 0;
-    if (!PyArg_ParseTuple(args, "iiOOiiiinn|p", &p.epilogue, &p.activation, &weights, &bias, &p.panels, &p.k_x,
-                          &p.k_h, &p.units, &p.start, &p.x_col, &dot))
+    if (!PyArg_ParseTuple(args, "iiOOiiiinn|pO", &p.epilogue, &p.activation, &weights, &bias, &p.panels, &p.k_x,
+                          &p.k_h, &p.units, &p.start, &p.x_col, &dot, &quant))
         return NULL;
-    if (dot && chosen.run_dot == NULL) {
-        PyErr_SetString(PyExc_ValueError,
-                        "make_plan(dot=True): this CPU (or RNNSTREAM_KERNEL_ISA) has no AVX512_BF16");
-        return NULL;
-    }
     const int lanes = chosen.lanes, per_panel = p.epilogue == EPI_ACT ? 4 * lanes : lanes;
     const Py_ssize_t K = (Py_ssize_t)p.k_x + p.k_h;
     if (p.epilogue < EPI_ACT || p.epilogue > EPI_GRU || p.activation < ACT_LINEAR || p.activation > ACT_RELU ||
@@ -95,17 +131,7 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "make_plan(): epilogue, activation and sizes do not fit together");
         return NULL;
     }
-    const int uint16 = PyArray_Check(weights) && PyArray_TYPE((PyArrayObject *)weights) == NPY_UINT16;
-    p.bf16 = uint16 ? (dot ? BF16_DOT : BF16_WIDEN) : 0;
-    /* BF16_DOT: each part padded to even rows, then zero rows up to whole chunks (kernel.h: dot_row_words) */
-    const Py_ssize_t rows = dot ? 2 * (Py_ssize_t)dot_row_words(p.k_x, p.k_h) : K;
-    const int weights_ok = uint16 ? PyArray_NDIM((PyArrayObject *)weights) == 1 : is_floats(weights, 1) && !dot;
-    if (!weights_ok || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)weights) ||
-        PyArray_SIZE((PyArrayObject *)weights) != (Py_ssize_t)p.panels * rows * 4 * lanes) {
-        PyErr_Format(PyExc_ValueError, "weights must be %zd contiguous %s values",
-                     (Py_ssize_t)p.panels * rows * 4 * lanes, dot ? "uint16 bfloat16" : "float32 (or uint16 bfloat16)");
-        return NULL;
-    }
+    if (check_weights(&p, weights, dot, quant) < 0) return NULL;
     if (!is_floats(bias, 1) || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)bias) ||
         PyArray_SIZE((PyArrayObject *)bias) != (Py_ssize_t)p.panels * 4 * lanes) {
         PyErr_Format(PyExc_ValueError, "bias must be %zd contiguous float32 values", (Py_ssize_t)p.panels * 4 * lanes);
@@ -117,14 +143,16 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     *plan = p;
     plan->weights = aligned_copy((PyArrayObject *)weights);
     plan->bias = (float *)aligned_copy((PyArrayObject *)bias);
+    plan->quant = quant != Py_None ? (int32_t *)aligned_copy((PyArrayObject *)quant) : NULL;
     PyObject *capsule = NULL;
-    if (plan->weights == NULL || plan->bias == NULL)
+    if (plan->weights == NULL || plan->bias == NULL || (quant != Py_None && plan->quant == NULL))
         PyErr_NoMemory();
     else
         capsule = PyCapsule_New(plan, "rnnstream.fused.plan", plan_free);
     if (capsule == NULL) {
         free(plan->weights);
         free(plan->bias);
+        free(plan->quant);
         PyMem_Free(plan);
     }
     return capsule;
@@ -206,14 +234,17 @@ int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject
     job->k_h = plan->k_h;
     job->units = plan->units;
     job->weights = plan->weights;
-    job->bf16 = plan->bf16;
+    job->weight_type = plan->weight_type;
+    job->quant = plan->quant;
     job->bias = plan->bias;
     job->threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
     job->flops = (long)batch * plan->row_flops;
     const int K = plan->k_x + plan->k_h;
-    if (plan->bf16 == BF16_DOT) /* the rows as bfloat16 pairs, in whole blocks of AMX_ROWS */
+    if (plan->weight_type == BF16_DOT) /* the rows as bfloat16 pairs, in whole blocks of AMX_ROWS */
         *packed_floats =
             (size_t)(batch + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS * (size_t)dot_row_words(plan->k_x, plan->k_h);
+    else if (plan->weight_type == INT8_DOT) /* the rows as 8-bit quads, then two scales per row */
+        *packed_floats = (size_t)batch * (size_t)(int8_row_words(plan->k_x, plan->k_h) + 2);
     else
         *packed_floats = chosen.blocked && batch >= BR && K > 0 ? (size_t)(batch + BR - 1) / BR * BR * K : 0;
     return 0;
@@ -350,6 +381,12 @@ static PyObject *bf16_dot_fast(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(chosen.run_dot != NULL && chosen.dot_fast);
 }
 
+static PyObject *int8(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(chosen.run_int8 != NULL);
+}
+
 static PyObject *cpu_count(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -384,6 +421,7 @@ static PyMethodDef methods[] = {
      "Whether dot plans step batches of 8 rows and more on AMX tiles (RNNSTREAM_AMX=0: never)."},
     {"bf16_dot_fast", bf16_dot_fast, METH_NOARGS,
      "Whether dot plans step faster than widened bfloat16 weights here (AMX, or an AMD CPU's vdpbf16ps)."},
+    {"int8", int8, METH_NOARGS, "Whether this CPU runs plans of int8 weights (AVX512_VNNI)."},
     {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
     {NULL, NULL, 0, NULL},
 };

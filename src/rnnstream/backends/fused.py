@@ -77,6 +77,13 @@ def bf16_dot_fast() -> bool:
     return bool(_require().bf16_dot_fast())
 
 
+def int8() -> bool:
+    """Whether the kernel computes ``int8`` (int8 weights times 8-bit rows, ``vpdpbusd``) on this CPU: one with
+    AVX512_VNNI (Intel Cascade Lake and later, AMD Zen 4 and later), unless ``RNNSTREAM_KERNEL_ISA`` asks for
+    a narrower instruction set."""
+    return bool(_require().int8())
+
+
 def _require() -> ModuleType:
     kernel = KERNEL
     if kernel is None:
@@ -101,9 +108,9 @@ class FusedBackend(NumpyBackend):
 
     def __init__(self, graph: Graph, *, threads: int | None = None, precision: str = "fp32") -> None:
         super().__init__(graph)
-        # fp32, bf16-widen or bf16-dot (rnnstream.precision): the graph's weights are already at it
+        # fp32, bf16-widen, bf16-dot or int8 (rnnstream.precision): the graph's weights are already at it
         self.precision = precision
-        self.bf16 = precision != "fp32"  # the kernel keeps the weight matrices as bfloat16
+        self.bf16 = precision.startswith("bf16")  # the kernel keeps the weight matrices as bfloat16
         kernel = _require()
         self._kernel = kernel
         self.lanes: int = kernel.isa()[1]
@@ -121,9 +128,10 @@ class FusedBackend(NumpyBackend):
                 continue
             assert isinstance(node.layer, Recurrent | Dense)
             x_col = self._in_state.get(node.inputs[0], -1)
+            weights, quant = self._weights(packed)
             plan = kernel.make_plan(
-                packed.epilogue, packed.activation, self._weights(packed), packed.bias, packed.panels,
-                packed.k_x, packed.k_h, packed.units, node.start, x_col, precision == "bf16-dot",
+                packed.epilogue, packed.activation, weights, packed.bias, packed.panels,
+                packed.k_x, packed.k_h, packed.units, node.start, x_col, precision == "bf16-dot", quant,
             )  # fmt: skip
             self._plans[id(node)] = (plan, node.layer)
             if mask_free and isinstance(node.layer, Recurrent):
@@ -133,11 +141,14 @@ class FusedBackend(NumpyBackend):
         self.wiring = wire(graph, self._plans, self._in_state) if mask_free else None
         self._wired = _wired_step(kernel, self.wiring)
 
-    def _weights(self, packed: packing.Packed) -> Array:
-        """``packed``'s weights as the kernel takes them at this backend's precision."""
+    def _weights(self, packed: packing.Packed) -> tuple[Array, Array | None]:
+        """``packed``'s weights as the kernel takes them at this backend's precision, and (int8) their
+        columns' scales and sums."""
+        if self.precision == "int8":
+            return packing.int8_quads(packed.weights, packed.k_x, packed.k_h, self.lanes)
         if self.precision == "bf16-dot":
-            return packing.bf16_dot_pairs(packed.weights, packed.k_x, packed.k_h, self.lanes)
-        return packing.bf16_pairs(packed.weights, self.lanes) if self.bf16 else packed.weights
+            return packing.bf16_dot_pairs(packed.weights, packed.k_x, packed.k_h, self.lanes), None
+        return (packing.bf16_pairs(packed.weights, self.lanes) if self.bf16 else packed.weights), None
 
     @property
     def can_launch(self) -> bool:

@@ -10,6 +10,7 @@
  *           see wload2 in fused_accumulate.h for their layout)
  *   NAME(x) x with the instruction set's (and weight type's) suffix, so the copies do not collide
  *   PAIRS   1 (optional): the AVX512_BF16 copy, whose products are dot_kernel.h's (BF16_DOT Jobs)
+ *   QUADS   1 (optional): the AVX512_VNNI copy, whose products are int8_kernel.h's (INT8_DOT Jobs)
  * Each copy defines static functions only; its entry point is NAME(run)(const Job *).
  *
  * One call of NAME(run) computes, for every batch row b and every panel p of packed weights,
@@ -65,6 +66,8 @@ static inline __attribute__((always_inline)) VF NAME(splat)(float a) { return (V
 
 #if PAIRS
 #include "dot_kernel.h"
+#elif QUADS
+#include "int8_kernel.h"
 #endif
 
 static inline __attribute__((always_inline)) VF NAME(select)(VI mask, VF yes, VF no) {
@@ -227,6 +230,9 @@ static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int
 #if PAIRS
     (void)w;
     NAME(tile_pairs)(job, p, r0, acc, mb, slots);
+#elif QUADS
+    (void)w;
+    NAME(tile_quads)(job, p, r0, acc, mb, slots);
 #else
     const float *xrow[MB], *hrow[MB];
     NAME(tile_rows)(job, r0, mb, xrow, hrow);
@@ -253,6 +259,9 @@ static inline __attribute__((always_inline)) void NAME(tile_low)(const Job *job,
 #if PAIRS
     (void)w;
     NAME(tile_pairs_low)(job, p, r0, acc, mb);
+#elif QUADS
+    (void)w;
+    NAME(tile_quads_low)(job, p, r0, acc, mb);
 #else
     const float *xrow[MB], *hrow[MB];
     NAME(tile_rows)(job, r0, mb, xrow, hrow);
@@ -451,6 +460,8 @@ static void NAME(tile_range)(const Job *job, long lo, long hi, const void *ctx) 
 static void NAME(run)(const Job *job) {
 #if PAIRS
     NAME(pair_all_rows)(job);
+#elif QUADS
+    NAME(quad_all_rows)(job);
 #endif
 #if BLOCKED
     if (job->packed != NULL) {

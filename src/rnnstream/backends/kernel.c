@@ -1,5 +1,6 @@
 /* The fused step kernel, compiled for AVX-512, AVX2 and plain x86-64 (or any CPU), chosen at import, and
- * for AVX512_BF16 and AMX (bfloat16 weights times bfloat16 rows, BF16_DOT Jobs) where the CPU has them.
+ * for AVX512_BF16 and AMX (bfloat16 weights times bfloat16 rows, BF16_DOT Jobs) and AVX512_VNNI (int8
+ * weights times 8-bit rows, INT8_DOT Jobs) where the CPU has them.
  *
  * Each variant is fused_kernel.h compiled under its own `#pragma GCC target`, with its vector width
  * and tile sizes, twice: for float32 weights and for bfloat16 weights; the copies' names end in the
@@ -58,6 +59,25 @@
 #undef MB
 #undef BLOCKED
 #undef PAIRS
+#pragma GCC pop_options
+
+/* AVX512_VNNI (Intel Cascade Lake and later, AMD Zen 4 and later): int8 weights times rows quantized to 8
+ * bits, four products per lane and instruction, summed in int32 (int8_kernel.h). */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx512vnni,fma")
+#define LANES 16
+#define MB 6
+#define BLOCKED 0
+#define QUADS 1
+#define WT int8_t
+#define NAME(x) x##_avx512_int8
+#include "fused_kernel.h"
+#undef WT
+#undef NAME
+#undef LANES
+#undef MB
+#undef BLOCKED
+#undef QUADS
 #pragma GCC pop_options
 
 /* AMX (Sapphire Rapids and later): BF16_DOT Jobs of amx_min_batch rows and more, on tiles. */
@@ -120,12 +140,12 @@ static void run_dot_any(const Job *job) {
 Isa chosen = {"portable", 4, 1, run_portable, run_portable_bf16, NULL, 0, 0};
 
 void run_job(const Job *job) {
-    if (job->bf16 == BF16_DOT) /* make_plan() refuses BF16_DOT weights where chosen.run_dot is NULL */
-        chosen.run_dot(job);
-    else if (job->bf16)
-        chosen.run_bf16(job);
-    else
-        chosen.run(job);
+    switch (job->weight_type) { /* make_plan() refuses BF16_DOT and INT8_DOT weights where their run is NULL */
+        case BF16_DOT: chosen.run_dot(job); break;
+        case INT8_DOT: chosen.run_int8(job); break;
+        case BF16_WIDEN: chosen.run_bf16(job); break;
+        default: chosen.run(job);
+    }
 }
 
 void choose_isa(void) {
@@ -148,6 +168,7 @@ void choose_isa(void) {
              * FMA's rate, so there only AMX makes it the faster. */
             chosen.dot_fast = chosen.amx || __builtin_cpu_is("amd");
         }
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) chosen.run_int8 = run_avx512_int8;
     } else if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         chosen = (Isa){"avx2", 8, 1, run_avx2, run_avx2_bf16, NULL, 0, 0};
     }

@@ -10,23 +10,27 @@
 
 #include <Python.h> /* Py_ssize_t */
 #include <stddef.h>
+#include <stdint.h>
 
 /* Only PyInit__fused leaves the extension: the names shared between its files stay inside it. */
 #pragma GCC visibility push(hidden)
 
 enum { EPI_ACT = 0, EPI_LSTM = 1, EPI_GRU = 2 };
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3 };
-enum { BF16_WIDEN = 1, BF16_DOT = 2 };
+enum { BF16_WIDEN = 1, BF16_DOT = 2, INT8_DOT = 3 }; /* Job.weight_type, besides 0: float32 */
 
 typedef struct {
     int epilogue, activation, batch, panels, k_x, k_h, units, threads;
-    const void *weights; /* float, or bfloat16 (uint16_t) when bf16 */
+    const void *weights; /* float, bfloat16 (uint16_t) or int8_t, as weight_type says */
     const float *bias, *x, *h, *c;
     float *out, *out_c;
     Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
     float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
-    int bf16;      /* 0: float32 weights; BF16_WIDEN: bfloat16 weights widened on load; BF16_DOT: bfloat16 weights
-                    * in k-pairs, the rows rounded to bfloat16 into `packed` (vdpbf16ps, dot_kernel.h) */
+    int weight_type; /* 0: float32 weights; BF16_WIDEN: bfloat16 weights widened on load; BF16_DOT: bfloat16
+                      * weights in k-pairs, the rows rounded to bfloat16 into `packed` (vdpbf16ps, dot_kernel.h);
+                      * INT8_DOT: int8 weights in k-quads, the rows quantized to 8 bits into `packed` (vpdpbusd,
+                      * int8_kernel.h), with their per-column scales and sums in `quant` */
+    const int32_t *quant; /* INT8_DOT: per panel, 4 x 4 slots x LANES words (int8_kernel.h) */
     long flops;    /* batch x the node's FLOPs per row */
 } Job;
 
@@ -45,6 +49,7 @@ typedef struct {
     void (*run_dot)(const Job *); /* BF16_DOT Jobs; NULL where the CPU lacks AVX512_BF16 */
     int amx; /* BF16_DOT Jobs of a few rows and more run on AMX tiles (amx_kernel.h; kernel.c: amx_min_batch) */
     int dot_fast; /* BF16_DOT runs faster than bfloat16 weights widened to float32 (kernel.c: choose_isa) */
+    void (*run_int8)(const Job *); /* INT8_DOT Jobs; NULL where the CPU lacks AVX512_VNNI */
 } Isa;
 
 /* The variant that runs every Job: the portable one until choose_isa(). */
@@ -67,6 +72,12 @@ static inline int dot_used_words(int k_x, int k_h) { return (k_x + 1) / 2 + (k_h
 static inline int dot_row_words(int k_x, int k_h) {
     return (dot_used_words(k_x, k_h) + DOT_CHUNK - 1) / DOT_CHUNK * DOT_CHUNK;
 }
+
+/* Words (uint32: four 8-bit values) of one row [x, h] on the INT8_DOT path: each part in quads, the last one
+ * padded with zeros (int8_kernel.h); the weights of an INT8_DOT plan hold 4·lanes words per row quad of each
+ * panel, as many. After a batch's rows, Job.packed holds two floats per row: the scales of its x and h parts. */
+static inline int int8_x_words(int k_x) { return (k_x + 3) / 4; }
+static inline int int8_row_words(int k_x, int k_h) { return int8_x_words(k_x) + (k_h + 3) / 4; }
 
 /* The blocked path's packed rows: at least `floats` floats, 64-byte aligned, one buffer per calling
  * thread, grown as needed and kept (NULL when out of memory). */

@@ -12,7 +12,8 @@ bfloat16 weights (:func:`bf16_pairs`) keep this order, but within each pair of s
 the two slots' values of one lane sit side by side: one 32-bit word per lane, the first slot's value in
 its low half. The kernel widens a pair with a shift and a mask. For the AVX512_BF16 path
 (:func:`bf16_dot_pairs`) the pairs are of rows instead: row ``2i`` and ``2i + 1`` of one slot and lane share
-a word, the x rows and the h rows each padded to an even count with zeros.
+a word, the x rows and the h rows each padded to an even count with zeros. int8 weights (:func:`int8_quads`)
+come in quads of rows likewise, with each column's scales and sums beside them.
 
 >>> import numpy as np
 >>> packed = pack_act(np.arange(6, dtype=np.float32).reshape(2, 3), None, lanes=4)
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnstream.precision import bf16_bits
+from rnnstream.precision import bf16_bits, int8_columns
 from rnnstream.types import FloatArray
 
 EPI_ACT, EPI_LSTM, EPI_GRU = 0, 1, 2
@@ -151,3 +152,32 @@ def bf16_dot_pairs(
     parts.append(np.zeros((w.shape[0], -rows % (2 * DOT_CHUNK), 4, lanes), np.float32))
     paired = np.concatenate(parts, axis=1).reshape(w.shape[0], -1, 2, 4, lanes).transpose(0, 1, 3, 4, 2)
     return bf16_bits(np.ascontiguousarray(paired)).reshape(-1)
+
+
+def int8_quads(
+    weights: FloatArray, k_x: int, k_h: int, lanes: int
+) -> tuple[np.ndarray[tuple[int, ...], np.dtype[np.int8]], np.ndarray[tuple[int, ...], np.dtype[np.int32]]]:
+    """Packed float32 weights ``(P·K·4·lanes,)`` as int8 in row quads, and their ``quant`` words (the
+    layout: ``int8_kernel.h``).
+
+    Each column of the x rows and of the h rows is quantized on its own (:func:`rnnstream.precision.int8_columns`:
+    weights already at precision int8 come back as they are). The int8 values are ``(P, quads, 4, lanes, 4)``,
+    each part padded with zero rows to whole quads; ``quant`` is ``(P, 4, 4, lanes)``: the x part's and the h
+    part's column scales (float32 bits), then ``-128·Σ q`` over each part's rows (what ``vpdpbusd``'s unsigned
+    rows add: see ``int8_kernel.h``).
+
+    >>> w = np.array([2, 0, 0, 0, -1, 0, 0, 0], np.float32)  # k_x = 2 rows, 4 slots of 1 lane
+    >>> q, quant = int8_quads(w, 2, 0, lanes=1)
+    >>> q.reshape(-1, 4)[0].tolist(), quant[0].view(np.float32) * 127, quant[8:10].tolist()
+    ([127, -64, 0, 0], np.float32(2.0), [-8064, 0])
+    """
+    w = weights.reshape(-1, k_x + k_h, 4, lanes)
+    parts, scales, sums = [], [], []
+    for part in (w[:, :k_x], w[:, k_x:]):
+        q, scale = int8_columns(part, axis=1)  # per (panel, slot, lane): a column of Wx or of Wh
+        parts.append(np.pad(q, [(0, 0), (0, -part.shape[1] % 4), (0, 0), (0, 0)]))
+        scales.append(scale.view(np.int32))
+        sums.append(-128 * q.astype(np.int32).sum(axis=1))
+    quads = np.concatenate(parts, axis=1).reshape(w.shape[0], -1, 4, 4, lanes).transpose(0, 1, 3, 4, 2)
+    quant = np.stack(scales + sums, axis=1)  # (P, 4, 4, lanes)
+    return np.ascontiguousarray(quads).reshape(-1), np.ascontiguousarray(quant, np.int32).reshape(-1)

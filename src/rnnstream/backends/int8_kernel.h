@@ -1,0 +1,200 @@
+/* The INT8_DOT product: int8 weights times 8-bit rows, summed exactly in int32 by vpdpbusd.
+ *
+ * Part of the fused_kernel.h template (included by it when QUADS is 1, which kernel.c sets for its
+ * AVX512_VNNI copy). One _mm512_dpbusd_epi32 adds, in each of its 16 int32 lanes j, the four products
+ * a[4j+i]·b[4j+i] of an unsigned byte of a and a signed byte of b. The math (rnnstream.precision, int8):
+ *
+ *   - each weight matrix (Wx, Wh) is quantized per column j: w[k][j] ≈ sw[j]·qw[k][j], qw in [-127, 127],
+ *     sw[j] = max_k |w[k][j]| / 127 (packing.int8_quads; the NumPy oracle holds sw[j]·qw[k][j]);
+ *   - each part of a row (its x, its h) is quantized at every step by its own scale: a[k] ≈ sa·qa[k],
+ *     sa = max_k |a[k]| / 127, qa = round(a[k] / sa) (to nearest even, as NumPy's rint), in [-127, 127];
+ *   - so a part's product is sa·sw[j]·Σ_k qa[k]·qw[k][j], the sum exact in int32 (|Σ| < 2^31 up to
+ *     K = 133,000 rows).
+ *
+ * vpdpbusd wants one operand unsigned: a row is stored as qa + 128 (in [1, 255]) and the 128·Σ_k qw[k][j]
+ * this adds is taken back by starting the sums at -128·Σ_k qw[k][j] (Job.quant). The layouts:
+ *
+ *   - a row in Job.packed: its x part in words of 4 bytes (byte i of word w is row 4w+i), the last word
+ *     padded with 128s (qa = 0), then its h part likewise (int8_row_words in kernel.h); after the batch's
+ *     rows, two floats per row: sa of its x part and of its h part (NaN where a value is not finite, so
+ *     that the outputs are NaN, as the oracle's);
+ *   - the weights (packing.int8_quads): for each panel, each row quad w and each of the 4 slots, LANES
+ *     words, word j holding qw of rows 4w..4w+3 of that slot's column j; zero rows pad each part's quads;
+ *   - Job.quant, per panel: 4 x 4 slots x LANES 32-bit words: sw of the x part's and the h part's columns
+ *     (float), then -128·Σ_k qw over the x part's and the h part's rows (int32).
+ */
+#if !QUADS || LANES != 16
+#error "int8_kernel.h is part of fused_kernel.h's AVX512_VNNI copy (QUADS 1, LANES 16): see kernel.c"
+#endif
+
+/* n floats from src as 8-bit values + 128 at dst, (n + 3) / 4 words (the last one padded with 128s);
+ * returns their scale sa = max |src| / 127 (0 for none or zeros; NaN if one is not finite). */
+static float NAME(to_quads)(uint8_t *dst, const float *src, int n) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    __m512i most = _mm512_setzero_si512(); /* |x| as bits: the unsigned order of finite floats, inf, NaN */
+    int k = 0;
+    for (; k + 16 <= n; k += 16) most = _mm512_max_epu32(most, _mm512_and_si512(_mm512_loadu_si512(src + k), magnitude));
+    const __mmask16 tail = (__mmask16)((1u << (n - k)) - 1);
+    most = _mm512_max_epu32(most, _mm512_and_si512(_mm512_maskz_loadu_epi32(tail, src + k), magnitude));
+    const uint32_t bits = (uint32_t)_mm512_reduce_max_epu32(most);
+    float amax;
+    memcpy(&amax, &bits, sizeof amax);
+    const int bytes = (n + 3) / 4 * 4;
+    if (bits >= 0x7f800000u) { /* inf or NaN: the part's products are NaN */
+        memset(dst, 128, (size_t)bytes);
+        return __builtin_nanf("");
+    }
+    const __m512 inverse = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    const __m512i offset = _mm512_set1_epi32(128);
+    for (k = 0; k + 16 <= n; k += 16) {
+        const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(src + k), inverse)); /* to nearest even */
+        _mm_storeu_si128((__m128i *)(void *)(dst + k), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, offset)));
+    }
+    if (k < bytes) { /* the rest, zeros (128s) up to the word's end */
+        const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, src + k), inverse));
+        _mm512_mask_cvtepi32_storeu_epi8(dst + k, (__mmask16)((1u << (bytes - k)) - 1), _mm512_add_epi32(q, offset));
+    }
+    return amax / 127.0f;
+}
+
+/* Row b's scales (x part, h part), after the batch's rows in Job.packed. */
+static inline float *NAME(quad_scales)(const Job *job, long b) {
+    const size_t words = (size_t)int8_row_words(job->k_x, job->k_h);
+    return (float *)(void *)job->packed + (size_t)job->batch * words + 2 * (size_t)b;
+}
+
+/* Rows lo..hi-1 of [x, h] as 8-bit quads into Job.packed, and their scales. */
+static void NAME(quad_rows)(const Job *job, long lo, long hi, const void *ctx) {
+    (void)ctx;
+    const int words = int8_row_words(job->k_x, job->k_h), x_words = int8_x_words(job->k_x);
+    for (long b = lo; b < hi; b++) {
+        uint8_t *dst = (uint8_t *)(void *)((uint32_t *)(void *)job->packed + b * words);
+        float *scales = NAME(quad_scales)(job, b);
+        scales[0] = NAME(to_quads)(dst, job->x + b * job->x_stride, job->k_x);
+        scales[1] = NAME(to_quads)(dst + 4 * x_words, job->h + b * job->h_stride, job->k_h);
+    }
+}
+
+/* Every row of the Job into Job.packed: on this thread for a few rows, else shared like the tiles. */
+static void NAME(quad_all_rows)(const Job *job) {
+    if (job->threads <= 1 || job->batch < 64) {
+        NAME(quad_rows)(job, 0, job->batch, NULL);
+        return;
+    }
+    const long share = 2L * job->threads;
+    parallel_range(job, job->batch, (job->batch + share - 1) / share, NAME(quad_rows), NULL);
+}
+
+/* acc[m][s] += the products of mb rows' `words` quads (rows[m]) with the panel's weights w, for its first `slots`
+ * slots (mb and slots constants after inlining). */
+static inline __attribute__((always_inline)) void NAME(accumulate_quads)(VI acc[][4], const uint32_t *const rows[],
+                                                                         int words, const uint32_t *w, const int mb,
+                                                                         const int slots) {
+    int k = 0;
+    if (mb == 1) { /* 4 accumulators would wait on each other: a second set for odd words keeps 8 in flight */
+        VI odd[4] = {{0}, {0}, {0}, {0}};
+        for (; k + 1 < words; k += 2, w += 8 * LANES) {
+            const __m512i a = _mm512_set1_epi32((int)rows[0][k]), b = _mm512_set1_epi32((int)rows[0][k + 1]);
+            for (int s = 0; s < slots; s++) {
+                acc[0][s] = (VI)_mm512_dpbusd_epi32((__m512i)acc[0][s], a, _mm512_loadu_si512(w + s * LANES));
+                odd[s] = (VI)_mm512_dpbusd_epi32((__m512i)odd[s], b, _mm512_loadu_si512(w + (4 + s) * LANES));
+            }
+        }
+        for (int s = 0; s < slots; s++) acc[0][s] += odd[s];
+    }
+    for (; k < words; k++, w += 4 * LANES) {
+        __m512i ws[4];
+        for (int s = 0; s < slots; s++) ws[s] = _mm512_loadu_si512(w + s * LANES);
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) {
+            const __m512i a = _mm512_set1_epi32((int)rows[m][k]);
+            for (int s = 0; s < slots; s++) acc[m][s] = (VI)_mm512_dpbusd_epi32((__m512i)acc[m][s], a, ws[s]);
+        }
+    }
+}
+
+/* NAME(accumulate_quads) over the low half of each slot's LANES words, on 256-bit vectors (NAME(tile_low)). */
+static inline __attribute__((always_inline)) void NAME(accumulate_quads_low)(__m256i acc[][4],
+                                                                             const uint32_t *const rows[], int words,
+                                                                             const uint32_t *w, const int mb) {
+    for (int k = 0; k < words; k++, w += 4 * LANES) {
+        __m256i ws[4];
+        for (int s = 0; s < 4; s++) ws[s] = _mm256_loadu_si256((const __m256i *)(const void *)(w + s * LANES));
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) {
+            const __m256i a = _mm256_set1_epi32((int)rows[m][k]);
+            for (int s = 0; s < 4; s++) acc[m][s] = _mm256_dpbusd_epi32(acc[m][s], a, ws[s]);
+        }
+    }
+}
+
+/* Where tile rows r0..r0+mb-1 and panel p's weights and quant words start. */
+static inline __attribute__((always_inline)) const uint32_t *NAME(quad_rows_of)(const Job *job, int p, int r0,
+                                                                               const int mb, const uint32_t *rows[],
+                                                                               const int32_t **quant) {
+    const int words = int8_row_words(job->k_x, job->k_h);
+#pragma GCC unroll 8
+    for (int m = 0; m < mb; m++) rows[m] = (const uint32_t *)(const void *)job->packed + (size_t)(r0 + m) * words;
+    *quant = job->quant + (size_t)p * 16 * LANES;
+    return (const uint32_t *)job->weights + (size_t)p * words * 4 * LANES;
+}
+
+/* acc[m][s] (the bias) += the products of tile rows r0..r0+mb-1 with panel p's first `slots` slots: for each
+ * part, its int32 sums times the row's and the column's scales. */
+static inline __attribute__((always_inline)) void NAME(tile_quads)(const Job *job, int p, int r0, VF acc[][4],
+                                                                   const int mb, const int slots) {
+    const uint32_t *rows[MB];
+    const int32_t *quant;
+    const uint32_t *w = NAME(quad_rows_of)(job, p, r0, mb, rows, &quant);
+    const int part_words[2] = {int8_x_words(job->k_x), int8_row_words(job->k_x, job->k_h) - int8_x_words(job->k_x)};
+    for (int part = 0; part < 2; part++) {
+        if (part_words[part] == 0) continue;
+        VI sums[MB][4];
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++)
+            for (int s = 0; s < slots; s++) memcpy(&sums[m][s], quant + (2 + part) * 4 * LANES + s * LANES, sizeof(VI));
+        NAME(accumulate_quads)(sums, rows, part_words[part], w, mb, slots);
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) {
+            const float row_scale = NAME(quad_scales)(job, r0 + m)[part];
+            for (int s = 0; s < slots; s++) {
+                VF column_scale;
+                memcpy(&column_scale, quant + part * 4 * LANES + s * LANES, sizeof column_scale);
+                acc[m][s] += __builtin_convertvector(sums[m][s], VF) * (column_scale * row_scale);
+            }
+        }
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) rows[m] += part_words[0];
+        w += (size_t)part_words[0] * 4 * LANES;
+    }
+}
+
+/* NAME(tile_quads) on the low halves of the panel's slots (NAME(tile_low)). */
+static inline __attribute__((always_inline)) void NAME(tile_quads_low)(const Job *job, int p, int r0,
+                                                                       NAME(vh) acc[][4], const int mb) {
+    typedef int NAME(vhi) __attribute__((vector_size(LANES * 2)));
+    const uint32_t *rows[MB];
+    const int32_t *quant;
+    const uint32_t *w = NAME(quad_rows_of)(job, p, r0, mb, rows, &quant);
+    const int part_words[2] = {int8_x_words(job->k_x), int8_row_words(job->k_x, job->k_h) - int8_x_words(job->k_x)};
+    for (int part = 0; part < 2; part++) {
+        if (part_words[part] == 0) continue;
+        __m256i sums[MB][4];
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++)
+            for (int s = 0; s < 4; s++) memcpy(&sums[m][s], quant + (2 + part) * 4 * LANES + s * LANES, sizeof sums[m][s]);
+        NAME(accumulate_quads_low)(sums, rows, part_words[part], w, mb);
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) {
+            const float row_scale = NAME(quad_scales)(job, r0 + m)[part];
+            for (int s = 0; s < 4; s++) {
+                NAME(vh) column_scale;
+                memcpy(&column_scale, quant + part * 4 * LANES + s * LANES, sizeof column_scale);
+                acc[m][s] += __builtin_convertvector((NAME(vhi))sums[m][s], NAME(vh)) * (column_scale * row_scale);
+            }
+        }
+#pragma GCC unroll 8
+        for (int m = 0; m < mb; m++) rows[m] += part_words[0];
+        w += (size_t)part_words[0] * 4 * LANES;
+    }
+}

@@ -1,0 +1,165 @@
+"""int8 weights (rnnstream.precision): the fused kernel's AVX512_VNNI path against the NumPy oracle at int8
+(the same quantized weights, the same 8-bit rows, exact integer sums), step by step, on every zoo model and
+layer shape; the kernel's checks; where it cannot run, a clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rnnstream
+from rnnstream.backends import concrete_precision, fused, packing
+from rnnstream.precision import at_int8, int8_columns, int8_rows
+from tests.backends.conformance import assert_agrees_step_by_step
+from tests.backends.test_bf16 import _cpu_has, _stepped
+from tests.backends.test_fused import _layer, _single_layer_model
+from tests.zoo import ZooModel, feed, make_inputs
+
+needs_int8 = pytest.mark.skipif(
+    not fused.available() or not fused.int8(), reason="the fused kernel is not built or this CPU has no AVX512_VNNI"
+)
+
+
+@needs_int8
+@pytest.mark.parametrize("batch", [1, 37])
+def test_fused_int8_agrees_with_the_int8_oracle(zoo_file: tuple[ZooModel, Path], batch: int) -> None:
+    """Every zoo model: within the fp32 tolerance but for rare rows rounded apart, and those within FLIP_SIZE
+    of the output scale (conformance.assert_close)."""
+    zoo, path = zoo_file
+    zoo = dataclasses.replace(zoo, batch=batch)
+    model = rnnstream.load(path, backend="fused", threads=2, precision="int8")
+    assert isinstance(model.backend, fused.FusedBackend) and model.backend.precision == "int8"
+    inputs = feed(zoo, make_inputs(zoo, 12, seed=batch))
+    assert_agrees_step_by_step(model, inputs, batch, model.step, precision="int8")
+
+
+@needs_int8
+def test_a_stacked_model_at_a_large_batch_agrees_with_the_oracle() -> None:
+    """The seed model (LSTM, LSTM, Dense) at 300 rows: rows quantized by two threads, and the second layer's
+    rows computed by the first, so a few of them round apart (the flips conformance.assert_close allows)."""
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused", threads=2, precision="int8")
+    xs = np.random.default_rng(11).normal(0, 1, (300, 6, 4)).astype(np.float32)
+    assert_agrees_step_by_step(model, xs, 300, model.step, precision="int8")
+
+
+@needs_int8
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "dense"])
+def test_int8_layers_of_every_size_agree_with_the_oracle(kind: str) -> None:
+    """One layer, so its rows are the oracle's exactly: fp32's tolerance. Feature counts that fill whole quads
+    and ones that do not, more than 16 (a whole vector of them), 1 to 6-row tiles, last panels partly used,
+    one thread and two (rows quantized by both), model.step and the bound stepper."""
+    rng = np.random.default_rng(9)
+    for units, features, batch in ((1, 1, 1), (7, 3, 2), (17, 33, 5), (33, 64, 7), (65, 300, 101), (130, 31, 6)):
+        model = _single_layer_model(_layer(kind, units, features, rng, "tanh"), features)
+        for threads in (1, 2):
+            model.set_backend("fused", precision="int8", threads=threads)
+            xs = rng.normal(0, 1, (batch, 3, features)).astype(np.float32)
+            assert_agrees_step_by_step(model, xs, batch, model.step, precision="int8")
+            assert_agrees_step_by_step(model, xs, batch, _stepped(model, batch), precision="int8")
+
+
+@needs_int8
+def test_a_row_holding_nan_or_inf_gives_nan_in_its_own_outputs_only() -> None:
+    """As the oracle: a part with a value that is not finite has no scale, so that row's outputs are NaN; the
+    batch's other rows are untouched."""
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused", precision="int8")
+    oracle = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy", precision="int8")
+    x = np.random.default_rng(3).normal(size=(4, 4)).astype(np.float32)
+    x[1, 2], x[2, 0] = np.nan, np.inf
+    y, state = model.step(x, model.initial_state(4))
+    y_oracle, _ = oracle.step(x, oracle.initial_state(4))
+    assert np.isnan(y[1:3]).all() and np.isnan(state.rows[1:3]).all()
+    np.testing.assert_allclose(y[[0, 3]], y_oracle[[0, 3]], rtol=1e-5, atol=1e-5)
+
+
+def test_int8_is_close_to_fp32_but_not_equal() -> None:
+    """Quantized weights and rows: outputs near fp32's (the drift bench measures how near over 10,000 steps)."""
+    backend = "fused" if fused.available() and fused.int8() else "numpy"
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend=backend, precision="int8")
+    assert model.precision == "int8"
+    x = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
+    y_int8, _ = model.step(x, model.initial_state(3))
+    y_fp32, _ = model.set_backend(backend, precision="fp32").step(x, model.initial_state(3))
+    assert 0 < np.max(np.abs(y_int8 - y_fp32)) < 1e-2
+
+
+def test_the_oracle_sums_the_quantized_products_exactly(rng: np.random.Generator) -> None:
+    """Int8Operand's product is the exact integer sum of the 8-bit rows and weights, scaled back; quantizing
+    its weights again gives the same int8 values (what packing.int8_quads does with them)."""
+    w = rng.normal(0, 1, (37, 5)).astype(np.float32)
+    a = rng.normal(0, 3, (4, 37)).astype(np.float32)
+    q_w, s_w = int8_columns(w)
+    wq = at_int8(w)
+    again, s_again = int8_columns(wq)
+    assert np.array_equal(again, q_w) and np.allclose(s_again, s_w, rtol=1e-6)
+    assert np.abs(q_w).max(axis=0).tolist() == [127] * 5
+    qa, sa = int8_rows(a)
+    assert np.abs(qa).max(axis=1).tolist() == [127] * 4 and np.array_equal(qa, np.rint(qa))
+    exact = qa.astype(np.int64) @ q_w.astype(np.int64)
+    np.testing.assert_allclose(a @ wq, exact * sa * s_w, rtol=1e-6)
+    np.testing.assert_allclose(a @ wq, a @ w, rtol=0, atol=0.05 * np.abs(a @ w).max())
+
+
+@needs_int8
+def test_the_kernel_checks_int8_weights() -> None:
+    """make_plan takes int8 weights of the packed size with their quant words only; a launched and a bound
+    int8 step equal model.step."""
+    from rnnstream.backends import _fused  # type: ignore[attr-defined]
+
+    lanes = _fused.isa()[1]
+    ones = np.ones((5, 5), np.float32)
+    p = packing.pack_act(ones[:3], ones[0], lanes=lanes, Wh=ones)
+    weights, quant = packing.int8_quads(p.weights, 3, 5, lanes)
+    _fused.make_plan(p.epilogue, p.activation, weights, p.bias, p.panels, 3, 5, 5, 0, -1, False, quant)
+    bad_calls = [(weights[:-1], quant), (weights, quant[:-1]), (weights, None), (weights, quant.astype(np.float32)),
+                 (p.weights, quant), (weights.view(np.uint8), quant)]  # fmt: skip
+    for bad_weights, bad_quant in bad_calls:
+        with pytest.raises(ValueError):
+            _fused.make_plan(p.epilogue, p.activation, bad_weights, p.bias, p.panels, 3, 5, 5, 0, -1, False, bad_quant)
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused", precision="int8")
+    x = np.random.default_rng(6).normal(0, 1, (300, 4)).astype(np.float32)
+    state = model.initial_state(300)
+    y_step, state_step = model.step(x, state)
+    if model.can_launch:
+        read, write = os.pipe()
+        try:
+            pending = model.launch(x, state, write)
+            os.read(read, 8)
+            y, new_state = pending.result()
+        finally:
+            os.close(read)
+            os.close(write)
+        assert np.array_equal(y, y_step) and new_state == state_step
+    stepper = model.stepper(300)
+    stepper.state = state
+    assert np.array_equal(stepper(x), y_step)
+
+
+def test_int8_where_the_kernel_cannot_run_it_is_an_error_that_says_what_to_use() -> None:
+    """The kernel offers int8 exactly where the CPU has AVX512_VNNI (and AVX-512 is chosen); elsewhere asking
+    for it names the instruction set and the alternatives; torch does not compute it; NumPy emulates it."""
+    if not fused.available():
+        pytest.skip("the fused kernel is not built")
+    if fused.instruction_set() == "avx512":
+        assert fused.int8() == _cpu_has("avx512_vnni", "avx512bw")
+    code = (
+        "import rnnstream, pytest\n"
+        "from rnnstream.backends import fused\n"
+        "assert not fused.int8()\n"
+        "with pytest.raises(rnnstream.InputError, match='int8 needs AVX512_VNNI'):\n"
+        "    rnnstream.load(rnnstream.demo.SEED_MODEL, backend='fused', precision='int8')\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": "avx2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    with pytest.raises(rnnstream.InputError, match="torch backend does not compute int8"):
+        concrete_precision("int8", "torch")
+    assert concrete_precision("int8", "numpy") == "int8"
