@@ -1,4 +1,5 @@
-"""precision: bfloat16 rounding as ml_dtypes does it, and a bf16 graph that rounds the weight matrices only."""
+"""precision: bfloat16 rounding as ml_dtypes does it, and a bf16 graph that rounds the weight matrices only;
+int8 quantization (per column for the weights, per row and step for what they multiply) and its oracle."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import rnnstream
 from rnnstream import InputError
 from rnnstream.layers.dense import Dense
 from rnnstream.layers.recurrent import LSTM
-from rnnstream.precision import at_precision, bf16_bits, round_bf16
+from rnnstream.precision import Int8Operand, at_int8, at_precision, bf16_bits, int8_columns, int8_rows, round_bf16
 
 
 def test_rounding_is_ml_dtypes_bfloat16(rng: np.random.Generator) -> None:
@@ -61,3 +62,49 @@ def test_set_backend_keeps_the_precision_unless_told() -> None:
     model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy", precision="bf16")
     assert model.set_backend("numpy").precision == "bf16"
     assert model.set_backend("numpy", precision="fp32").precision == "fp32"
+
+
+def test_the_oracle_sums_the_quantized_products_exactly(rng: np.random.Generator) -> None:
+    """Int8Operand's product is the exact integer sum of the 8-bit rows and weights, scaled back; quantizing
+    its weights again gives the same int8 values (what packing.int8_quads does with them)."""
+    w = rng.normal(0, 1, (37, 5)).astype(np.float32)
+    a = rng.normal(0, 3, (4, 37)).astype(np.float32)
+    q_w, s_w = int8_columns(w)
+    wq = at_int8(w)
+    again, s_again = int8_columns(wq)
+    assert np.array_equal(again, q_w) and np.allclose(s_again, s_w, rtol=1e-6)
+    assert np.abs(q_w).max(axis=0).tolist() == [127] * 5
+    qa, sa = int8_rows(a)
+    assert np.abs(qa).max(axis=1).tolist() == [127] * 4 and np.array_equal(qa, np.rint(qa))
+    exact = qa.astype(np.int64) @ q_w.astype(np.int64)
+    np.testing.assert_allclose(a @ wq, exact * sa * s_w, rtol=1e-6)
+    np.testing.assert_allclose(a @ wq, a @ w, rtol=0, atol=0.05 * np.abs(a @ w).max())
+
+
+def test_int8_quantizes_the_weight_matrices_only() -> None:
+    model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy")
+    quantized = at_precision(model.graph, "int8")
+    for before, after in zip(model.graph.nodes, quantized.nodes, strict=True):
+        for name, value in before.layer.params().items():
+            new = after.layer.params()[name]
+            if name in ("W", "Wx", "Wh"):
+                assert isinstance(new, Int8Operand) and new.shape == value.shape
+                q, scale = int8_columns(value)
+                np.testing.assert_array_equal(np.asarray(new), q.astype(np.float32) * scale)
+                assert np.abs(np.asarray(new) - value).max() <= np.abs(value).max() / 254 * 1.001  # half a step
+            else:
+                assert new is value
+
+
+def test_int8_rows_and_columns_edge_cases() -> None:
+    """Zeros quantize to zeros with scale 0; an empty row has scale 0; inf or NaN in a row makes its scale NaN
+    (so its products are NaN), the other rows untouched; ties round to even, as the kernel's vcvtps2dq."""
+    q, scale = int8_columns(np.zeros((3, 2), np.float32))
+    assert q.tolist() == [[0, 0]] * 3 and scale.tolist() == [0.0, 0.0]
+    rows = np.array([[0.0, 0.0], [1.0, np.nan], [np.inf, 1.0], [254.0, 1.0]], np.float32)
+    q_rows, s_rows = int8_rows(rows)
+    assert s_rows[0, 0] == 0 and np.isnan(s_rows[1:3]).all() and s_rows[3, 0] == 2.0
+    assert q_rows[0].tolist() == [0.0, 0.0] and q_rows[3].tolist() == [127.0, 0.0]  # 0.5 rounds to 0 (even)
+    assert int8_rows(np.zeros((2, 0), np.float32))[1].tolist() == [[0.0], [0.0]]
+    y = rows @ at_int8(np.eye(2, dtype=np.float32))
+    assert np.isnan(y[1:3]).all() and np.isfinite(y[[0, 3]]).all()

@@ -13,7 +13,7 @@ MODEL is a model file: .keras or .h5 (Keras), or .onnx. Each command's options: 
     rnnstream bench streams [MODEL]     stream-steps/s by concurrent streams and store; bytes per stream
     rnnstream bench serve [MODEL ...]   a real server under load over loopback: throughput, p50/p99 latency
     rnnstream bench engine              time per step vs ONNX Runtime, PyTorch and Keras by batch size
-    rnnstream bench precision [MODEL]   bf16 weights against fp32: largest output difference over 10,000 steps
+    rnnstream bench precision [MODEL]   bf16, int8 weights against fp32: largest difference over 10,000 steps
     rnnstream bench capacity [MODEL]    server and Redis CPU per step, plain and durable: the capacity model's inputs
     rnnstream bench seed                the seed blog's experiment: every Keras approach vs rnnstream
     rnnstream bench generate            tokens/s and per-token latency at 1 and 1,000 streams (text model)
@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     capacity.add_argument("--topology", action="store_true", help="also HAProxy and 3 replicas vs one replica")
     capacity.add_argument("--plan", type=float, nargs=2, default=[100_000, 1.0], metavar=("STREAMS", "RATE"),
                           help="apply the model to STREAMS streams at RATE steps/s each (default: 100000 1)")
-    precision = benches.add_parser("precision", help="bf16 weights against fp32 over 10,000 free-running steps")
+    precision = benches.add_parser("precision", help="bf16, int8 weights against fp32 over 10,000 free-running steps")
     precision.add_argument("models", nargs="*", metavar="MODEL", default=["seed", "text", "co2"],
                            help=f"bundled models (seed, text, co2) or {MODEL_FILE} (default: the bundled ones)")
     precision.add_argument("--steps", type=int, default=10_000, help="steps per model (default %(default)s)")
@@ -214,8 +214,9 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        "which leaves the event loop a core; every core for heavier ones)")
     serve.add_argument("--allow-nonfinite", action="store_true",
                        help="accept NaN and ±Inf inputs (refused with a 400 by default)")
-    serve.add_argument("--precision", default="fp32", choices=PRECISIONS, help="weight matrices as trained (fp32) or "
-                       "as bfloat16 (bf16-dot: AVX512_BF16 only); the state stays float32 (default %(default)s)")
+    serve.add_argument("--precision", default="fp32", choices=PRECISIONS, help="weight matrices as trained (fp32), "
+                       "as bfloat16 (bf16-dot: AVX512_BF16 only) or int8 (AVX512_VNNI); the state stays float32 "
+                       "(default %(default)s)")
     for limit in LIMITS:
         serve.add_argument(limit.flag, type=int, default=limit.default,
                            help=f"{limit.what}; past it: {limit.answer} (default %(default)s)")

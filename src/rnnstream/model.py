@@ -61,7 +61,7 @@ class StreamModel:
 
         ``threads`` caps the fused kernel's threads (default: every core); ``device`` is the torch
         backend's (``"cpu"``, ``"cuda"``; default ``cuda`` when torch sees a GPU); ``precision`` is the
-        weights' (``"fp32"``, ``"bf16"``, ``"bf16-widen"``, ``"bf16-dot"``: see :mod:`rnnstream.precision`;
+        weights' (``"fp32"``, ``"bf16"``, ``"bf16-widen"``, ``"bf16-dot"``, ``"int8"``: see :mod:`rnnstream.precision`;
         default: as before). States stay
         valid.
         """

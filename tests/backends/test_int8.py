@@ -15,7 +15,6 @@ import pytest
 
 import rnnstream
 from rnnstream.backends import concrete_precision, fused, packing
-from rnnstream.precision import at_int8, int8_columns, int8_rows
 from tests.backends.conformance import assert_agrees_step_by_step
 from tests.backends.test_bf16 import _cpu_has, _stepped
 from tests.backends.test_fused import _layer, _single_layer_model
@@ -87,23 +86,6 @@ def test_int8_is_close_to_fp32_but_not_equal() -> None:
     y_int8, _ = model.step(x, model.initial_state(3))
     y_fp32, _ = model.set_backend(backend, precision="fp32").step(x, model.initial_state(3))
     assert 0 < np.max(np.abs(y_int8 - y_fp32)) < 1e-2
-
-
-def test_the_oracle_sums_the_quantized_products_exactly(rng: np.random.Generator) -> None:
-    """Int8Operand's product is the exact integer sum of the 8-bit rows and weights, scaled back; quantizing
-    its weights again gives the same int8 values (what packing.int8_quads does with them)."""
-    w = rng.normal(0, 1, (37, 5)).astype(np.float32)
-    a = rng.normal(0, 3, (4, 37)).astype(np.float32)
-    q_w, s_w = int8_columns(w)
-    wq = at_int8(w)
-    again, s_again = int8_columns(wq)
-    assert np.array_equal(again, q_w) and np.allclose(s_again, s_w, rtol=1e-6)
-    assert np.abs(q_w).max(axis=0).tolist() == [127] * 5
-    qa, sa = int8_rows(a)
-    assert np.abs(qa).max(axis=1).tolist() == [127] * 4 and np.array_equal(qa, np.rint(qa))
-    exact = qa.astype(np.int64) @ q_w.astype(np.int64)
-    np.testing.assert_allclose(a @ wq, exact * sa * s_w, rtol=1e-6)
-    np.testing.assert_allclose(a @ wq, a @ w, rtol=0, atol=0.05 * np.abs(a @ w).max())
 
 
 @needs_int8

@@ -1,7 +1,7 @@
 """``rnnstream serve --precision``, against real server processes: a bf16 server steps as the bf16 model does
 in-process (and not as fp32), a model version loaded later from the repository too, and the model's
-configuration names the precision; an unknown precision, or bf16-dot where the CPU cannot compute it, is
-refused at start."""
+configuration names the precision; an int8 server likewise; an unknown precision, or bf16-dot or int8 where
+the CPU cannot compute it, is refused at start."""
 
 from __future__ import annotations
 
@@ -94,5 +94,32 @@ def test_bf16_dot_is_refused_where_the_cpu_lacks_avx512_bf16(monkeypatch: pytest
         monkeypatch.setenv("RNNSTREAM_KERNEL_ISA", "avx2")
     server = ServerProcess("seed", "--precision", "bf16-dot")
     with pytest.raises(RuntimeError, match="rnnstream: error: bf16-dot needs AVX512_BF16, which this CPU lacks"):
+        server.start()
+    assert server.process is not None and server.process.wait(timeout=30) == 2
+
+
+@pytest.mark.skipif(not fused.available() or not fused.int8(), reason="the kernel has no AVX512_VNNI path here")
+def test_an_int8_server_steps_as_the_int8_model_and_says_so() -> None:
+    int8 = rnnstream.load(rnnstream.demo.SEED_MODEL, precision="int8")
+    xs = np.random.default_rng(1).normal(0, 1, (6, 4)).astype(np.float32)
+    expected = stepped(int8, xs)
+    assert np.abs(expected - stepped(rnnstream.load(rnnstream.demo.SEED_MODEL), xs)).max() > 1e-6
+    server = ServerProcess("seed", "--precision", "int8").start()
+    try:
+        np.testing.assert_allclose(served(server.url, xs), expected, rtol=0, atol=1e-6)
+        assert httpx.get(server.url + "/v2/models/seed/config").json()["parameters"]["precision"] == {
+            "string_value": "int8"
+        }
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not fused.available(), reason="no fused kernel: backend auto is numpy, which emulates int8")
+def test_int8_is_refused_where_the_cpu_lacks_avx512_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RNNSTREAM_BACKEND", raising=False)
+    if fused.int8():  # this CPU has it: the server's kernel is told to use AVX2 only, as on a CPU without
+        monkeypatch.setenv("RNNSTREAM_KERNEL_ISA", "avx2")
+    server = ServerProcess("seed", "--precision", "int8")
+    with pytest.raises(RuntimeError, match="rnnstream: error: int8 needs AVX512_VNNI"):
         server.start()
     assert server.process is not None and server.process.wait(timeout=30) == 2

@@ -5,6 +5,7 @@
 ``RNNSTREAM_BACKEND`` overrides what ``auto`` picks. ``precision`` (:mod:`rnnstream.precision`) is
 ``fp32`` or a bf16 mode: every backend computes bf16 on weights rounded to bfloat16; the fused kernel also
 keeps them in 16 bits. ``bf16`` is the faster mode the backend computes here (:func:`concrete_precision`).
+``int8``: the fused kernel where the CPU has AVX512_VNNI, and the NumPy backend (emulated); not torch.
 
 >>> import rnnstream
 >>> rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy").backend.name

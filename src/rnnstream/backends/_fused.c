@@ -85,6 +85,11 @@ static int check_weights(Plan *p, PyObject *weights, int dot, PyObject *quant) {
                      dot ? "AVX512_BF16" : "AVX512_VNNI");
         return -1;
     }
+    if (p->weight_type == INT8_DOT && (p->k_x > INT8_MAX_ROWS || p->k_h > INT8_MAX_ROWS)) {
+        PyErr_Format(PyExc_ValueError, "make_plan(): int8 sums overflow past %d inputs (x or h) to a layer",
+                     INT8_MAX_ROWS);
+        return -1;
+    }
     /* BF16_DOT: each part padded to even rows, then zero rows up to whole chunks (kernel.h: dot_row_words);
      * INT8_DOT: each part padded to whole quads (int8_row_words) */
     const Py_ssize_t rows = p->weight_type == BF16_DOT  ? 2 * (Py_ssize_t)dot_row_words(p->k_x, p->k_h)

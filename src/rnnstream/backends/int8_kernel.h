@@ -8,8 +8,9 @@
  *     sw[j] = max_k |w[k][j]| / 127 (packing.int8_quads; the NumPy oracle holds sw[j]·qw[k][j]);
  *   - each part of a row (its x, its h) is quantized at every step by its own scale: a[k] ≈ sa·qa[k],
  *     sa = max_k |a[k]| / 127, qa = round(a[k] / sa) (to nearest even, as NumPy's rint), in [-127, 127];
- *   - so a part's product is sa·sw[j]·Σ_k qa[k]·qw[k][j], the sum exact in int32 (|Σ| < 2^31 up to
- *     K = 133,000 rows).
+ *   - so a part's product is sa·sw[j]·Σ_k qa[k]·qw[k][j], the sum exact in int32: |Σ| <= 127²·K < 2^31
+ *     for a part of K <= INT8_MAX_ROWS rows (make_plan refuses more). The running sums below may wrap
+ *     (vpdpbusd and the adds are modulo 2^32), the final one is exact.
  *
  * vpdpbusd wants one operand unsigned: a row is stored as qa + 128 (in [1, 255]) and the 128·Σ_k qw[k][j]
  * this adds is taken back by starting the sums at -128·Σ_k qw[k][j] (Job.quant). The layouts:
@@ -100,7 +101,7 @@ static inline __attribute__((always_inline)) void NAME(accumulate_quads)(VI acc[
                 odd[s] = (VI)_mm512_dpbusd_epi32((__m512i)odd[s], b, _mm512_loadu_si512(w + (4 + s) * LANES));
             }
         }
-        for (int s = 0; s < slots; s++) acc[0][s] += odd[s];
+        for (int s = 0; s < slots; s++) acc[0][s] = (VI)_mm512_add_epi32((__m512i)acc[0][s], (__m512i)odd[s]); /* wraps */
     }
     for (; k < words; k++, w += 4 * LANES) {
         __m512i ws[4];

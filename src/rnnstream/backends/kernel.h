@@ -76,6 +76,7 @@ static inline int dot_row_words(int k_x, int k_h) {
 /* Words (uint32: four 8-bit values) of one row [x, h] on the INT8_DOT path: each part in quads, the last one
  * padded with zeros (int8_kernel.h); the weights of an INT8_DOT plan hold 4·lanes words per row quad of each
  * panel, as many. After a batch's rows, Job.packed holds two floats per row: the scales of its x and h parts. */
+#define INT8_MAX_ROWS 133000 /* rows of one part (x or h): 127 · 127 · 133,000 < 2^31, its int32 sums exact */
 static inline int int8_x_words(int k_x) { return (k_x + 3) / 4; }
 static inline int int8_row_words(int k_x, int k_h) { return int8_x_words(k_x) + (k_h + 3) / 4; }
 

@@ -1,4 +1,4 @@
-"""``rnnstream bench precision``: how far bf16 weights (each bf16 mode: rnnstream.precision) move a
+"""``rnnstream bench precision``: how far bf16 and int8 weights (each mode: rnnstream.precision) move a
 model's outputs from fp32's, and whether the gap grows with time.
 
 For each model, the fp32 and the bf16 model run free from a zero state over the same 10,000 steps of
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnstream.backends.fused import bf16_dot
+from rnnstream.backends import fused
 from rnnstream.model import StreamModel
 from rnnstream.types import Array
 
@@ -32,7 +32,7 @@ CHUNK = 500  # steps per run() call: the outputs of a chunk at a time in memory
 @dataclass
 class Drift:
     model: str
-    precision: str  # the bf16 mode against fp32: bf16-widen or bf16-dot (rnnstream.precision)
+    precision: str  # the mode against fp32: bf16-widen, bf16-dot or int8 (rnnstream.precision)
     largest: float  # max |Δ| of any output over the run
     windows: list[float]  # max |Δ| in each consecutive tenth (or ``windows``-th) of the run
 
@@ -95,8 +95,9 @@ BUNDLED = ("seed", "text", "co2")
 
 
 def run(models: tuple[str, ...] = BUNDLED, steps: int = STEPS) -> str:
-    """The report for ``models``: bundled names (``seed``, ``text``, ``co2``) or model files, in each bf16
-    mode their backend computes here (bf16-dot: the fused kernel on a CPU with AVX512_BF16)."""
+    """The report for ``models``: bundled names (``seed``, ``text``, ``co2``) or model files, in each mode
+    their backend computes here (bf16-dot: the fused kernel on a CPU with AVX512_BF16), and at int8 (the
+    fused kernel with AVX512_VNNI, else the NumPy backend's emulation: the same numbers, slower)."""
     from rnnstream import demo
     from rnnstream.importers import load
 
@@ -104,7 +105,9 @@ def run(models: tuple[str, ...] = BUNDLED, steps: int = STEPS) -> str:
     rows = []
     for name in models:
         model = load(paths.get(name, name))
-        dot = model.backend.name == "fused" and bf16_dot()
-        for precision in ("bf16-widen", "bf16-dot") if dot else ("bf16-widen",):
+        on_kernel = model.backend.name == "fused"
+        for precision in ("bf16-widen", "bf16-dot") if on_kernel and fused.bf16_dot() else ("bf16-widen",):
             rows.append(measure(name, model, steps=steps, precision=precision))
+        int8_model = model if on_kernel and fused.int8() else StreamModel(model.graph, backend="numpy")
+        rows.append(measure(name, int8_model, steps=steps, precision="int8"))
     return report(rows)

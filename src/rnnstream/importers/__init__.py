@@ -28,7 +28,7 @@ def load(
 
     Reads Keras 3 ``.keras`` archives and legacy ``.h5`` files (tf.keras 2 or Keras 3). No code from
     the file is ever run. Layers that cannot stream are refused with the reason. ``backend``,
-    ``threads`` and ``precision`` (``"fp32"``, or bfloat16 weights: ``"bf16"``, ``"bf16-dot"``, ...:
+    ``threads`` and ``precision`` (``"fp32"``, bfloat16 weights: ``"bf16"``, ``"bf16-dot"``, ..., or ``"int8"``:
     :mod:`rnnstream.precision`): see
     :class:`~rnnstream.StreamModel`.
 

@@ -51,8 +51,8 @@ class ServerConfig:
     allow_nonfinite: bool = False
     """Accept NaN and ±Inf inputs (refused with a 400 by default)."""
     precision: str = "fp32"
-    """Every served model's weight precision (rnnstream.precision): ``fp32``, or bfloat16 weight matrices
-    (``bf16``, ``bf16-widen``, ``bf16-dot``); the state stays float32."""
+    """Every served model's weight precision (rnnstream.precision): ``fp32``, bfloat16 weight matrices
+    (``bf16``, ``bf16-widen``, ``bf16-dot``) or int8 ones (``int8``); the state stays float32."""
     grpc_address: str | None = None
     """Where the app also serves Triton's gRPC protocol (``host:port``; port 0: any free one); None: no gRPC.
     ``rnnstream serve`` listens on ``--grpc-port`` (8001, as Triton)."""
@@ -156,7 +156,7 @@ def load_models(specs: list[str], threads: int | None = None, precision: str = "
     ``name=`` any of them.
 
     ``threads``: each model's engine threads (None: ``server_threads`` chooses); ``precision``: its
-    weights' (rnnstream.precision; ``bf16-dot`` where the backend cannot compute it raises InputError).
+    weights' (rnnstream.precision; ``bf16-dot`` or ``int8`` where the backend cannot compute it raises InputError).
     """
     models: dict[str, StreamModel] = {}
     for spec in specs or DEFAULT_MODELS:
