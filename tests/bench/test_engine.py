@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rnnstream.backends import fused
 from rnnstream.bench import engine, peers
 
 pytest.importorskip("onnxruntime")
@@ -88,6 +90,85 @@ def test_the_stepper_bf16_and_beside_rows_and_the_limit() -> None:
         assert 0 < row.limit < row.seconds["rnnstream-fused"]
     text = engine.report(rows)
     assert "arithmetic limit" in text and "of which bf16" in text
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def test_the_int8_engines_sit_next_to_their_fp32_peers() -> None:
+    """Both are in the default engine list (every engine, Keras aside), each after its fp32 peer's kind."""
+    assert engine.ENGINES.index("onnxruntime-int8") == engine.ENGINES.index("onnxruntime") + 1
+    assert engine.ENGINES.index("rnnstream-int8") == engine.ENGINES.index("rnnstream-bf16-widen") + 1
+
+
+def test_the_int8_engines_agree_within_their_bound_and_are_reported(tmp_path: Path) -> None:
+    """rnnstream-int8 (where the kernel runs int8) and onnxruntime-int8 differ from rnnstream fp32, but within
+    their bound; the table and the JSON carry them. Without onnxruntime.quantization, onnxruntime-int8 is
+    reported missing instead."""
+    vnni, quantization = fused.available() and fused.int8(), _importable("onnxruntime.quantization")
+    wanted = {"rnnstream", "onnxruntime", "onnxruntime-int8", *(["rnnstream-int8"] if vnni else [])}
+    rows, missing = engine.measure("seed", (1, 3), tuple(e for e in engine.ENGINES if e in wanted), 1, 1, "auto")
+    ours = next(iter(rows[0].seconds))
+    expected = [ours, *(["rnnstream-fused-int8"] if vnni else []), "onnxruntime",
+                *(["onnxruntime-int8"] if quantization else [])]  # fmt: skip
+    assert list(rows[0].seconds) == expected
+    assert quantization or any(m.startswith("onnxruntime-int8:") and "quantization" in m for m in missing)
+    int8 = [e for e in expected if e.endswith("-int8")]
+    for row in rows:
+        assert max(row.max_difference[e] for e in (ours, "onnxruntime")) <= 1e-5
+        for name in int8:
+            assert 0 < row.max_difference[name] < row.bound[name] < 0.05  # seed outputs: below 1
+            assert row.bound[name] > 100 * row.bound[ours]
+    if int8:
+        assert "of which int8" in engine.report(rows)
+        engine.save_json(rows, tmp_path / "e.json", {"threads": 1})
+        saved = json.loads((tmp_path / "e.json").read_text())["rows"][0]
+        assert set(int8) <= set(saved["seconds"]) & set(saved["max_difference"]) & set(saved["bound"])
+
+
+def test_an_engine_beyond_its_bound_is_stopped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 within 1e-5; bf16 and int8 within their roundings of the outputs' scale; NaN never agrees. Real
+    engines held to fp32's bound at int8 (no rounding allowed) miss it: stopped, untimed, with a note."""
+    differences = {"rnnstream-fused": 0.0, "onnxruntime": 2e-5, "rnnstream-fused-bf16": 1e-3,
+                   "rnnstream-fused-int8": 0.1, "onnxruntime-int8": float("nan"), "pytorch": 1e-7}  # fmt: skip
+    row = engine.Row("seed", 3, max_difference=dict(differences))
+    row.bound = {e: engine.agreement_bound(e, 0.5) for e in differences}
+    assert row.bound["rnnstream-fused"] == engine.FP32_BOUND
+    assert row.bound["rnnstream-fused-int8"] == pytest.approx(6 * 2 / 254 * 0.5)
+    assert engine.disagreeing(row) == ["onnxruntime", "rnnstream-fused-int8", "onnxruntime-int8"]
+    if not _importable("onnxruntime.quantization"):
+        pytest.skip("no onnxruntime.quantization")
+    monkeypatch.setattr(engine, "ROUNDINGS_ALLOWED", 0)
+    rows, notes = engine.measure("seed", (3,), ("rnnstream", "onnxruntime", "onnxruntime-int8"), 1, 1, "auto")
+    assert list(rows[0].seconds) == [next(iter(rows[0].seconds)), "onnxruntime"]
+    assert len(notes) == 1 and notes[0].startswith("onnxruntime-int8: outputs differ from rnnstream")
+    assert "at batch 3, over its bound 1.00e-05" in notes[0]
+
+
+_INT8_MISSING = """
+import json
+from rnnstream.bench import engine
+rows, missing = engine.measure("seed", (1,), ("rnnstream", "rnnstream-int8"), 1, 1, {backend!r})
+print(json.dumps([list(rows[0].seconds), missing]))
+"""
+
+
+@pytest.mark.parametrize(("isa", "backend", "why"), [("avx2", "auto", "AVX512_VNNI"), (None, "numpy", "fused kernel")])
+def test_rnnstream_int8_is_missing_where_the_kernel_cannot_run_it(isa: str | None, backend: str, why: str) -> None:
+    """Under RNNSTREAM_KERNEL_ISA=avx2 (no VNNI) or on another backend, rnnstream-int8 is a note, not a crash."""
+    if isa and not fused.available():
+        pytest.skip("the fused kernel is not built")
+    env = {**os.environ, **({"RNNSTREAM_KERNEL_ISA": isa} if isa else {})}
+    done = subprocess.run([sys.executable, "-c", _INT8_MISSING.format(backend=backend)], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    timed, missing = json.loads(done.stdout.splitlines()[-1])
+    assert len(timed) == 1 and not timed[0].endswith("int8")
+    assert len(missing) == 1 and missing[0].startswith("rnnstream-int8:") and why in missing[0]
 
 
 _IDLE_CPU = """

@@ -4,7 +4,9 @@ For each model (the seed model, LSTM(100) → LSTM(200) → Dense(1); and the la
 over 128 features) and each batch size, every engine steps from a zero state. Timing rounds visit
 the engines in turn (a shared machine's drift falls on all alike); the figure is the median over
 rounds of the mean time per step in a round. Before timing, every engine's outputs over a few steps
-are checked against rnnstream's (≤ 1e-5).
+are checked against rnnstream's: within 1e-5 at fp32, within a bound that follows from the rounding at bf16
+and int8 (:func:`agreement_bound`); an engine that misses is not timed, and a note says so. The engines, and
+the process each runs in: :mod:`rnnstream.bench.engine_worker`.
 """
 
 from __future__ import annotations
@@ -27,16 +29,25 @@ from typing import Any
 import numpy as np
 
 from rnnstream.bench import limit, peers
+from rnnstream.bench.engine_worker import DEVICE_ENGINE, ENGINES, KERAS_ENGINES, load_model, worker
 from rnnstream.bench.timing import format_seconds
-from rnnstream.errors import InputError, MissingDependencyError
-from rnnstream.model import StreamModel
+from rnnstream.errors import MissingDependencyError
 
 DEFAULT_BATCHES = (1, 10, 256, 1024, 4096)
-ROUND_SECONDS = 0.04
 AGREEMENT_STEPS = 5
 SETTLE_SECONDS = 0.1
 """Pause after each engine's round: thread pools that spin-wait when idle (ONNX Runtime's, OpenMP's)
 go to sleep before the next engine is timed."""
+FP32_BOUND = 1e-5
+"""How far an fp32 engine's outputs may be from the reference's: the order of float32 sums taken differently."""
+ROUNDING = {"bf16": 2 * 2.0**-9, "int8": 2 / 254}
+"""The relative rounding of one product's two operands at a lower precision: bf16, 2^-9 of a weight and (bf16-dot)
+of a row entry; int8, half a step (1/254) of the largest weight of its column and of the largest entry of its row."""
+ROUNDINGS_ALLOWED = 6
+"""A lower-precision engine may differ from the reference by this many ``ROUNDING`` times the largest |output| of
+the reference over the agreement steps (int8: 4.7%, bf16: 2.3%). Measured at batches 1-4096, int8 (rnnstream's and
+ONNX Runtime's alike) stays 10x and more below it (seed: ≤ 5e-4, outputs up to 0.47; large: ≤ 1.7e-3, up to 0.3),
+bf16 20x and more; a broken engine (wrong weights, scales or state) misses by the outputs' own size, and fails."""
 
 
 @dataclass
@@ -46,105 +57,26 @@ class Row:
     seconds: dict[str, float] = field(default_factory=dict)  # engine → median seconds per step
     max_difference: dict[str, float] = field(default_factory=dict)  # engine → vs rnnstream
     limit: float = 0.0  # the arithmetic limit's seconds per step (bench/limit.py)
+    bound: dict[str, float] = field(default_factory=dict)  # engine → the largest max_difference it may have
 
     def ratio(self, engine: str, reference: str) -> float:
         return self.seconds[engine] / self.seconds[reference]
 
 
-ENGINES = (
-    "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-beside-ort",
-    "rnnstream-beside-ort-quiet", "rnnstream-beside-blas", "rnnstream-beside-blas-quiet",
-    "onnxruntime", "pytorch", "keras-predict", "keras-call",
-)  # fmt: skip
-KERAS_ENGINES = ("keras-predict", "keras-call")
-PRECISION_ENGINES = {"rnnstream-bf16": "bf16", "rnnstream-bf16-widen": "bf16-widen"}
-"""model.step at a bf16 precision (rnnstream.precision): ``bf16`` is bf16-dot where it is the faster (AMX, or an
-AMD CPU's AVX512_BF16: rnnstream.backends.fused.bf16_dot_fast), else the same as bf16-widen."""
-DEVICE_ENGINE = "rnnstream-device"
-"""Optional: rnnstream's DeviceBatch, the state resident on a torch device (``run(..., device=...)``)."""
+def precision_of(engine: str) -> str:
+    """The precision of an engine's weights, by its name: ``int8``, ``bf16`` (either mode) or ``fp32``."""
+    return "int8" if engine.endswith("-int8") else "bf16" if "bf16" in engine else "fp32"
 
 
-def _load(
-    model_name: str, backend: str, threads: int, device: str | None = None, precision: str = "fp32"
-) -> StreamModel:
-    from rnnstream.demo import SEED_MODEL
-    from rnnstream.demo.builtin import build
-    from rnnstream.importers import load
-
-    model = load(SEED_MODEL) if model_name == "seed" else build(model_name)
-    where = device if backend == "torch" else None
-    return model.set_backend(backend, threads=threads, device=where, precision=precision)
+def agreement_bound(engine: str, scale: float) -> float:
+    """How far ``engine``'s outputs may be from the reference's (fp32), ``scale`` the largest |output| of the
+    reference: :data:`FP32_BOUND` at fp32; ``ROUNDINGS_ALLOWED`` roundings of the scale at a lower precision."""
+    return max(FP32_BOUND, ROUNDINGS_ALLOWED * ROUNDING.get(precision_of(engine), 0.0) * scale)
 
 
-def _peer(engine: str, model: StreamModel, threads: int, device: str | None) -> peers.Peer:
-    if engine in ("rnnstream", *PRECISION_ENGINES):
-        return peers.rnnstream_peer(model)
-    if engine == "rnnstream-stepper":
-        return peers.rnnstream_peer(model, bound=True)
-    if engine.startswith("rnnstream-beside-"):
-        return peers.beside_peer(model, engine.removeprefix("rnnstream-beside-"), threads)
-    if engine == DEVICE_ENGINE:
-        return peers.device_batch_peer(model, threads, device)
-    if engine == "onnxruntime":
-        return peers.onnxruntime_peer(model, threads)
-    if engine == "pytorch":
-        return peers.pytorch_peer(model, threads)
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
-    predict, call = peers.keras_peers(model)
-    return predict if engine == "keras-predict" else call
-
-
-def _worker(
-    connection: Connection, engine: str, model_name: str, backend: str, threads: int, device: str | None
-) -> None:
-    """One engine in its own process: its thread pools never spin on the cores another engine is using."""
-    try:
-        precision = PRECISION_ENGINES.get(engine, "fp32")
-        peer = _peer(engine, _load(model_name, backend, threads, device, precision), threads, device)
-        connection.send(("ready", peer.name))
-    except Exception as e:
-        connection.send(("missing", f"{engine}: {e}"))
-        return
-    step: peers.StepFn = peer.make(1)
-    beside: peers.StepFn | None = None
-    while True:
-        command, argument = connection.recv()
-        if command == "stop":
-            return
-        if command == "prepare":  # a fresh zero state for this batch; outputs of the agreement steps
-            batch, xs = argument
-            check = peer.make(batch)
-            outputs = [np.array(check(x)).reshape(batch, -1) for x in xs]
-            step = peer.make(batch)
-            beside = None if peer.neighbour is None else peer.neighbour(batch)
-            connection.send(outputs)
-        elif command == "time":
-            x, calls = argument
-            connection.send(_time_steps(step, beside, x, calls))
-
-
-def _time_steps(step: peers.StepFn, beside: peers.StepFn | None, x: np.ndarray[Any, Any], calls: int) -> float | int:
-    """Mean seconds per step over ``calls`` steps (``beside`` run before each, untimed); with ``calls`` 0,
-    how many steps make about ROUND_SECONDS."""
-    if calls == 0:  # calibrate
-        start = time.perf_counter()
-        step(x)
-        step(x)
-        once = max((time.perf_counter() - start) / 2, 1e-7)
-        return max(1, min(2000, int(ROUND_SECONDS / once)))
-    if beside is None:
-        start = time.perf_counter()
-        for _ in range(calls):
-            step(x)
-        return (time.perf_counter() - start) / calls
-    total = 0.0
-    for _ in range(calls):
-        beside(x)
-        start = time.perf_counter()
-        step(x)
-        total += time.perf_counter() - start
-    return total / calls
+def disagreeing(row: Row) -> list[str]:
+    """The engines of ``row`` whose outputs are further from the reference's than their bound (NaN included)."""
+    return [e for e, d in row.max_difference.items() if not d <= row.bound[e]]
 
 
 @contextmanager
@@ -174,12 +106,13 @@ def measure(
     model_name: str, batches: tuple[int, ...], engines: tuple[str, ...], threads: int, rounds: int, backend: str,
     progress: Callable[[str], None] = lambda _: None, device: str | None = None,
 ) -> tuple[list[Row], list[str]]:  # fmt: skip
-    """Rows for ``model_name`` at each batch size, and a note for each engine that could not run.
+    """Rows for ``model_name`` at each batch size, and a note for each engine that could not run or whose
+    outputs missed their bound (:func:`agreement_bound`; from that batch on, it is not timed).
 
     ``device`` is the torch device of backend ``torch`` and of the ``rnnstream-device`` engine."""
     workers, missing = _start_workers(model_name, engines, threads, backend, progress, device)
     rng = np.random.default_rng(0)
-    plain = _load(model_name, "numpy", 1)
+    plain = load_model(model_name, "numpy", 1)
     features = plain.inputs[0].spec.shape
     progress(f"{model_name}: the arithmetic limit")
     seconds_per_flop = 1 / limit.gemm_rate(threads)
@@ -187,7 +120,9 @@ def measure(
     try:
         for batch in batches:
             xs = [rng.normal(0, 1, (batch, *features)).astype(np.float32) for _ in range(AGREEMENT_STEPS)]
-            rows.append(_measure_batch(model_name, batch, xs, workers, rounds, progress))
+            row, dropped = _measure_batch(model_name, batch, xs, workers, rounds, progress)
+            rows.append(row)
+            missing += dropped
             rows[-1].limit = batch * limit.step_flops(plain) * seconds_per_flop
     finally:
         _stop_workers(workers)
@@ -205,11 +140,16 @@ def _start_workers(
     for engine in engines:
         progress(f"{model_name}: starting {engine}")
         parent, child = context.Pipe()
-        process = context.Process(target=_worker, args=(child, engine, model_name, backend, threads, device),
+        process = context.Process(target=worker, args=(child, engine, model_name, backend, threads, device),
                                   daemon=True)  # fmt: skip
         with peers.environment(peers.QUIET_ENVIRONMENT if engine.endswith("-quiet") else {}):
             process.start()  # the child reads its environment as it starts
-        status, detail = parent.recv()
+        child.close()  # the child's end lives in the child only: if it dies, recv() raises EOFError, never hangs
+        try:
+            status, detail = parent.recv()
+        except EOFError:
+            process.join()
+            status, detail = "missing", f"{engine}: its process ended before it was ready (exit {process.exitcode})"
         if status == "ready":
             workers[detail] = (parent, process)
         else:
@@ -227,21 +167,25 @@ def _stop_workers(workers: _Workers) -> None:
 def _measure_batch(
     model_name: str, batch: int, xs: list[np.ndarray[Any, Any]], workers: _Workers, rounds: int,
     progress: Callable[[str], None],
-) -> Row:  # fmt: skip
-    """Every engine at one batch size: checked against the first over ``xs``, then timed on ``xs[0]``."""
+) -> tuple[Row, list[str]]:  # fmt: skip
+    """Every engine at one batch size: checked against the first over ``xs``, then timed on ``xs[0]``; a note
+    for each engine that missed its bound, stopped instead."""
     row = Row(model_name, batch)
     label = f"{model_name} batch {batch}"
-    row.max_difference = _differences(label, batch, xs, workers, progress)
+    row.max_difference, row.bound = _differences(label, batch, xs, workers, progress)
+    notes = _drop_disagreeing(row, workers)
     calls = _calibrate(xs[0], workers)
     row.seconds = _median_seconds(label, xs[0], calls, workers, rounds, progress)
-    return row
+    return row, notes
 
 
 def _differences(
     label: str, batch: int, xs: list[np.ndarray[Any, Any]], workers: _Workers, progress: Callable[[str], None]
-) -> dict[str, float]:
-    """Each engine's largest output difference from the first engine's over the agreement steps ``xs``."""
-    differences = {}
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each engine's largest output difference from the first engine's over the agreement steps ``xs``, and
+    its bound (:func:`agreement_bound`, at the first engine's largest |output|)."""
+    differences: dict[str, float] = {}
+    bounds: dict[str, float] = {}
     reference: list[Any] = []
     for name, (connection, _) in workers.items():
         progress(f"{label}: checking {name}")
@@ -249,7 +193,21 @@ def _differences(
         outputs = connection.recv()
         reference = reference or outputs
         differences[name] = max(float(np.max(np.abs(a - b))) for a, b in zip(outputs, reference, strict=True))
-    return differences
+        bounds[name] = agreement_bound(name, max(float(np.max(np.abs(r))) for r in reference))
+    return differences, bounds
+
+
+def _drop_disagreeing(row: Row, workers: _Workers) -> list[str]:
+    """Stop the engines of ``row`` that missed their bound (:func:`disagreeing`), each with a note saying by how
+    much; their figures leave the row."""
+    reference = next(iter(workers), "")
+    notes = []
+    for name in disagreeing(row):
+        difference, bound = row.max_difference.pop(name), row.bound.pop(name)
+        notes.append(f"{name}: outputs differ from {reference}'s by {difference:.2e} at batch {row.batch}, "
+                     f"over its bound {bound:.2e}")  # fmt: skip
+        _stop_workers({name: workers.pop(name)})
+    return notes
 
 
 def _calibrate(x: np.ndarray[Any, Any], workers: _Workers) -> dict[str, int]:
@@ -278,26 +236,45 @@ def _median_seconds(
 
 
 def report(rows: list[Row]) -> str:
-    """A table per model: time per step for each engine, and each engine's time ÷ rnnstream's."""
+    """A table per model: time per step for each engine, and each engine's time ÷ rnnstream's (— where an engine
+    was not timed at that batch); then the largest output differences, lower precisions apart with their bound."""
     lines = []
     for label in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == label]
-        engines = list(mine[0].seconds)
+        engines = list(dict.fromkeys(e for r in mine for e in r.seconds))
+        if not engines:
+            continue
         ours = engines[0]
         lines.append(f"\n{label}: time per step (× = engine's time ÷ {ours}'s; higher means rnnstream is faster)")
         lines.append(f"{'batch':>6}  " + "  ".join(f"{e:>22}" for e in [*engines, "arithmetic limit"]))
         for r in mine:
-            cells = [f"{format_seconds(r.seconds[e]):>10}" + (f" ({r.ratio(e, ours):8.2f}×)" if e != ours else " " * 12)
-                     for e in engines]  # fmt: skip
+            cells = [_cell(r, e, ours) for e in engines]
             if r.limit:
                 cells.append(f"{format_seconds(r.limit):>10} ({r.limit / r.seconds[ours]:8.2f}×)")
             lines.append(f"{r.batch:>6}  " + "  ".join(f"{c:>22}" for c in cells))
-        worst = max(d for r in mine for e, d in r.max_difference.items() if "bf16" not in e)
-        lines.append(f"largest output difference from rnnstream over {AGREEMENT_STEPS} steps: {worst:.2e}")
-        bf16 = [d for r in mine for e, d in r.max_difference.items() if "bf16" in e]
-        if bf16:
-            lines.append(f"  of which bf16 weights (rounded, so not within 1e-5): {max(bf16):.2e}")
+        lines += _agreement_lines(mine)
     return "\n".join(lines)
+
+
+def _cell(row: Row, engine: str, ours: str) -> str:
+    if engine not in row.seconds:
+        return "—"
+    return f"{format_seconds(row.seconds[engine]):>10}" + (
+        f" ({row.ratio(engine, ours):8.2f}×)" if engine != ours else " " * 12
+    )
+
+
+def _agreement_lines(rows: list[Row]) -> list[str]:
+    """The largest output difference at fp32; at bf16 and int8, the one nearest its bound, and that bound."""
+    fp32 = [d for r in rows for e, d in r.max_difference.items() if precision_of(e) == "fp32"]
+    lines = [f"largest output difference from rnnstream over {AGREEMENT_STEPS} steps: {max(fp32, default=0.0):.2e}"]
+    for precision, how in (("bf16", "rounded"), ("int8", "quantized")):
+        lower = [(d, r.bound[e]) for r in rows for e, d in r.max_difference.items() if precision_of(e) == precision]
+        if lower:
+            difference, bound = max(lower, key=lambda pair: pair[0] / pair[1])
+            lines.append(f"  of which {precision} weights ({how}, so not within {FP32_BOUND:.0e}): {difference:.2e}"
+                         f" (bound {bound:.2e})")  # fmt: skip
+    return lines
 
 
 def save_json(rows: list[Row], path: Path, meta: dict[str, Any]) -> None:
@@ -317,8 +294,9 @@ def save_chart(rows: list[Row], path: Path) -> None:
     fig, axes = plt.subplots(1, len(labels), figsize=(6 * len(labels), 4.5), squeeze=False)
     for ax, label in zip(axes[0], labels, strict=True):
         mine = [r for r in rows if r.model == label]
-        for engine in mine[0].seconds:
-            ax.plot([r.batch for r in mine], [r.seconds[engine] * 1e6 for r in mine], marker="o", label=engine)
+        for engine in dict.fromkeys(e for r in mine for e in r.seconds):
+            timed = [r for r in mine if engine in r.seconds]
+            ax.plot([r.batch for r in timed], [r.seconds[engine] * 1e6 for r in timed], marker="o", label=engine)
         ax.set(xscale="log", yscale="log", xlabel="batch (streams per step)", ylabel="µs per step", title=label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -374,6 +352,7 @@ def _join_keras(rows: list[Row], with_keras: list[Row]) -> None:
         keras_names = [n for n in extra.seconds if n.startswith("keras")]
         row.seconds.update({n: extra.seconds[n] for n in keras_names})
         row.max_difference.update({n: extra.max_difference[n] for n in keras_names})
+        row.bound.update({n: extra.bound[n] for n in keras_names})
 
 
 def _meta(threads: int, rounds: int, backend: str, device: str | None) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Every peer is a :class:`Peer`: ``make(batch)`` returns a zero-state step functio
 keeps its own state, so a benchmark can time steps and check outputs alike.
 
 - ``onnxruntime``: the model's step exported with :meth:`StreamModel.export_onnx` (ONNX ``LSTM``
-  operators over one step, each state part in and out), run by an ONNX Runtime session.
+  operators over one step, each state part in and out), run by an ONNX Runtime session;
+  ``onnxruntime-int8``: the same step quantized by ONNX Runtime's dynamic quantization
+  (:func:`quantized_step_graph`).
 - ``pytorch``: ``nn.LSTMCell`` / ``nn.Linear`` per layer with the same weights, in ``torch.no_grad``.
 - ``keras-predict``: a ``stateful=True`` Keras model, ``model.predict`` once per step (what the seed
   blog does), and ``keras-call``: the same model called directly, ``model(x)``.
@@ -13,7 +15,7 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
 - ``rnnstream-stepper``: :meth:`StreamModel.stepper`, the step bound to preallocated buffers;
   ``rnnstream-bf16`` / ``rnnstream-bf16-widen``: ``model.step`` with bfloat16 weights (precision ``bf16``:
   bf16-dot, the rows rounded too, where it is the faster: AMX or an AMD CPU's AVX512_BF16; or ``bf16-widen``
-  everywhere).
+  everywhere); ``rnnstream-int8``: ``model.step`` at precision ``int8`` (the fused kernel's AVX512_VNNI path).
 - ``rnnstream-beside-ort`` / ``rnnstream-beside-blas``: ``model.step`` in a process where, before each
   (untimed), ONNX Runtime steps the same model at the same batch, or NumPy multiplies two 256 × 256
   float32 matrices (OpenBLAS): their thread pools spin on the cores the kernel's helpers use (measured on
@@ -26,10 +28,13 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,8 +123,9 @@ def device_batch_peer(model: StreamModel, threads: int, device: str | None) -> P
     return Peer(f"rnnstream-device-{where.type}", make)
 
 
-def onnxruntime_peer(model: StreamModel, threads: int, spin: bool = True) -> Peer:
-    """ONNX Runtime's session over the model's step; ``spin``: its idle threads spin-wait (the default)."""
+def onnxruntime_peer(model: StreamModel, threads: int, spin: bool = True, *, int8: bool = False) -> Peer:
+    """ONNX Runtime's session over the model's step; ``spin``: its idle threads spin-wait (the default);
+    ``int8``: the step quantized first (:func:`quantized_step_graph`), the session's settings the same."""
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -131,9 +137,9 @@ def onnxruntime_peer(model: StreamModel, threads: int, spin: bool = True) -> Pee
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # State parts as separate (1, B, units) tensors: the fewest operators, ONNX Runtime's best case.
-    session = ort.InferenceSession(
-        build_step_graph(model, state="parts").SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    graph = build_step_graph(model, state="parts")
+    serialized = quantized_step_graph(graph) if int8 else graph.SerializeToString()
+    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
     input_name = model.inputs[0].name
     parts = [(f"{p.layer}.{p.part}", p.stop - p.start) for p in model.state_layout]
 
@@ -147,7 +153,34 @@ def onnxruntime_peer(model: StreamModel, threads: int, spin: bool = True) -> Pee
 
         return step
 
-    return Peer("onnxruntime", make)
+    return Peer("onnxruntime-int8" if int8 else "onnxruntime", make)
+
+
+def quantized_step_graph(graph: Any) -> bytes:
+    """The ONNX step model ``graph`` quantized by ``onnxruntime.quantization.quantize_dynamic``, serialized.
+
+    Weights int8 (``QInt8``) with ``per_channel=True``: for ``LSTM`` (quantized to ``DynamicQuantizeLSTM``)
+    ONNX Runtime then gives each of the 4·units rows of W and R its own scale — one per gate column, as
+    rnnstream's int8 does — where without it W and R each get one scale; ``MatMul`` (the Dense layer, quantized
+    to ``MatMulInteger``) gets one per output column likewise. Full 8-bit weights (``reduce_range`` off: the
+    7-bit range is for CPUs without VNNI). What differs from rnnstream is what ONNX Runtime fixes: the
+    activations (x, h) are uint8 with one scale and zero point per tensor, the whole batch's, computed at
+    every step, where rnnstream gives each row its own scale. Its advice to pre-process the model first (symbolic
+    shape inference and graph optimizations) is silenced: ``quantize_dynamic`` runs ONNX's shape inference
+    itself, which sees every shape of this graph, and the session optimizes the quantized graph as it loads it.
+    """
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise MissingDependencyError("onnxruntime-int8 needs onnxruntime.quantization: pip install onnx") from e
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "step-int8.onnx"
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(graph, path, per_channel=True, reduce_range=False, weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+        return path.read_bytes()
 
 
 def _lstm_dense_chain(model: StreamModel) -> list[LSTM | Dense]:

@@ -1,0 +1,127 @@
+"""The engines of ``rnnstream bench engine`` and the process each one runs in.
+
+Every engine steps in a process of its own (:func:`worker`), so that its thread pools never spin on the
+cores another engine is using; :mod:`rnnstream.bench.engine` starts them, checks their outputs against
+each other and times them in turn. This module is the process's side: which engines there are, how each
+is built from the model (:func:`make_peer`, from :mod:`rnnstream.bench.peers`), and the timed loop.
+"""
+
+from __future__ import annotations
+
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from rnnstream.bench import peers
+from rnnstream.errors import InputError
+from rnnstream.model import StreamModel
+
+ROUND_SECONDS = 0.04
+"""About how long one engine's timing round lasts (its steps per round are calibrated to it)."""
+
+ENGINES = (
+    "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-int8",
+    "rnnstream-beside-ort", "rnnstream-beside-ort-quiet", "rnnstream-beside-blas", "rnnstream-beside-blas-quiet",
+    "onnxruntime", "onnxruntime-int8", "pytorch", "keras-predict", "keras-call",
+)  # fmt: skip
+KERAS_ENGINES = ("keras-predict", "keras-call")
+PRECISION_ENGINES = {"rnnstream-bf16": "bf16", "rnnstream-bf16-widen": "bf16-widen", "rnnstream-int8": "int8"}
+"""model.step at a lower precision (rnnstream.precision): ``bf16`` is bf16-dot where it is the faster (AMX, or an
+AMD CPU's AVX512_BF16: rnnstream.backends.fused.bf16_dot_fast), else the same as bf16-widen; ``int8`` is the
+fused kernel's AVX512_VNNI path only (the NumPy backend's emulation is no engine to time)."""
+DEVICE_ENGINE = "rnnstream-device"
+"""Optional: rnnstream's DeviceBatch, the state resident on a torch device (``run(..., device=...)``)."""
+
+
+def load_model(
+    model_name: str, backend: str, threads: int, device: str | None = None, precision: str = "fp32"
+) -> StreamModel:
+    """The seed model or a built-in one, on ``backend`` at ``precision``."""
+    from rnnstream.demo import SEED_MODEL
+    from rnnstream.demo.builtin import build
+    from rnnstream.importers import load
+
+    model = load(SEED_MODEL) if model_name == "seed" else build(model_name)
+    where = device if backend == "torch" else None
+    return model.set_backend(backend, threads=threads, device=where, precision=precision)
+
+
+def make_peer(engine: str, model: StreamModel, threads: int, device: str | None) -> peers.Peer:
+    """The peer that steps ``engine`` on ``model`` (loaded at the engine's precision)."""
+    if engine == "rnnstream-int8" and model.backend.name != "fused":
+        raise InputError(
+            f"only the fused kernel computes int8 (backend {model.backend.name!r} would emulate it, far slower); "
+            "run with --backend fused"
+        )
+    if engine in ("rnnstream", *PRECISION_ENGINES):
+        return peers.rnnstream_peer(model)
+    if engine == "rnnstream-stepper":
+        return peers.rnnstream_peer(model, bound=True)
+    if engine.startswith("rnnstream-beside-"):
+        return peers.beside_peer(model, engine.removeprefix("rnnstream-beside-"), threads)
+    if engine == DEVICE_ENGINE:
+        return peers.device_batch_peer(model, threads, device)
+    if engine in ("onnxruntime", "onnxruntime-int8"):
+        return peers.onnxruntime_peer(model, threads, int8=engine == "onnxruntime-int8")
+    if engine == "pytorch":
+        return peers.pytorch_peer(model, threads)
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; engines: {', '.join(ENGINES)}")
+    predict, call = peers.keras_peers(model)
+    return predict if engine == "keras-predict" else call
+
+
+def worker(
+    connection: Connection, engine: str, model_name: str, backend: str, threads: int, device: str | None
+) -> None:
+    """One engine in its own process: ``("ready", name)`` or ``("missing", why)`` first, then it answers
+    ``prepare`` (a fresh zero state for a batch; the outputs of the agreement steps), ``time`` and ``stop``."""
+    try:
+        precision = PRECISION_ENGINES.get(engine, "fp32")
+        model = load_model(model_name, backend, threads, device, precision)
+        peer = make_peer(engine, model, threads, device)
+        connection.send(("ready", peer.name))
+    except Exception as e:
+        connection.send(("missing", f"{engine}: {e}"))
+        return
+    step: peers.StepFn = peer.make(1)
+    beside: peers.StepFn | None = None
+    while True:
+        command, argument = connection.recv()
+        if command == "stop":
+            return
+        if command == "prepare":
+            batch, xs = argument
+            check = peer.make(batch)
+            outputs = [np.array(check(x)).reshape(batch, -1) for x in xs]
+            step = peer.make(batch)
+            beside = None if peer.neighbour is None else peer.neighbour(batch)
+            connection.send(outputs)
+        elif command == "time":
+            x, calls = argument
+            connection.send(time_steps(step, beside, x, calls))
+
+
+def time_steps(step: peers.StepFn, beside: peers.StepFn | None, x: np.ndarray[Any, Any], calls: int) -> float | int:
+    """Mean seconds per step over ``calls`` steps (``beside`` run before each, untimed); with ``calls`` 0,
+    how many steps make about ROUND_SECONDS."""
+    if calls == 0:  # calibrate
+        start = time.perf_counter()
+        step(x)
+        step(x)
+        once = max((time.perf_counter() - start) / 2, 1e-7)
+        return max(1, min(2000, int(ROUND_SECONDS / once)))
+    if beside is None:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step(x)
+        return (time.perf_counter() - start) / calls
+    total = 0.0
+    for _ in range(calls):
+        beside(x)
+        start = time.perf_counter()
+        step(x)
+        total += time.perf_counter() - start
+    return total / calls
