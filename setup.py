@@ -23,6 +23,8 @@ kernel = Extension(
         "src/rnnstream/backends/fused_kernel.h",
         "src/rnnstream/backends/fused_accumulate.h",
         "src/rnnstream/backends/dot_kernel.h",
+        "src/rnnstream/backends/int8_kernel.h",
+        "src/rnnstream/backends/int8_accumulate.h",
         "src/rnnstream/backends/amx_kernel.h",
         "src/rnnstream/backends/work_pool.h",
         "src/rnnstream/backends/launcher.h",

@@ -122,6 +122,13 @@ def test_a_launched_bf16_step_equals_its_step() -> None:
         pytest.skip("no launcher on this platform")
     x = np.random.default_rng(6).normal(0, 1, (300, 4)).astype(np.float32)
     state = model.initial_state(300)
+    y, new_state = launched_step(model, x, state)
+    y_step, state_step = model.step(x, state)
+    assert np.array_equal(y, y_step) and new_state == state_step
+
+
+def launched_step(model: rnnstream.StreamModel, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    """``model.launch``'s outputs and new state, waited for on a pipe (the fd it signals when done)."""
     read, write = os.pipe()
     try:
         pending = model.launch(x, state, write)
@@ -130,8 +137,8 @@ def test_a_launched_bf16_step_equals_its_step() -> None:
     finally:
         os.close(read)
         os.close(write)
-    y_step, state_step = model.step(x, state)
-    assert np.array_equal(y, y_step) and new_state == state_step
+    assert isinstance(y, np.ndarray)
+    return y, new_state
 
 
 def _cpu_has(*flags: str) -> bool:
@@ -199,14 +206,19 @@ def test_bf16_dot_layers_of_every_size_agree_with_the_oracle(kind: str) -> None:
     more than 32 (a whole vector of pairs), 1 to 6-row tiles, one thread and two (rows paired by both)."""
     if not fused.available() or not fused.bf16_dot():
         pytest.skip("this CPU has no AVX512_BF16")
-    rng = np.random.default_rng(7)
+    assert_every_layer_size_agrees(kind, "bf16-dot", np.random.default_rng(7))
+
+
+def assert_every_layer_size_agrees(kind: str, precision: str, rng: np.random.Generator) -> None:
+    """One layer of ``kind`` at ``precision`` against the oracle, by model.step and by the bound stepper: 1 to 130
+    units, 1 to 300 features (odd, even, whole vectors of pairs or quads and not), 1 to 101 rows, 1 and 2 threads."""
     for units, features, batch in ((1, 1, 1), (7, 3, 2), (17, 33, 5), (33, 64, 7), (65, 300, 101), (130, 31, 6)):
         model = _single_layer_model(_layer(kind, units, features, rng, "tanh"), features)
         for threads in (1, 2):
-            model.set_backend("fused", precision="bf16-dot", threads=threads)
+            model.set_backend("fused", precision=precision, threads=threads)
             xs = rng.normal(0, 1, (batch, 3, features)).astype(np.float32)
-            assert_agrees_step_by_step(model, xs, batch, model.step, precision="bf16-dot")
-            assert_agrees_step_by_step(model, xs, batch, _stepped(model, batch), precision="bf16-dot")
+            assert_agrees_step_by_step(model, xs, batch, model.step, precision=precision)
+            assert_agrees_step_by_step(model, xs, batch, _stepped(model, batch), precision=precision)
 
 
 def _stepped(model: rnnstream.StreamModel, batch: int) -> Callable[[np.ndarray, State], tuple[np.ndarray, State]]:

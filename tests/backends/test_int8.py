@@ -16,8 +16,7 @@ import pytest
 import rnnstream
 from rnnstream.backends import concrete_precision, fused, packing
 from tests.backends.conformance import assert_agrees_step_by_step
-from tests.backends.test_bf16 import _cpu_has, _stepped
-from tests.backends.test_fused import _layer, _single_layer_model
+from tests.backends.test_bf16 import _cpu_has, assert_every_layer_size_agrees, launched_step
 from tests.zoo import ZooModel, feed, make_inputs
 
 needs_int8 = pytest.mark.skipif(
@@ -53,14 +52,7 @@ def test_int8_layers_of_every_size_agree_with_the_oracle(kind: str) -> None:
     """One layer, so its rows are the oracle's exactly: fp32's tolerance. Feature counts that fill whole quads
     and ones that do not, more than 16 (a whole vector of them), 1 to 6-row tiles, last panels partly used,
     one thread and two (rows quantized by both), model.step and the bound stepper."""
-    rng = np.random.default_rng(9)
-    for units, features, batch in ((1, 1, 1), (7, 3, 2), (17, 33, 5), (33, 64, 7), (65, 300, 101), (130, 31, 6)):
-        model = _single_layer_model(_layer(kind, units, features, rng, "tanh"), features)
-        for threads in (1, 2):
-            model.set_backend("fused", precision="int8", threads=threads)
-            xs = rng.normal(0, 1, (batch, 3, features)).astype(np.float32)
-            assert_agrees_step_by_step(model, xs, batch, model.step, precision="int8")
-            assert_agrees_step_by_step(model, xs, batch, _stepped(model, batch), precision="int8")
+    assert_every_layer_size_agrees(kind, "int8", np.random.default_rng(9))
 
 
 @needs_int8
@@ -109,14 +101,7 @@ def test_the_kernel_checks_int8_weights() -> None:
     state = model.initial_state(300)
     y_step, state_step = model.step(x, state)
     if model.can_launch:
-        read, write = os.pipe()
-        try:
-            pending = model.launch(x, state, write)
-            os.read(read, 8)
-            y, new_state = pending.result()
-        finally:
-            os.close(read)
-            os.close(write)
+        y, new_state = launched_step(model, x, state)
         assert np.array_equal(y, y_step) and new_state == state_step
     stepper = model.stepper(300)
     stepper.state = state

@@ -87,13 +87,14 @@ def test_an_unknown_precision_is_refused_before_any_model_loads(capsys: pytest.C
     assert "argument --precision: invalid choice: 'fp8'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not fused.available(), reason="no fused kernel: backend auto is numpy, which emulates bf16-dot")
-def test_bf16_dot_is_refused_where_the_cpu_lacks_avx512_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(not fused.available(), reason="no fused kernel: backend auto is numpy, which emulates both")
+@pytest.mark.parametrize(("mode", "why"), [("bf16-dot", "AVX512_BF16, which this CPU lacks"), ("int8", "AVX512_VNNI")])
+def test_a_precision_the_cpu_lacks_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, mode: str, why: str) -> None:
     monkeypatch.delenv("RNNSTREAM_BACKEND", raising=False)
-    if fused.bf16_dot():  # this CPU has it: the server's kernel is told to use AVX2 only, as on a CPU without
+    if fused.bf16_dot() or fused.int8():  # this CPU has it: the server's kernel is told to use AVX2 only
         monkeypatch.setenv("RNNSTREAM_KERNEL_ISA", "avx2")
-    server = ServerProcess("seed", "--precision", "bf16-dot")
-    with pytest.raises(RuntimeError, match="rnnstream: error: bf16-dot needs AVX512_BF16, which this CPU lacks"):
+    server = ServerProcess("seed", "--precision", mode)
+    with pytest.raises(RuntimeError, match=f"rnnstream: error: {mode} needs {why}"):
         server.start()
     assert server.process is not None and server.process.wait(timeout=30) == 2
 
@@ -112,14 +113,3 @@ def test_an_int8_server_steps_as_the_int8_model_and_says_so() -> None:
         }
     finally:
         server.stop()
-
-
-@pytest.mark.skipif(not fused.available(), reason="no fused kernel: backend auto is numpy, which emulates int8")
-def test_int8_is_refused_where_the_cpu_lacks_avx512_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RNNSTREAM_BACKEND", raising=False)
-    if fused.int8():  # this CPU has it: the server's kernel is told to use AVX2 only, as on a CPU without
-        monkeypatch.setenv("RNNSTREAM_KERNEL_ISA", "avx2")
-    server = ServerProcess("seed", "--precision", "int8")
-    with pytest.raises(RuntimeError, match="rnnstream: error: int8 needs AVX512_VNNI"):
-        server.start()
-    assert server.process is not None and server.process.wait(timeout=30) == 2

@@ -261,7 +261,7 @@ static inline __attribute__((always_inline)) void NAME(tile_low)(const Job *job,
     NAME(tile_pairs_low)(job, p, r0, acc, mb);
 #elif QUADS
     (void)w;
-    NAME(tile_quads_low)(job, p, r0, acc, mb);
+    NAME(tile_quads_low)(job, p, r0, acc, mb, 4);
 #else
     const float *xrow[MB], *hrow[MB];
     NAME(tile_rows)(job, r0, mb, xrow, hrow);

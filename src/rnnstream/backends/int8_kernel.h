@@ -86,49 +86,6 @@ static void NAME(quad_all_rows)(const Job *job) {
     parallel_range(job, job->batch, (job->batch + share - 1) / share, NAME(quad_rows), NULL);
 }
 
-/* acc[m][s] += the products of mb rows' `words` quads (rows[m]) with the panel's weights w, for its first `slots`
- * slots (mb and slots constants after inlining). */
-static inline __attribute__((always_inline)) void NAME(accumulate_quads)(VI acc[][4], const uint32_t *const rows[],
-                                                                         int words, const uint32_t *w, const int mb,
-                                                                         const int slots) {
-    int k = 0;
-    if (mb == 1) { /* 4 accumulators would wait on each other: a second set for odd words keeps 8 in flight */
-        VI odd[4] = {{0}, {0}, {0}, {0}};
-        for (; k + 1 < words; k += 2, w += 8 * LANES) {
-            const __m512i a = _mm512_set1_epi32((int)rows[0][k]), b = _mm512_set1_epi32((int)rows[0][k + 1]);
-            for (int s = 0; s < slots; s++) {
-                acc[0][s] = (VI)_mm512_dpbusd_epi32((__m512i)acc[0][s], a, _mm512_loadu_si512(w + s * LANES));
-                odd[s] = (VI)_mm512_dpbusd_epi32((__m512i)odd[s], b, _mm512_loadu_si512(w + (4 + s) * LANES));
-            }
-        }
-        for (int s = 0; s < slots; s++) acc[0][s] = (VI)_mm512_add_epi32((__m512i)acc[0][s], (__m512i)odd[s]); /* wraps */
-    }
-    for (; k < words; k++, w += 4 * LANES) {
-        __m512i ws[4];
-        for (int s = 0; s < slots; s++) ws[s] = _mm512_loadu_si512(w + s * LANES);
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) {
-            const __m512i a = _mm512_set1_epi32((int)rows[m][k]);
-            for (int s = 0; s < slots; s++) acc[m][s] = (VI)_mm512_dpbusd_epi32((__m512i)acc[m][s], a, ws[s]);
-        }
-    }
-}
-
-/* NAME(accumulate_quads) over the low half of each slot's LANES words, on 256-bit vectors (NAME(tile_low)). */
-static inline __attribute__((always_inline)) void NAME(accumulate_quads_low)(__m256i acc[][4],
-                                                                             const uint32_t *const rows[], int words,
-                                                                             const uint32_t *w, const int mb) {
-    for (int k = 0; k < words; k++, w += 4 * LANES) {
-        __m256i ws[4];
-        for (int s = 0; s < 4; s++) ws[s] = _mm256_loadu_si256((const __m256i *)(const void *)(w + s * LANES));
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) {
-            const __m256i a = _mm256_set1_epi32((int)rows[m][k]);
-            for (int s = 0; s < 4; s++) acc[m][s] = _mm256_dpbusd_epi32(acc[m][s], a, ws[s]);
-        }
-    }
-}
-
 /* Where tile rows r0..r0+mb-1 and panel p's weights and quant words start. */
 static inline __attribute__((always_inline)) const uint32_t *NAME(quad_rows_of)(const Job *job, int p, int r0,
                                                                                const int mb, const uint32_t *rows[],
@@ -140,62 +97,24 @@ static inline __attribute__((always_inline)) const uint32_t *NAME(quad_rows_of)(
     return (const uint32_t *)job->weights + (size_t)p * words * 4 * LANES;
 }
 
-/* acc[m][s] (the bias) += the products of tile rows r0..r0+mb-1 with panel p's first `slots` slots: for each
- * part, its int32 sums times the row's and the column's scales. */
-static inline __attribute__((always_inline)) void NAME(tile_quads)(const Job *job, int p, int r0, VF acc[][4],
-                                                                   const int mb, const int slots) {
-    const uint32_t *rows[MB];
-    const int32_t *quant;
-    const uint32_t *w = NAME(quad_rows_of)(job, p, r0, mb, rows, &quant);
-    const int part_words[2] = {int8_x_words(job->k_x), int8_row_words(job->k_x, job->k_h) - int8_x_words(job->k_x)};
-    for (int part = 0; part < 2; part++) {
-        if (part_words[part] == 0) continue;
-        VI sums[MB][4];
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++)
-            for (int s = 0; s < slots; s++) memcpy(&sums[m][s], quant + (2 + part) * 4 * LANES + s * LANES, sizeof(VI));
-        NAME(accumulate_quads)(sums, rows, part_words[part], w, mb, slots);
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) {
-            const float row_scale = NAME(quad_scales)(job, r0 + m)[part];
-            for (int s = 0; s < slots; s++) {
-                VF column_scale;
-                memcpy(&column_scale, quant + part * 4 * LANES + s * LANES, sizeof column_scale);
-                acc[m][s] += __builtin_convertvector(sums[m][s], VF) * (column_scale * row_scale);
-            }
-        }
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) rows[m] += part_words[0];
-        w += (size_t)part_words[0] * 4 * LANES;
-    }
-}
-
-/* NAME(tile_quads) on the low halves of the panel's slots (NAME(tile_low)). */
-static inline __attribute__((always_inline)) void NAME(tile_quads_low)(const Job *job, int p, int r0,
-                                                                       NAME(vh) acc[][4], const int mb) {
-    typedef int NAME(vhi) __attribute__((vector_size(LANES * 2)));
-    const uint32_t *rows[MB];
-    const int32_t *quant;
-    const uint32_t *w = NAME(quad_rows_of)(job, p, r0, mb, rows, &quant);
-    const int part_words[2] = {int8_x_words(job->k_x), int8_row_words(job->k_x, job->k_h) - int8_x_words(job->k_x)};
-    for (int part = 0; part < 2; part++) {
-        if (part_words[part] == 0) continue;
-        __m256i sums[MB][4];
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++)
-            for (int s = 0; s < 4; s++) memcpy(&sums[m][s], quant + (2 + part) * 4 * LANES + s * LANES, sizeof sums[m][s]);
-        NAME(accumulate_quads_low)(sums, rows, part_words[part], w, mb);
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) {
-            const float row_scale = NAME(quad_scales)(job, r0 + m)[part];
-            for (int s = 0; s < 4; s++) {
-                NAME(vh) column_scale;
-                memcpy(&column_scale, quant + part * 4 * LANES + s * LANES, sizeof column_scale);
-                acc[m][s] += __builtin_convertvector((NAME(vhi))sums[m][s], NAME(vh)) * (column_scale * row_scale);
-            }
-        }
-#pragma GCC unroll 8
-        for (int m = 0; m < mb; m++) rows[m] += part_words[0];
-        w += (size_t)part_words[0] * 4 * LANES;
-    }
-}
+/* NAME(accumulate_quads) and NAME(tile_quads) on LANES-lane vectors, and NAME(accumulate_quads_low) and
+ * NAME(tile_quads_low) on their low halves (NAME(tile_low): a gated layer's last panel of few units). */
+typedef int NAME(vhi) __attribute__((vector_size(LANES * 2)));
+#define QV VF
+#define QI VI
+#define QDOT(acc, a, w) (VI) _mm512_dpbusd_epi32((__m512i)(acc), (__m512i)(a), (__m512i)(w))
+#define QACC(x) NAME(x)
+#include "int8_accumulate.h"
+#undef QV
+#undef QI
+#undef QDOT
+#undef QACC
+#define QV NAME(vh)
+#define QI NAME(vhi)
+#define QDOT(acc, a, w) (NAME(vhi)) _mm256_dpbusd_epi32((__m256i)(acc), (__m256i)(a), (__m256i)(w))
+#define QACC(x) NAME(x##_low)
+#include "int8_accumulate.h"
+#undef QV
+#undef QI
+#undef QDOT
+#undef QACC

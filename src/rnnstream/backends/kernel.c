@@ -168,7 +168,8 @@ void choose_isa(void) {
              * FMA's rate, so there only AMX makes it the faster. */
             chosen.dot_fast = chosen.amx || __builtin_cpu_is("amd");
         }
-        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) chosen.run_int8 = run_avx512_int8;
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
+            chosen.run_int8 = run_avx512_int8;
     } else if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         chosen = (Isa){"avx2", 8, 1, run_avx2, run_avx2_bf16, NULL, 0, 0};
     }

@@ -25,7 +25,8 @@ typedef struct {
     const float *bias, *x, *h, *c;
     float *out, *out_c;
     Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
-    float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K) */
+    float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K); on the
+                    * BF16_DOT and INT8_DOT paths, the rows as their products read them */
     int weight_type; /* 0: float32 weights; BF16_WIDEN: bfloat16 weights widened on load; BF16_DOT: bfloat16
                       * weights in k-pairs, the rows rounded to bfloat16 into `packed` (vdpbf16ps, dot_kernel.h);
                       * INT8_DOT: int8 weights in k-quads, the rows quantized to 8 bits into `packed` (vpdpbusd,
@@ -73,9 +74,9 @@ static inline int dot_row_words(int k_x, int k_h) {
     return (dot_used_words(k_x, k_h) + DOT_CHUNK - 1) / DOT_CHUNK * DOT_CHUNK;
 }
 
-/* Words (uint32: four 8-bit values) of one row [x, h] on the INT8_DOT path: each part in quads, the last one
- * padded with zeros (int8_kernel.h); the weights of an INT8_DOT plan hold 4·lanes words per row quad of each
- * panel, as many. After a batch's rows, Job.packed holds two floats per row: the scales of its x and h parts. */
+/* Words (uint32: four 8-bit values) of one row [x, h] on the INT8_DOT path: each part in quads, its last word
+ * padded (int8_kernel.h); the weights of an INT8_DOT plan hold 4·lanes words per row quad of each panel, as
+ * many. After a batch's rows, Job.packed holds two floats per row: the scales of its x and h parts. */
 #define INT8_MAX_ROWS 133000 /* rows of one part (x or h): 127 · 127 · 133,000 < 2^31, its int32 sums exact */
 static inline int int8_x_words(int k_x) { return (k_x + 3) / 4; }
 static inline int int8_row_words(int k_x, int k_h) { return int8_x_words(k_x) + (k_h + 3) / 4; }
