@@ -7,7 +7,8 @@
  *   - each weight matrix (Wx, Wh) is quantized per column j: w[k][j] ≈ sw[j]·qw[k][j], qw in [-127, 127],
  *     sw[j] = max_k |w[k][j]| / 127 (packing.int8_quads; the NumPy oracle holds sw[j]·qw[k][j]);
  *   - each part of a row (its x, its h) is quantized at every step by its own scale: a[k] ≈ sa·qa[k],
- *     sa = max_k |a[k]| / 127, qa = round(a[k] / sa) (to nearest even, as NumPy's rint), in [-127, 127];
+ *     sa = max_k |a[k]| / 127, qa = round(a[k] · (127 / max_k |a[k]|)) (in float32, to nearest even, as
+ *     the oracle's np.rint: the same integers), in [-127, 127];
  *   - so a part's product is sa·sw[j]·Σ_k qa[k]·qw[k][j], the sum exact in int32: |Σ| <= 127²·K < 2^31
  *     for a part of K <= INT8_MAX_ROWS rows (make_plan refuses more). The running sums below may wrap
  *     (vpdpbusd and the adds are modulo 2^32), the final one is exact.
