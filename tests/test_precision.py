@@ -97,14 +97,16 @@ def test_int8_quantizes_the_weight_matrices_only() -> None:
 
 
 def test_int8_rows_and_columns_edge_cases() -> None:
-    """Zeros quantize to zeros with scale 0; an empty row has scale 0; inf or NaN in a row makes its scale NaN
-    (so its products are NaN), the other rows untouched; ties round to even, as the kernel's vcvtps2dq."""
+    """Zeros (and values below 3.7e-37) quantize to zeros with scale 0; an empty row has scale 0; inf or NaN in a
+    row makes its scale NaN (so its products are NaN), the other rows untouched; ties round to even, as the
+    kernel's vcvtps2dq."""
     q, scale = int8_columns(np.zeros((3, 2), np.float32))
     assert q.tolist() == [[0, 0]] * 3 and scale.tolist() == [0.0, 0.0]
-    rows = np.array([[0.0, 0.0], [1.0, np.nan], [np.inf, 1.0], [254.0, 1.0]], np.float32)
+    rows = np.array([[0.0, 0.0], [1.0, np.nan], [np.inf, 1.0], [254.0, 1.0], [1e-38, -3e-37]], np.float32)
     q_rows, s_rows = int8_rows(rows)
     assert s_rows[0, 0] == 0 and np.isnan(s_rows[1:3]).all() and s_rows[3, 0] == 2.0
+    assert q_rows[4].tolist() == [0.0, 0.0] and s_rows[4, 0] == 0  # 127 / 3e-37 overflows: taken as zeros
     assert q_rows[0].tolist() == [0.0, 0.0] and q_rows[3].tolist() == [127.0, 0.0]  # 0.5 rounds to 0 (even)
     assert int8_rows(np.zeros((2, 0), np.float32))[1].tolist() == [[0.0], [0.0]]
     y = rows @ at_int8(np.eye(2, dtype=np.float32))
-    assert np.isnan(y[1:3]).all() and np.isfinite(y[[0, 3]]).all()
+    assert np.isnan(y[1:3]).all() and np.isfinite(y[[0, 3, 4]]).all()

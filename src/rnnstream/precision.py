@@ -111,7 +111,9 @@ def int8_columns(w: FloatArray, axis: int = 0) -> tuple[Int8Array, FloatArray]:
 def int8_rows(a: FloatArray, axis: int = -1) -> tuple[FloatArray, FloatArray]:
     """``a`` quantized along ``axis`` at the step (each row on its own, as the fused kernel does it):
     ``(q, scale)``, ``q = rint(a · (127 / max |a|))`` (float32 values in [-127, 127], ties to even) and
-    ``scale = max |a| / 127`` (``axis`` kept, of length 1); a row holding inf or NaN has the scale NaN.
+    ``scale = max |a| / 127`` (``axis`` kept, of length 1); a row holding inf or NaN has the scale NaN; a row
+    of zeros, or of values so small that ``127 / max |a|`` overflows float32 (below 3.7e-37), is zeros, its
+    scale 0.
 
     >>> q, scale = int8_rows(np.array([[2.0, -1.0, 0.01]], np.float32))
     >>> q.tolist(), (scale * 127).tolist()
@@ -119,16 +121,19 @@ def int8_rows(a: FloatArray, axis: int = -1) -> tuple[FloatArray, FloatArray]:
     """
     a = np.asarray(a, np.float32)
     most = np.max(np.abs(a), axis=axis, keepdims=True, initial=np.float32(0))
-    usable = np.isfinite(most) & (most > 0)
-    inverse = np.divide(np.float32(127), most, out=np.zeros_like(most), where=usable)
-    scale = np.where(np.isfinite(most), most / np.float32(127), np.float32(np.nan)).astype(np.float32)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        inverse = np.float32(127) / most  # inf for a row of zeros or tiny values, NaN for one holding NaN
+    usable = np.isfinite(inverse)
+    scale = np.where(usable, most / np.float32(127), np.float32(0))
+    scale = np.where(np.isfinite(most), scale, np.float32(np.nan)).astype(np.float32)
     with np.errstate(invalid="ignore"):  # inf · 0: NaN, as the row's scale
-        return np.rint(a * inverse), scale
+        return np.rint(a * np.where(usable, inverse, np.float32(0))), scale
 
 
 class Int8Operand(np.ndarray[tuple[int, ...], np.dtype[np.float32]]):
     """A weight matrix at ``int8``, holding ``q · scale`` (:func:`int8_columns`): ``a @ w`` quantizes each row
-    of ``a`` first (:func:`int8_rows`) and sums the products exactly, as the fused kernel's ``vpdpbusd`` does;
+    of ``a`` first (:func:`int8_rows`) and sums the products in float64 (the fused kernel sums the integers exactly
+    in int32 and scales back once: the two agree to float32 roundings, ~1e-7 of the value);
     every other operation sees a plain float32 array and returns one.
 
     >>> w = np.array([[1.0], [1.0]], np.float32).view(Int8Operand)

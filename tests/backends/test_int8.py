@@ -17,6 +17,7 @@ import rnnstream
 from rnnstream.backends import concrete_precision, fused, packing
 from tests.backends.conformance import assert_agrees_step_by_step
 from tests.backends.test_bf16 import _cpu_has, assert_every_layer_size_agrees, launched_step
+from tests.backends.test_fused import _layer, _single_layer_model
 from tests.zoo import ZooModel, feed, make_inputs
 
 needs_int8 = pytest.mark.skipif(
@@ -63,10 +64,26 @@ def test_a_row_holding_nan_or_inf_gives_nan_in_its_own_outputs_only() -> None:
     oracle = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy", precision="int8")
     x = np.random.default_rng(3).normal(size=(4, 4)).astype(np.float32)
     x[1, 2], x[2, 0] = np.nan, np.inf
+    x[3] = [1e-38, 0, -3e-37, 0]  # so small that 127 / max overflows: zeros, in both
     y, state = model.step(x, model.initial_state(4))
     y_oracle, _ = oracle.step(x, oracle.initial_state(4))
     assert np.isnan(y[1:3]).all() and np.isnan(state.rows[1:3]).all()
     np.testing.assert_allclose(y[[0, 3]], y_oracle[[0, 3]], rtol=1e-5, atol=1e-5)
+    zeros, _ = model.step(np.zeros((1, 4), np.float32), model.initial_state(1))
+    assert np.array_equal(y[3], zeros[0])
+
+
+def test_a_layer_too_wide_for_int32_sums_runs_its_numpy_step() -> None:
+    """A part of more than 133,000 inputs would overflow the kernel's int32 sums: that node is NumPy's, at int8."""
+    if not fused.available() or not fused.int8():
+        pytest.skip("this CPU has no AVX512_VNNI")
+    features = packing.INT8_MAX_INPUTS + 1
+    model = _single_layer_model(_layer("dense", 2, features, np.random.default_rng(4), "tanh"), features)
+    model.set_backend("fused", precision="int8")
+    assert isinstance(model.backend, fused.FusedBackend) and model.backend.fused_nodes == []
+    x = np.random.default_rng(5).normal(size=(2, features)).astype(np.float32)
+    oracle = rnnstream.StreamModel(model.graph, backend="numpy", precision="int8")
+    np.testing.assert_array_equal(model.step(x, model.initial_state(2))[0], oracle.step(x, oracle.initial_state(2))[0])
 
 
 def test_int8_is_close_to_fp32_but_not_equal() -> None:

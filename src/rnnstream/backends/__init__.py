@@ -72,7 +72,7 @@ def concrete_precision(precision: str, backend: str) -> str:
         return _int8_on(backend)
     if precision == "bf16-dot" and backend == "torch":
         raise InputError("the torch backend does not compute bf16-dot (bfloat16 rows); use bf16 or bf16-widen")
-    if precision == "bf16-dot" and backend == "fused" and not dot:
+    if precision == "bf16-dot" and backend == "fused" and available() and not dot:
         raise InputError(
             "bf16-dot needs AVX512_BF16, which this CPU lacks (or RNNSTREAM_KERNEL_ISA rules it out); "
             "use bf16 (the widening path here) or backend='numpy' to emulate it"
@@ -84,7 +84,7 @@ def _int8_on(backend: str) -> str:
     """``int8``, where ``backend`` computes it."""
     if backend == "torch":
         raise InputError("the torch backend does not compute int8; use backend='fused' (or 'numpy' to emulate it)")
-    if backend == "fused" and not (available() and int8()):
+    if backend == "fused" and available() and not int8():  # not built: FusedBackend says so
         raise InputError(
             "int8 needs AVX512_VNNI (Intel Cascade Lake, AMD Zen 4 and later), which this CPU lacks (or "
             "RNNSTREAM_KERNEL_ISA rules it out); use bf16, or backend='numpy' to emulate it"

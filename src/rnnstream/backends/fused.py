@@ -124,8 +124,8 @@ class FusedBackend(NumpyBackend):
         self._plans: dict[int, tuple[object, Recurrent | Dense]] = {}
         for node in graph.nodes:
             packed = self._pack(node)
-            if packed is None:
-                continue
+            if packed is None or (precision == "int8" and max(packed.k_x, packed.k_h) > packing.INT8_MAX_INPUTS):
+                continue  # the kernel does not step it (int8: its sums would overflow int32): NumPy does
             assert isinstance(node.layer, Recurrent | Dense)
             x_col = self._in_state.get(node.inputs[0], -1)
             weights, quant = self._weights(packed)

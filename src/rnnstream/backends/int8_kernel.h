@@ -30,7 +30,8 @@
 #endif
 
 /* n floats from src as 8-bit values + 128 at dst, (n + 3) / 4 words (the last one padded with 128s);
- * returns their scale sa = max |src| / 127 (0 for none or zeros; NaN if one is not finite). */
+ * returns their scale sa = max |src| / 127 (0 for none, zeros or values below 3.7e-37, which are taken as zeros;
+ * NaN if one is not finite): what the oracle's int8_rows computes. */
 static float NAME(to_quads)(uint8_t *dst, const float *src, int n) {
     const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
     __m512i most = _mm512_setzero_si512(); /* |x| as bits: the unsigned order of finite floats, inf, NaN */
@@ -46,7 +47,12 @@ static float NAME(to_quads)(uint8_t *dst, const float *src, int n) {
         memset(dst, 128, (size_t)bytes);
         return __builtin_nanf("");
     }
-    const __m512 inverse = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    const float scaled = 127.0f / amax;
+    if (!(scaled < __builtin_inff())) { /* zeros, or values so small (< 3.7e-37) that 127 / amax overflows: zeros */
+        memset(dst, 128, (size_t)bytes);
+        return 0.0f;
+    }
+    const __m512 inverse = _mm512_set1_ps(scaled);
     const __m512i offset = _mm512_set1_epi32(128);
     for (k = 0; k + 16 <= n; k += 16) {
         const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(src + k), inverse)); /* to nearest even */

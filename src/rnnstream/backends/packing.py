@@ -154,6 +154,11 @@ def bf16_dot_pairs(
     return bf16_bits(np.ascontiguousarray(paired)).reshape(-1)
 
 
+INT8_MAX_INPUTS = 133_000
+"""The most inputs of one part (x or h) the kernel sums in int32 at int8 (``127² · K < 2^31``: kernel.h's
+INT8_MAX_ROWS); a layer with more runs its NumPy step."""
+
+
 def int8_quads(
     weights: FloatArray, k_x: int, k_h: int, lanes: int
 ) -> tuple[np.ndarray[tuple[int, ...], np.dtype[np.int8]], np.ndarray[tuple[int, ...], np.dtype[np.int32]]]:

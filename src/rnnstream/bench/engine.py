@@ -199,10 +199,10 @@ def _differences(
 
 def _drop_disagreeing(row: Row, workers: _Workers) -> list[str]:
     """Stop the engines of ``row`` that missed their bound (:func:`disagreeing`), each with a note saying by how
-    much; their figures leave the row."""
+    much; their figures leave the row. The reference itself (NaN outputs) stays: every ratio is to it."""
     reference = next(iter(workers), "")
     notes = []
-    for name in disagreeing(row):
+    for name in (e for e in disagreeing(row) if e != reference):
         difference, bound = row.max_difference.pop(name), row.bound.pop(name)
         notes.append(f"{name}: outputs differ from {reference}'s by {difference:.2e} at batch {row.batch}, "
                      f"over its bound {bound:.2e}")  # fmt: skip

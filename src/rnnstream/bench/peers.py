@@ -175,11 +175,12 @@ def quantized_step_graph(graph: Any) -> bytes:
         raise MissingDependencyError("onnxruntime-int8 needs onnxruntime.quantization: pip install onnx") from e
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "step-int8.onnx"
-        logging.disable(logging.WARNING)
+        before = logging.root.manager.disable
+        logging.disable(max(before, logging.WARNING))
         try:
             quantize_dynamic(graph, path, per_channel=True, reduce_range=False, weight_type=QuantType.QInt8)
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(before)
         return path.read_bytes()
 
 
