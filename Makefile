@@ -50,6 +50,7 @@ soak: $(TEST_STAMP)
 	RNNSTREAM_FUZZ_SCALE=10 $(PY) -m pytest -s -p no:cacheprovider tests/server/test_fuzz.py tests/server/test_openapi.py \
 		tests/server/test_grpc_fuzz.py tests/server/test_model_versions.py tests/importers/test_corrupted_files.py \
 		tests/server/test_priming.py
+	RNNSTREAM_FUZZ_SCALE=10 RNNSTREAM_FUZZ_PRECISION=int8 $(PY) -m pytest -s -p no:cacheprovider tests/server/test_fuzz.py
 
 # Triton's perf_analyzer (C++, from the tritonclient 2.44 wheel) against `rnnstream serve seed`, over HTTP and
 # gRPC streaming with sequences (scripts/perf_analyzer.py); needs Debian's libb64-0d, installed here.

@@ -5,7 +5,10 @@ WebSocket message (JSON and binary) gets an answer. Meanwhile canary streams of 
 the fuzzed requests (their batch-mates) and must equal an in-process replay at the end: no refused or
 failed request may change them, or fail them.
 
-``RNNSTREAM_FUZZ_SCALE`` multiplies the number of cases (``make soak`` runs 10×, with fresh seeds).
+``RNNSTREAM_FUZZ_SCALE`` multiplies the number of cases (``make soak`` runs 10×, with fresh seeds);
+``RNNSTREAM_FUZZ_PRECISION`` serves the models at another precision (``make soak`` runs fp32 and int8), the
+canaries' replays loaded at it too. At int8 a row's outputs depend on that row alone (its own scale), so the
+canaries still equal a replay that steps them alone.
 """
 
 from __future__ import annotations
@@ -36,16 +39,18 @@ SETTINGS = settings(deadline=None, derandomize=SCALE == 1, database=None,
 RESULTS: Counter[tuple[str, str]] = Counter()
 """Cases by target and status (printed at the end of the module: ``pytest -s``)."""
 
-SEED = rnnstream.load(rnnstream.demo.SEED_MODEL)
-TEXT = rnnstream.load(rnnstream.demo.TEXT_MODEL)
-CO2 = rnnstream.load(rnnstream.demo.CO2_MODEL)
+PRECISION = os.environ.get("RNNSTREAM_FUZZ_PRECISION", "fp32")
+SEED = rnnstream.load(rnnstream.demo.SEED_MODEL, precision=PRECISION)
+TEXT = rnnstream.load(rnnstream.demo.TEXT_MODEL, precision=PRECISION)
+CO2 = rnnstream.load(rnnstream.demo.CO2_MODEL, precision=PRECISION)
 
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[ServerProcess]:
     """Every kind of model; small generation and forecast limits, so that fuzzed work stays cheap."""
     process = ServerProcess("seed", "builtin:identity", "text", "co2", "--max-tokens", "16", "--max-prompt-tokens",
-                            "64", "--max-forecast-steps", "5000", "--max-generations", "8", "--timeout", "20").start()
+                            "64", "--max-forecast-steps", "5000", "--max-generations", "8", "--timeout", "20",
+                            "--precision", PRECISION).start()
     yield process
     process.stop()
 

@@ -5,8 +5,10 @@ the CPU cannot compute it, is refused at start."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -113,3 +115,40 @@ def test_an_int8_server_steps_as_the_int8_model_and_says_so() -> None:
         }
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(not fused.available() or not fused.int8(), reason="the kernel has no AVX512_VNNI path here")
+def test_an_int8_stream_is_unmoved_by_hostile_batch_mates() -> None:
+    """Each row is quantized by its own scale, so batch-mates sending NaN, inf, 1e30 or 1e-38 (let through by
+    --allow-nonfinite) change nothing in another stream's outputs: it equals its in-process replay."""
+    int8 = rnnstream.load(rnnstream.demo.SEED_MODEL, precision="int8")
+    xs = np.random.default_rng(2).normal(0, 1, (40, 4)).astype(np.float32)
+    server = ServerProcess("seed", "--precision", "int8", "--allow-nonfinite").start()
+    stop, answers = threading.Event(), []
+
+    def hostile(value: float, index: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            for t in range(10_000):
+                if stop.is_set():
+                    return
+                row = np.full((1, 4), value, np.float32).tobytes()
+                header = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                                                 "parameters": {"binary_data_size": 16}}],
+                                     "parameters": {"sequence_id": f"hostile-{index}", "sequence_start": t == 0}})
+                reply = client.post(server.url + "/v2/models/seed/infer", content=header.encode() + row,
+                                    headers={"Inference-Header-Content-Length": str(len(header))})
+                answers.append(reply.status_code)
+
+    threads = [threading.Thread(target=hostile, args=(value, i))
+               for i, value in enumerate([np.nan, np.inf, 1e30, 1e-38])]  # fmt: skip
+    try:
+        for thread in threads:
+            thread.start()
+        got = served(server.url, xs)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        server.stop()
+    assert len(answers) >= len(xs) and set(answers) == {200}  # they stepped all along the canary
+    np.testing.assert_allclose(got, stepped(int8, xs), rtol=1e-5, atol=1e-5)
