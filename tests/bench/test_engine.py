@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rnnstream.backends import fused
-from rnnstream.bench import engine, peers
+from rnnstream.bench import engine, engine_results, peers
 
 pytest.importorskip("onnxruntime")
 
@@ -28,6 +28,8 @@ def test_engines_agree_and_are_reported(tmp_path: Path) -> None:
     for row in rows:
         assert all(seconds > 0 for seconds in row.seconds.values())
         assert max(row.max_difference.values()) <= 1e-5
+        assert set(row.rounds) == set(row.seconds) and all(len(r) == 2 for r in row.rounds.values())
+        assert len(row.limit_rounds) == 2 and 0 < min(row.limit_rounds) <= row.limit <= max(row.limit_rounds)
     text = engine.report(rows)
     assert "onnxruntime" in text and "×" in text
     engine.save_json(rows, tmp_path / "e.json", {"threads": 1})
@@ -136,14 +138,14 @@ def test_an_engine_beyond_its_bound_is_stopped_with_a_note(monkeypatch: pytest.M
     engines held to fp32's bound at int8 (no rounding allowed) miss it: stopped, untimed, with a note."""
     differences = {"rnnstream-fused": 0.0, "onnxruntime": 2e-5, "rnnstream-fused-bf16": 1e-3,
                    "rnnstream-fused-int8": 0.1, "onnxruntime-int8": float("nan"), "pytorch": 1e-7}  # fmt: skip
-    row = engine.Row("seed", 3, max_difference=dict(differences))
-    row.bound = {e: engine.agreement_bound(e, 0.5) for e in differences}
-    assert row.bound["rnnstream-fused"] == engine.FP32_BOUND
+    row = engine_results.Row("seed", 3, max_difference=dict(differences))
+    row.bound = {e: engine_results.agreement_bound(e, 0.5) for e in differences}
+    assert row.bound["rnnstream-fused"] == engine_results.FP32_BOUND
     assert row.bound["rnnstream-fused-int8"] == pytest.approx(6 * 2 / 254 * 0.5)
-    assert engine.disagreeing(row) == ["onnxruntime", "rnnstream-fused-int8", "onnxruntime-int8"]
+    assert engine_results.disagreeing(row) == ["onnxruntime", "rnnstream-fused-int8", "onnxruntime-int8"]
     if not _importable("onnxruntime.quantization"):
         pytest.skip("no onnxruntime.quantization")
-    monkeypatch.setattr(engine, "ROUNDINGS_ALLOWED", 0)
+    monkeypatch.setattr(engine_results, "ROUNDINGS_ALLOWED", 0)
     rows, notes = engine.measure("seed", (3,), ("rnnstream", "onnxruntime", "onnxruntime-int8"), 1, 1, "auto")
     assert list(rows[0].seconds) == [next(iter(rows[0].seconds)), "onnxruntime"]
     assert len(notes) == 1 and notes[0].startswith("onnxruntime-int8: outputs differ from rnnstream")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.bench import peers
+from rnnstream.bench import limit, peers
 from rnnstream.errors import InputError
 from rnnstream.model import StreamModel
 
@@ -31,6 +31,8 @@ PRECISION_ENGINES = {"rnnstream-bf16": "bf16", "rnnstream-bf16-widen": "bf16-wid
 """model.step at a lower precision (rnnstream.precision): ``bf16`` is bf16-dot where it is the faster (AMX, or an
 AMD CPU's AVX512_BF16: rnnstream.backends.fused.bf16_dot_fast), else the same as bf16-widen; ``int8`` is the
 fused kernel's AVX512_VNNI path only (the NumPy backend's emulation is no engine to time)."""
+LIMIT = "arithmetic limit"
+"""Not an engine: the matrix product timed in turn with them (:func:`limit_worker`)."""
 DEVICE_ENGINE = "rnnstream-device"
 """Optional: rnnstream's DeviceBatch, the state resident on a torch device (``run(..., device=...)``)."""
 
@@ -125,3 +127,17 @@ def time_steps(step: peers.StepFn, beside: peers.StepFn | None, x: np.ndarray[An
         step(x)
         total += time.perf_counter() - start
     return total / calls
+
+
+def limit_worker(connection: Connection) -> None:
+    """The arithmetic limit's process (:mod:`rnnstream.bench.limit`): ``("ready", LIMIT)``, then it answers
+    ``time`` (mean seconds per float32 matrix product, or with 0 calls how many make a round) and ``stop``.
+    Its threads are set by the environment it starts with (:func:`rnnstream.bench.limit.environment`)."""
+    product = limit.product()
+    connection.send(("ready", LIMIT))
+    while True:
+        command, argument = connection.recv()
+        if command == "stop":
+            return
+        x, calls = argument
+        connection.send(time_steps(product, None, x, calls))

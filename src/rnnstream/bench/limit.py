@@ -1,5 +1,11 @@
-"""The arithmetic limit of a step: its multiply-adds at the best rate this machine's float32 matrix
-product reaches (NumPy's OpenBLAS ``sgemm`` on 2,048² matrices, on the benchmark's threads).
+"""The arithmetic limit of a step: its multiply-adds at the rate this machine's float32 matrix product
+reaches (NumPy's OpenBLAS ``sgemm`` on 2,048² matrices, on the benchmark's threads).
+
+``rnnstream bench engine`` times the product in a process of its own, in turn with the engines, each
+round as long as theirs: the limit of a round is the step's FLOPs at that round's rate, and an engine's
+ratio to it is taken round by round. On a shared machine whose speed drifts by ±20% from one second to
+the next, a rate measured once (the best of five products, as before) set each engine against the
+machine's fastest moment instead of its own.
 
 No step can beat it on the same cores: it is the time the step's products alone would take if every
 weight were in registers when needed. A step is near it when its batch is large enough to reuse each
@@ -12,25 +18,40 @@ weight many times; a small batch's step is bound by reading the weights instead.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from collections.abc import Callable
+
+import numpy as np
 
 from rnnstream.layers.dense import Dense
 from rnnstream.layers.recurrent import Recurrent
 from rnnstream.model import StreamModel
 
-_RATE = """
-import time, numpy as np
-a = np.random.default_rng(0).random((2048, 2048), np.float32)
-a @ a
-best = 0.0
-for _ in range(5):
-    start = time.perf_counter()
-    a @ a
-    best = max(best, 2 * 2048**3 / (time.perf_counter() - start))
-print(best)
-"""
+PRODUCT_SIZE = 2048
+"""The side of the square float32 matrices whose product sets the rate (NumPy's ``a @ a``)."""
+PRODUCT_FLOPS = 2 * PRODUCT_SIZE**3
+
+
+def environment(threads: int) -> dict[str, str]:
+    """What the product's process starts with: OpenBLAS (and OpenMP, MKL) on ``threads`` threads, its idle
+    threads asleep after 2^4 cycles instead of spinning ~0.1 s into the next engine's round."""
+    return {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "OPENBLAS_THREAD_TIMEOUT": "4"}  # fmt: skip
+
+
+def product() -> Callable[[object], object]:
+    """A call of one product (its argument ignored), the matrices made and the product run once already."""
+    a = np.random.default_rng(0).random((PRODUCT_SIZE, PRODUCT_SIZE), np.float32)
+    _ = a @ a
+    return lambda _: a @ a
+
+
+def seconds(step_flops: int, batch: int, product_seconds: float) -> float:
+    """The arithmetic limit of a ``batch``-row step, at the rate of a product that took ``product_seconds``.
+
+    >>> round(seconds(563600, 256, 0.0830) * 1e6)  # the seed model's 256 rows at 207 GFLOP/s, in µs
+    697
+    """
+    return batch * step_flops * product_seconds / PRODUCT_FLOPS
 
 
 def step_flops(model: StreamModel) -> int:
@@ -42,12 +63,3 @@ def step_flops(model: StreamModel) -> int:
         if isinstance(layer, Dense | Recurrent):
             total += sum(value.size for name, value in layer.params().items() if name in ("W", "Wx", "Wh"))
     return 2 * total
-
-
-def gemm_rate(threads: int) -> float:
-    """FLOP/s of NumPy's float32 matrix product on ``threads`` threads, in a process of its own (its
-    OpenBLAS pool sized by the environment at start)."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads)}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", _RATE], env=env, capture_output=True, text=True, check=True)
-    return float(done.stdout.strip())
