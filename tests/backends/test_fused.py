@@ -19,6 +19,7 @@ from rnnstream.graph import GraphBuilder
 from rnnstream.layers.dense import Dense
 from rnnstream.layers.layer import Layer, TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM, SimpleRNN
+from rnnstream.state import State
 from tests.backends.conformance import TOLERANCE, assert_agrees_step_by_step, in_forked_child
 from tests.zoo import ZooModel, feed, make_inputs
 
@@ -282,3 +283,24 @@ def test_narrower_instruction_sets_agree(isa: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-widen", "bf16-dot", "int8"])
+def test_every_split_of_the_work_gives_the_same_bits(precision: str, rng: np.random.Generator) -> None:
+    """One thread steps tiles panel by panel; from two row blocks per thread on (8 tiles of 6 rows on
+    AVX-512), several threads take row blocks instead, each computing all panels of its rows. Every tile
+    sums in the same order either way, so the outputs and states are the same bits: at 257 rows (a last
+    tile of 5 rows, a last block of 3 tiles) and 301, with 1, 2 and 3 threads, and a batch under the
+    threshold."""
+    if precision == "bf16-dot" and not fused.bf16_dot():
+        pytest.skip("this CPU has no AVX512_BF16")
+    if precision == "int8" and not fused.int8():
+        pytest.skip("this CPU has no AVX512_VNNI")
+    for kind in ("lstm", "gru", "dense"):
+        model = _single_layer_model(_layer(kind, 200, 100, rng, "tanh"), 100)
+        for batch in (95, 257, 301):
+            x = rng.normal(0, 1, (batch, 100)).astype(np.float32)
+            state = State(rng.normal(0, 1, (batch, model.state_size)).astype(np.float32), model.fingerprint)
+            results = [model.set_backend("fused", precision=precision, threads=t).step(x, state) for t in (1, 2, 3)]
+            for y, new_state in results[1:]:
+                assert np.array_equal(y, results[0][0]) and np.array_equal(new_state.rows, results[0][1].rows)
