@@ -287,19 +287,21 @@ def test_narrower_instruction_sets_agree(isa: str) -> None:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-widen", "bf16-dot", "int8"])
 def test_every_split_of_the_work_gives_the_same_bits(precision: str, rng: np.random.Generator) -> None:
-    """One thread steps tiles panel by panel; from two row blocks per thread on (8 tiles of 6 rows on
-    AVX-512), several threads take row blocks instead, each computing all panels of its rows. Every tile
-    sums in the same order either way, so the outputs and states are the same bits: at 257 rows (a last
-    tile of 5 rows, a last block of 3 tiles) and 301, with 1, 2 and 3 threads, and a batch under the
-    threshold."""
+    """One thread steps tiles panel by panel. Several threads take row blocks instead (each computing every
+    panel of its rows) from two blocks of 8 tiles of 6 rows per thread on (AVX-512), or of 2 tiles and
+    more where the layer's weights are at most 1 MB; below that, or for larger weights, panels. Every tile
+    sums in the same order either way, so the outputs and states are the same bits: 1, 2 and 3 threads;
+    20 rows (panels), 64 and 95 (small blocks, or panels for the 2.3 MB LSTM(256) on 300 inputs), 257 (a
+    last tile of 5 rows, a last block of 3 tiles) and 301."""
     if precision == "bf16-dot" and not fused.bf16_dot():
         pytest.skip("this CPU has no AVX512_BF16")
     if precision == "int8" and not fused.int8():
         pytest.skip("this CPU has no AVX512_VNNI")
-    for kind in ("lstm", "gru", "dense"):
-        model = _single_layer_model(_layer(kind, 200, 100, rng, "tanh"), 100)
-        for batch in (95, 257, 301):
-            x = rng.normal(0, 1, (batch, 100)).astype(np.float32)
+    layers = [(_layer(kind, 200, 100, rng, "tanh"), 100) for kind in ("lstm", "gru", "dense")]
+    for layer, features in [*layers, (_layer("lstm", 256, 300, rng, "tanh"), 300)]:
+        model = _single_layer_model(layer, features)
+        for batch in (20, 64, 95, 257, 301):
+            x = rng.normal(0, 1, (batch, features)).astype(np.float32)
             state = State(rng.normal(0, 1, (batch, model.state_size)).astype(np.float32), model.fingerprint)
             results = [model.set_backend("fused", precision=precision, threads=t).step(x, state) for t in (1, 2, 3)]
             for y, new_state in results[1:]:
