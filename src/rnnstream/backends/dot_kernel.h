@@ -39,7 +39,7 @@ static void NAME(to_pairs)(uint32_t *dst, const float *src, int n) {
 }
 
 /* Rows lo..hi-1 of [x, h] as bfloat16 pairs into Job.packed, dot_row_words apart (zeros after them). */
-static void NAME(pair_rows)(const Job *job, long lo, long hi, const void *ctx) {
+static void NAME(round_rows)(const Job *job, long lo, long hi, const void *ctx) {
     (void)ctx;
     const int x_words = (job->k_x + 1) / 2, words = dot_row_words(job->k_x, job->k_h);
     const int used = dot_used_words(job->k_x, job->k_h);
@@ -50,16 +50,6 @@ static void NAME(pair_rows)(const Job *job, long lo, long hi, const void *ctx) {
         NAME(to_pairs)(dst + x_words, job->h + b * job->h_stride, job->k_h);
         memset(dst + used, 0, (size_t)(words - used) * sizeof *dst); /* zero weights times zeros, never NaN */
     }
-}
-
-/* Every row of the Job into Job.packed: on this thread for a few rows, else shared like the tiles. */
-static void NAME(pair_all_rows)(const Job *job) {
-    if (job->threads <= 1 || job->batch < 64) {
-        NAME(pair_rows)(job, 0, job->batch, NULL);
-        return;
-    }
-    const long share = 2L * job->threads;
-    parallel_range(job, job->batch, (job->batch + share - 1) / share, NAME(pair_rows), NULL);
 }
 
 static inline __attribute__((always_inline)) void NAME(dot)(VF *acc, __m512bh a, __m512bh w) {

@@ -36,18 +36,12 @@
 #error "fused_kernel.h is a template: define LANES, MB, BLOCKED, WT and NAME(x) before including it (see kernel.c)"
 #endif
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kernel.h"
 #include "work_pool.h"
-
-/* The most tiles per row block on the row-major path (NAME(block_range)): 48 rows at MB 6, which share each
- * panel's weights while they are in cache. Every row block reads all of the layer's weights: blocks of fewer
- * tiles only for layers of at most ROW_BLOCK_WEIGHTS bytes of weights, which stay in the caches (the large
- * model's LSTM(512), 8 MB, stepped 4% slower at 64 rows in blocks of 2 tiles, the seed model 10-22% faster). */
-#define ROW_BLOCK_TILES 8
-#define ROW_BLOCK_WEIGHTS (1L << 20)
 
 typedef float NAME(vf) __attribute__((vector_size(LANES * 4)));
 typedef int NAME(vi) __attribute__((vector_size(LANES * 4)));
@@ -75,6 +69,19 @@ static inline __attribute__((always_inline)) VF NAME(splat)(float a) { return (V
 #include "dot_kernel.h"
 #elif QUADS
 #include "int8_kernel.h"
+#endif
+#if PAIRS || QUADS
+/* Every row of the Job into Job.packed (NAME(round_rows): bfloat16 pairs, or int8 quads and their scales), before
+ * any tile: on this thread for a few rows, else shared like the tiles. The row-block path rounds each block's rows
+ * as it reaches them instead (NAME(round_block)). */
+static void NAME(round_all_rows)(const Job *job) {
+    if (job->threads <= 1 || job->batch < 64) {
+        NAME(round_rows)(job, 0, job->batch, NULL);
+        return;
+    }
+    const long share = 2L * job->threads;
+    parallel_range(job, job->batch, (job->batch + share - 1) / share, NAME(round_rows), NULL);
+}
 #endif
 
 static inline __attribute__((always_inline)) VF NAME(select)(VI mask, VF yes, VF no) {
@@ -454,68 +461,7 @@ static inline int NAME(shape_of)(const Job *job, int p) {
 #undef TILE_FNS
 #undef TILE_LOW
 
-/* Tiles lo .. hi-1 in panel-major order: tile t is panel t / row_blocks, rows from (t % row_blocks)·MB. */
-static void NAME(tile_range)(const Job *job, long lo, long hi, const void *ctx) {
-    (void)ctx;
-    const int row_blocks = (job->batch + MB - 1) / MB;
-    for (long t = lo; t < hi; t++) {
-        const int p = (int)(t / row_blocks), r0 = (int)(t % row_blocks) * MB;
-        NAME(tile_fns)[job->batch - r0 < MB ? job->batch - r0 : MB][NAME(shape_of)(job, p)](job, p, r0);
-    }
-}
-
-/* Items lo .. hi-1 in row-block-major order: item t is the tiles of row block t / panels (*ctx tiles of MB rows)
- * in panel t % panels. */
-static void NAME(block_range)(const Job *job, long lo, long hi, const void *ctx) {
-    const int row_blocks = (job->batch + MB - 1) / MB, block_tiles = *(const int *)ctx;
-    for (long t = lo; t < hi; t++) {
-        const int block = (int)(t / job->panels), p = (int)(t % job->panels), shape = NAME(shape_of)(job, p);
-        const int first = block * block_tiles;
-        const int last = first + block_tiles < row_blocks ? first + block_tiles : row_blocks;
-        for (int b = first; b < last; b++) {
-            const int r0 = b * MB;
-            NAME(tile_fns)[job->batch - r0 < MB ? job->batch - r0 : MB][shape](job, p, r0);
-        }
-    }
-}
-
-static void NAME(run)(const Job *job) {
-#if PAIRS
-    NAME(pair_all_rows)(job);
-#elif QUADS
-    NAME(quad_all_rows)(job);
-#endif
-#if BLOCKED
-    if (job->packed != NULL) {
-        NAME(run_blocked)(job);
-        return;
-    }
-#endif
-    /* Which thread computes what. Tiles in panel-major order give each thread the same panels from one call to
-     * the next (the caller claims from the front, helpers from the back: work_pool.c), so a small batch reads
-     * its share of the weights from its own core's cache. From two row blocks of two tiles or more per thread
-     * on, items in row-block-major order give each thread the same rows instead: every layer's and every
-     * step's outputs of a row are then written and read again by one core. Split by panels, half of each
-     * row's inputs were written by the other core, and on a 2-core Zen 4 VM whose cores are ~170 ns apart (a
-     * cache line's one-way trip) rounding the rows to bfloat16 took 14-50 µs instead of 9 at batch 256. This
-     * order took the seed model's bf16 step at 256 rows 2-18% faster, int8 2-19%, fp32 at 1,024 rows 9-13%;
-     * at 64 rows (blocks of 2 tiles) fp32 10%, bf16 14%, int8 22%. */
-    const long row_blocks = (job->batch + MB - 1) / MB, per_thread = row_blocks / (2L * job->threads);
-    const int block_tiles = per_thread < ROW_BLOCK_TILES ? (int)per_thread : ROW_BLOCK_TILES;
-    const long weight_bytes = (long)job->panels * (job->k_x + job->k_h) * 4 * LANES * (long)sizeof(WT);
-    const int cached = weight_bytes <= ROW_BLOCK_WEIGHTS;
-    if (job->threads > 1 && (block_tiles == ROW_BLOCK_TILES || (block_tiles >= 2 && cached))) {
-        const long items = (row_blocks + block_tiles - 1) / block_tiles * job->panels;
-        const long chunk = items / (16L * job->threads) > 1 ? items / (16L * job->threads) : 1;
-        parallel_range(job, items, chunk, NAME(block_range), &block_tiles);
-        return;
-    }
-    const long tiles_total = (long)job->panels * row_blocks;
-    /* Chunks of a sixteenth of a thread's share: a helper the OS has not scheduled leaves its share to the
-     * others (work_pool.h). */
-    const long chunk = tiles_total / (16L * job->threads) > 1 ? tiles_total / (16L * job->threads) : 1;
-    parallel_range(job, tiles_total, chunk, NAME(tile_range), NULL);
-}
+#include "fused_split.h"
 
 #undef VF
 #undef VI

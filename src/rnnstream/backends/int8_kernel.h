@@ -72,7 +72,7 @@ static inline float *NAME(quad_scales)(const Job *job, long b) {
 }
 
 /* Rows lo..hi-1 of [x, h] as 8-bit quads into Job.packed, and their scales. */
-static void NAME(quad_rows)(const Job *job, long lo, long hi, const void *ctx) {
+static void NAME(round_rows)(const Job *job, long lo, long hi, const void *ctx) {
     (void)ctx;
     const int words = int8_row_words(job->k_x, job->k_h), x_words = int8_x_words(job->k_x);
     for (long b = lo; b < hi; b++) {
@@ -81,16 +81,6 @@ static void NAME(quad_rows)(const Job *job, long lo, long hi, const void *ctx) {
         scales[0] = NAME(to_quads)(dst, job->x + b * job->x_stride, job->k_x);
         scales[1] = NAME(to_quads)(dst + 4 * x_words, job->h + b * job->h_stride, job->k_h);
     }
-}
-
-/* Every row of the Job into Job.packed: on this thread for a few rows, else shared like the tiles. */
-static void NAME(quad_all_rows)(const Job *job) {
-    if (job->threads <= 1 || job->batch < 64) {
-        NAME(quad_rows)(job, 0, job->batch, NULL);
-        return;
-    }
-    const long share = 2L * job->threads;
-    parallel_range(job, job->batch, (job->batch + share - 1) / share, NAME(quad_rows), NULL);
 }
 
 /* Where tile rows r0..r0+mb-1 and panel p's weights and quant words start. */

@@ -99,6 +99,19 @@ static long pool_work(uint64_t generation, const Task *task, int from_back) {
     }
 }
 
+/* One poll of a thread waiting for another of the same task: spin a while, then give the core away (the
+ * other thread may be waiting for one). */
+static void wait_turn(long spins) {
+    if (spins < 20000)
+        cpu_relax();
+    else
+        sched_yield();
+}
+
+void wait_until(_Atomic int *flag, int value) {
+    for (long spins = 0; atomic_load_explicit(flag, memory_order_acquire) != value; spins++) wait_turn(spins);
+}
+
 static long long now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -196,12 +209,7 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
         const long mine = pool_work(generation, &task, 0);
         const long long worked = now_ns();
         /* Only chunks a helper claimed are left, each a small share of the task. */
-        for (long spins = 0; atomic_load(&pool.done) < total; spins++) {
-            if (spins < 20000)
-                cpu_relax();
-            else
-                sched_yield(); /* the helper holding a chunk waits for a core: give it ours */
-        }
+        for (long spins = 0; atomic_load(&pool.done) < total; spins++) wait_turn(spins);
         judge_helpers(&task, mine, worked - start, now_ns() - worked);
     }
     pool.last_end = now_ns();
@@ -228,5 +236,10 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
 }
 
 void pool_init(void) {}
+
+void wait_until(_Atomic int *flag, int value) {
+    while (atomic_load_explicit(flag, memory_order_acquire) != value) {
+    }
+}
 
 #endif

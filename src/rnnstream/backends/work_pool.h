@@ -23,6 +23,8 @@
 #ifndef RNNSTREAM_WORK_POOL_H
 #define RNNSTREAM_WORK_POOL_H
 
+#include <stdatomic.h>
+
 #include "kernel.h"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -38,6 +40,10 @@ typedef void (*RangeFn)(const Job *job, long lo, long hi, const void *ctx);
 /* fn(job, lo, hi, ctx) for chunks [lo, hi) of at most `chunk` indices that cover [0, total), run by this
  * thread and up to job->threads - 1 helpers; returns once every chunk has run. */
 void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const void *ctx);
+
+/* Return once *flag holds `value` (another thread of the same task sets it): polls, then yields the core to
+ * a thread that waits for one, as a caller waits for its helpers' chunks. */
+void wait_until(_Atomic int *flag, int value);
 
 /* Once, at import: a forked child starts a pool of its own. */
 void pool_init(void);
