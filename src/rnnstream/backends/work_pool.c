@@ -79,7 +79,7 @@ static inline uint64_t claim_word(uint64_t generation, long front, long back) {
 /* Claim and run chunks of the task of `generation` until none is left (or a later task replaced it). The
  * caller claims from the front and helpers from the back: from one call to the next each thread mostly gets
  * the same panels, whose weights stay in its core's cache (a batch-1 step of a model over 1 MB of weights
- * reads its half from L2 instead of L3), or at large batches the same rows (fused_kernel.h: NAME(run)). */
+ * reads its half from L2 instead of L3), or at large batches the same rows (fused_split.h: NAME(run)). */
 static long pool_work(uint64_t generation, const Task *task, int from_back) {
     const uint64_t tag = claim_word(generation, 0, 0);
     long ran = 0;
