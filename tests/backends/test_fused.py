@@ -135,20 +135,25 @@ def test_thread_counts_agree(threads: int, rng: np.random.Generator) -> None:
     assert_backends_agree(model, rng.normal(0, 1, (64, 4, 100)).astype(np.float32), 64, threads=threads)
 
 
-def test_threads_stepping_at_once_each_get_their_own_results(rng: np.random.Generator) -> None:
-    """Callers on several threads share the kernel's helper threads (one at a time; the others run alone)."""
-    model = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100)
-    model.set_backend("fused", threads=2)
-    oracle = _single_layer_model(model.graph.nodes[0].layer, 100)
-    oracle.set_backend("numpy")
-    xs = [rng.normal(0, 1, (64, 100)).astype(np.float32) for _ in range(4)]
-    expected = [oracle.step(x, oracle.initial_state(64))[0] for x in xs]
+@pytest.mark.parametrize("precision", ["fp32", "bf16-dot", "int8"])
+def test_threads_stepping_at_once_each_get_their_own_results(precision: str, rng: np.random.Generator) -> None:
+    """Callers on several threads share the kernel's helper threads (one at a time; the others run alone, their
+    row blocks panel by panel): every result is the one-thread step's, to the bit, at 64 and 257 rows."""
+    if precision == "bf16-dot" and not fused.bf16_dot():
+        pytest.skip("this CPU has no AVX512_BF16")
+    if precision == "int8" and not fused.int8():
+        pytest.skip("this CPU has no AVX512_VNNI")
+    graph = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100).graph
+    alone = rnnstream.StreamModel(graph, backend="fused", threads=1, precision=precision)
+    model = rnnstream.StreamModel(alone.graph, backend="fused", threads=2, precision=precision)
+    xs = [rng.normal(0, 1, (batch, 100)).astype(np.float32) for batch in (64, 257, 64, 257)]
+    expected = [alone.step(x, alone.initial_state(len(x)))[0] for x in xs]
     failures: list[str] = []
 
     def caller(k: int) -> None:
         for _ in range(50):
-            y, _ = model.step(xs[k], model.initial_state(64))
-            if not np.allclose(y, expected[k], **TOLERANCE):
+            y, _ = model.step(xs[k], model.initial_state(len(xs[k])))
+            if not np.array_equal(y, expected[k]):
                 failures.append(f"caller {k}: largest difference {np.max(np.abs(y - expected[k])):.2e}")
                 return
 
@@ -291,9 +296,11 @@ def test_every_split_of_the_work_gives_the_same_bits(precision: str, rng: np.ran
     panel of its rows) from two blocks of 8 tiles of 6 rows per thread on (AVX-512), or of 2 tiles and
     more where the layer's weights are at most 1 MB; below that, or for larger weights, panels. Every tile
     sums in the same order either way, so the outputs and states are the same bits: 1, 2 and 3 threads;
-    20 rows (panels), 64 and 95 (small blocks, or panels for the 2.3 MB LSTM(256) on 300 inputs), 257 (a
-    last tile of 5 rows, a last block of 3 tiles) and 301. bf16-dot and int8 rows are rounded block by
-    block on the row-block path; past 1,024 blocks (50,000 rows) all first, as on the others."""
+    20 rows (panels), 64 and 95 (small blocks, or panels for the LSTM(256) on 300 inputs: 2.3 MB of
+    weights at fp32, 0.6 MB at int8, which takes small blocks), 257 (a last tile of 5 rows, a last block of
+    3 tiles) and 301. bf16-dot and int8 rows are rounded block by block on the row-block path; past 1,024
+    blocks (50,000 rows) all first, as on the others. A step whose helpers were late runs its row blocks
+    alone, panel by panel: the same bits too."""
     if precision == "bf16-dot" and not fused.bf16_dot():
         pytest.skip("this CPU has no AVX512_BF16")
     if precision == "int8" and not fused.int8():

@@ -49,23 +49,33 @@ static void NAME(round_block)(const Job *job, const NAME(Blocks) *blocks, int bl
 }
 #endif
 
-/* Items lo .. hi-1 in row-block-major order: item t is the tiles of row block t / panels (blocks->block_tiles
- * tiles of MB rows) in panel t % panels. */
+/* Item (block, p): the tiles of row block `block` (blocks->block_tiles tiles of MB rows) in panel p, its rows
+ * rounded first where they need it. */
+static inline void NAME(row_block_item)(const Job *job, const NAME(Blocks) *blocks, int block, int p) {
+#if PAIRS || QUADS
+    if (blocks->rounded != NULL) NAME(round_block)(job, blocks, block);
+#endif
+    const int row_blocks = (job->batch + MB - 1) / MB, shape = NAME(shape_of)(job, p);
+    const int first = block * blocks->block_tiles;
+    const int last = first + blocks->block_tiles < row_blocks ? first + blocks->block_tiles : row_blocks;
+    for (int b = first; b < last; b++) {
+        const int r0 = b * MB;
+        NAME(tile_fns)[job->batch - r0 < MB ? job->batch - r0 : MB][shape](job, p, r0);
+    }
+}
+
+/* Items lo .. hi-1 in row-block-major order: item t is (block t / panels, panel t % panels). All of them at once
+ * means one thread runs the task alone (work_pool.c: a late helper, a busy pool), which goes panel by panel
+ * instead, so that each panel's weights are read once, not once per block. */
 static void NAME(block_range)(const Job *job, long lo, long hi, const void *ctx) {
     const NAME(Blocks) *blocks = ctx;
-    const int row_blocks = (job->batch + MB - 1) / MB, block_tiles = blocks->block_tiles;
-    for (long t = lo; t < hi; t++) {
-        const int block = (int)(t / job->panels), p = (int)(t % job->panels), shape = NAME(shape_of)(job, p);
-#if PAIRS || QUADS
-        if (blocks->rounded != NULL) NAME(round_block)(job, blocks, block);
-#endif
-        const int first = block * block_tiles;
-        const int last = first + block_tiles < row_blocks ? first + block_tiles : row_blocks;
-        for (int b = first; b < last; b++) {
-            const int r0 = b * MB;
-            NAME(tile_fns)[job->batch - r0 < MB ? job->batch - r0 : MB][shape](job, p, r0);
-        }
+    const int count = (int)((((job->batch + MB - 1) / MB) + blocks->block_tiles - 1) / blocks->block_tiles);
+    if (lo == 0 && hi == (long)count * job->panels) {
+        for (int p = 0; p < job->panels; p++)
+            for (int block = 0; block < count; block++) NAME(row_block_item)(job, blocks, block, p);
+        return;
     }
+    for (long t = lo; t < hi; t++) NAME(row_block_item)(job, blocks, (int)(t / job->panels), (int)(t % job->panels));
 }
 
 static void NAME(run)(const Job *job) {
