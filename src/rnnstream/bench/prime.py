@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.bench.serve import free_port, wait_ready
+from rnnstream.bench.serve import wait_ready
+from rnnstream.cluster.redis_nodes import free_port
 
 PATH = "/v2/models/seed/infer"
 

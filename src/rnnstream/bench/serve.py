@@ -12,7 +12,6 @@ see at that load); it reports throughput and p50/p99 latency.
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from rnnstream.cluster.redis_nodes import free_port
 from rnnstream.errors import InputError
 from rnnstream.server.config import load_models, model_spec
 
@@ -67,13 +67,6 @@ def check_models(models: tuple[str, ...]) -> None:
             described = ", ".join(f"{s.name} {s.spec.describe()}" for s in inputs)
             raise InputError(f"bench serve sends each stream one real-valued input (B, F) per step; model {name!r} "
                              f"has {described}. Benchmark it with bench context or bench streams")
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (the OS picked it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnstream.bench.serve import free_port, wait_ready
+from rnnstream.bench.serve import wait_ready
+from rnnstream.cluster.redis_nodes import free_port
 
 PROMPT = "ROMEO.\n"
 

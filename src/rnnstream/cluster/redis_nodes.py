@@ -45,12 +45,19 @@ def _is_free(port: int) -> bool:
     return True
 
 
+_HANDED_OUT: set[int] = set()
+"""The ports :func:`free_port` returned in this process: each stays free until its server binds it, so a later call
+could pick it again (a server's HTTP and gRPC ports, picked one after the other, once met: one start in ~35,000)."""
+
+
 def free_port() -> int:
-    """A free loopback port whose cluster bus port (+10000) is free too (Redis wants it ≤ 55535)."""
+    """A free loopback port whose cluster bus port (+10000) is free too (Redis wants it ≤ 55535), and that this
+    process was not handed before."""
     rng = random.Random()
     for _ in range(1000):
         port = rng.randint(20000, 55535)
-        if _is_free(port) and _is_free(port + 10000):
+        if port not in _HANDED_OUT and _is_free(port) and _is_free(port + 10000):
+            _HANDED_OUT.add(port)
             return port
     raise ClusterError("no free pair of loopback ports found")
 
