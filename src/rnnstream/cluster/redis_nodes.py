@@ -10,6 +10,7 @@ took over: it would come back empty, as the master).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import shutil
@@ -45,19 +46,20 @@ def _is_free(port: int) -> bool:
     return True
 
 
-_HANDED_OUT: set[int] = set()
-"""The ports :func:`free_port` returned in this process: each stays free until its server binds it, so a later call
-could pick it again (a server's HTTP and gRPC ports, picked one after the other, once met: one start in ~35,000)."""
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)
+"""The ports :func:`free_port` returned lately in this process: each stays free until its server binds it, so a
+later call could pick it again (a server's HTTP and gRPC ports, picked one after the other, once met: one start in
+~35,000). The last 1,024 only, so that a long-lived process never runs out of ports to pick."""
 
 
 def free_port() -> int:
-    """A free loopback port whose cluster bus port (+10000) is free too (Redis wants it ≤ 55535), and that this
-    process was not handed before."""
+    """A free loopback port whose cluster bus port (+10000) is free too (Redis wants it ≤ 55535), and none of the
+    last 1,024 this process was handed."""
     rng = random.Random()
     for _ in range(1000):
         port = rng.randint(20000, 55535)
         if port not in _HANDED_OUT and _is_free(port) and _is_free(port + 10000):
-            _HANDED_OUT.add(port)
+            _HANDED_OUT.append(port)
             return port
     raise ClusterError("no free pair of loopback ports found")
 
