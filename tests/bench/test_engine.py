@@ -79,9 +79,9 @@ def _settles_at(pid: int, state: str, seconds: float = 5.0) -> bool:
 
 
 def test_the_stepper_bf16_and_beside_rows_and_the_limit() -> None:
-    """The pre-bound stepper and the steps beside ONNX Runtime or OpenBLAS agree with rnnstream; bf16
+    """The pre-bound stepper and the steps beside ONNX Runtime, OpenBLAS or a pause agree with rnnstream; bf16
     within its rounding; every row carries the arithmetic limit."""
-    beside = tuple(f"rnnstream-beside-{n}" for n in ("ort", "ort-quiet", "blas", "blas-quiet"))
+    beside = tuple(f"rnnstream-beside-{n}" for n in ("ort", "ort-quiet", "blas", "blas-quiet", "pause"))
     engines = ("rnnstream", "rnnstream-stepper", "rnnstream-bf16", *beside)
     rows, missing = engine.measure("seed", (1, 3), engines, 1, 1, "fused")
     assert not missing
@@ -90,8 +90,10 @@ def test_the_stepper_bf16_and_beside_rows_and_the_limit() -> None:
         assert max(d for e, d in row.max_difference.items() if e != "rnnstream-fused-bf16") <= 1e-5
         assert 0 < row.max_difference["rnnstream-fused-bf16"] < 1e-3
         assert 0 < row.limit < row.seconds["rnnstream-fused"]
+        assert list(row.own_rounds) == list(beside)  # each timed alone too, in its own process
+        assert all(len(own) == 1 and own[0] > 0 and row.beside_ratio(e) > 0 for e, own in row.own_rounds.items())
     text = engine.report(rows)
-    assert "arithmetic limit" in text and "of which bf16" in text
+    assert "arithmetic limit" in text and "of which bf16" in text and "its own steps without it" in text
 
 
 def _importable(module: str) -> bool:

@@ -38,3 +38,15 @@ def test_the_limit_ratio_pairs_each_round_with_the_products_round() -> None:
     assert limit_rounds[0] == pytest.approx(256 * 563600 / 200e9)
     assert "(    0.80×)" in report([row])
     assert Row("seed", 1, {"e": 2.0}, limit=1.0).limit_ratio("e") == 0.5  # no rounds: the medians
+
+
+def test_beside_a_neighbour_the_ratio_is_to_the_engines_own_steps() -> None:
+    """The process beside a neighbour happened to sit slower than rnnstream's own (its own steps: 1.5x rnnstream's
+    in every round); the neighbour added 10%. The report says 1.10x (the neighbour's cost), not 1.65x."""
+    row = Row("seed", 256, {"rnnstream": 1.0, "beside": 1.65},
+              rounds={"rnnstream": [1.0, 2.0, 1.0], "beside": [1.65, 3.3, 1.65]},
+              own_rounds={"beside": [1.5, 3.0, 1.5]})  # fmt: skip
+    assert row.beside_ratio("beside") == pytest.approx(1.1)
+    assert row.ratio("beside", "rnnstream") == pytest.approx(1.65)
+    assert "(    1.10×)" in report([row])
+    assert Row("seed", 1, {"e": 1.0}).beside_ratio("e") == 0.0  # no own steps timed

@@ -164,7 +164,7 @@ def _measure_batch(
     row.max_difference, row.bound = _differences(label, batch, xs, workers, progress)
     notes = _drop_disagreeing(row, workers)
     timed = {**workers, LIMIT: product}
-    row.rounds = _rounds(label, xs[0], _calibrate(xs[0], timed), timed, rounds, progress)
+    row.rounds, row.own_rounds = _rounds(label, xs[0], _calibrate(xs[0], timed), timed, rounds, progress)
     row.seconds = {name: statistics.median(s) for name, s in row.rounds.items() if name != LIMIT}
     return row, notes
 
@@ -212,17 +212,23 @@ def _calibrate(x: np.ndarray[Any, Any], workers: _Workers) -> dict[str, int]:
 def _rounds(
     label: str, x: np.ndarray[Any, Any], calls: dict[str, int], workers: _Workers, rounds: int,
     progress: Callable[[str], None],
-) -> dict[str, list[float]]:  # fmt: skip
-    """Each engine's mean seconds per step in each of ``rounds`` rounds, the engines timed in turn."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:  # fmt: skip
+    """Each engine's mean seconds per step in each of ``rounds`` rounds, the engines timed in turn; and for
+    each engine beside a neighbour, its own steps' in the same process and round (``Row.own_rounds``)."""
     samples: dict[str, list[float]] = {name: [] for name in workers}
+    own: dict[str, list[float]] = {}
     for r in range(rounds):
         for name, (connection, _) in workers.items():
             progress(f"{label}: round {r + 1}/{rounds} {name}")
             with _paused(process for other, (_, process) in workers.items() if other != name):
                 connection.send(("time", (x, calls[name])))
-                samples[name].append(connection.recv())
+                answer = connection.recv()
+            if isinstance(answer, tuple):
+                answer, alone = answer
+                own.setdefault(name, []).append(alone)
+            samples[name].append(answer)
             time.sleep(SETTLE_SECONDS)
-    return samples
+    return samples, own
 
 
 def run(

@@ -40,6 +40,7 @@ class Row:
     bound: dict[str, float] = field(default_factory=dict)  # engine → the largest max_difference it may have
     rounds: dict[str, list[float]] = field(default_factory=dict)  # engine → mean seconds per step in each round
     limit_rounds: list[float] = field(default_factory=list)  # the arithmetic limit in each round
+    own_rounds: dict[str, list[float]] = field(default_factory=dict)  # beside engine → own steps, same process
 
     def ratio(self, engine: str, reference: str) -> float:
         """``engine``'s time ÷ ``reference``'s: the median over rounds of the two times in the same round
@@ -51,6 +52,15 @@ class Row:
         return paired_ratio(self.rounds.get(engine, []), self.rounds.get(reference, [])) or (
             self.seconds[engine] / self.seconds[reference]
         )
+
+    def beside_ratio(self, engine: str) -> float:
+        """An engine beside a neighbour: its time ÷ its own steps' without the neighbour, timed in the same process
+        just before, round by round (0.0 where it has none): what the neighbour costs, and nothing else.
+
+        >>> Row("seed", 1, rounds={"b": [3.0, 4.0, 9.0]}, own_rounds={"b": [2.0, 2.0, 3.0]}).beside_ratio("b")
+        2.0
+        """
+        return paired_ratio(self.rounds.get(engine, []), self.own_rounds.get(engine, []))
 
     def limit_ratio(self, engine: str) -> float:
         """The arithmetic limit ÷ ``engine``'s time (1 at the limit), paired round by round as in :meth:`ratio`."""
@@ -81,8 +91,9 @@ def disagreeing(row: Row) -> list[str]:
 
 
 def report(rows: list[Row]) -> str:
-    """A table per model: time per step for each engine, and each engine's time ÷ rnnstream's (— where an engine
-    was not timed at that batch); then the largest output differences, lower precisions apart with their bound."""
+    """A table per model: time per step for each engine, and each engine's time ÷ rnnstream's (beside a neighbour,
+    ÷ its own steps; — where an engine was not timed at that batch); then the largest output differences, lower
+    precisions apart with their bound."""
     lines = []
     for label in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == label]
@@ -90,7 +101,8 @@ def report(rows: list[Row]) -> str:
         if not engines:
             continue
         ours = engines[0]
-        lines.append(f"\n{label}: time per step (× = engine's time ÷ {ours}'s; higher means rnnstream is faster)")
+        lines.append(f"\n{label}: time per step (× = engine's time ÷ {ours}'s; higher means rnnstream is faster;"
+                     " beside a neighbour: ÷ its own steps without it, in the same process)")  # fmt: skip
         lines.append(f"{'batch':>6}  " + "  ".join(f"{e:>22}" for e in [*engines, "arithmetic limit"]))
         for r in mine:
             cells = [_cell(r, e, ours) for e in engines]
@@ -102,11 +114,11 @@ def report(rows: list[Row]) -> str:
 
 
 def _cell(row: Row, engine: str, ours: str) -> str:
+    """An engine's time and its ratio: to ``ours``, or beside a neighbour to its own (:meth:`Row.beside_ratio`)."""
     if engine not in row.seconds:
         return "—"
-    return f"{format_seconds(row.seconds[engine]):>10}" + (
-        f" ({row.ratio(engine, ours):8.2f}×)" if engine != ours else " " * 12
-    )
+    ratio = row.beside_ratio(engine) if engine in row.own_rounds else row.ratio(engine, ours)
+    return f"{format_seconds(row.seconds[engine]):>10}" + (f" ({ratio:8.2f}×)" if engine != ours else " " * 12)
 
 
 def _agreement_lines(rows: list[Row]) -> list[str]:

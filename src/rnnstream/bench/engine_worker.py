@@ -24,6 +24,7 @@ ROUND_SECONDS = 0.04
 ENGINES = (
     "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-int8",
     "rnnstream-beside-ort", "rnnstream-beside-ort-quiet", "rnnstream-beside-blas", "rnnstream-beside-blas-quiet",
+    "rnnstream-beside-pause",
     "onnxruntime", "onnxruntime-int8", "pytorch", "keras-predict", "keras-call",
 )  # fmt: skip
 KERAS_ENGINES = ("keras-predict", "keras-call")
@@ -79,7 +80,8 @@ def worker(
     connection: Connection, engine: str, model_name: str, backend: str, threads: int, device: str | None
 ) -> None:
     """One engine in its own process: ``("ready", name)`` or ``("missing", why)`` first, then it answers
-    ``prepare`` (a fresh zero state for a batch; the outputs of the agreement steps), ``time`` and ``stop``."""
+    ``prepare`` (a fresh zero state for a batch; the outputs of the agreement steps), ``time`` (:func:`time_steps`;
+    an engine beside a neighbour, :func:`time_beside`) and ``stop``."""
     try:
         precision = PRECISION_ENGINES.get(engine, "fp32")
         model = load_model(model_name, backend, threads, device, precision)
@@ -103,30 +105,40 @@ def worker(
             connection.send(outputs)
         elif command == "time":
             x, calls = argument
-            connection.send(time_steps(step, beside, x, calls))
+            if beside is not None and calls > 0:
+                connection.send(time_beside(step, beside, x, calls))
+            else:
+                connection.send(time_steps(step, x, calls))
 
 
-def time_steps(step: peers.StepFn, beside: peers.StepFn | None, x: np.ndarray[Any, Any], calls: int) -> float | int:
-    """Mean seconds per step over ``calls`` steps (``beside`` run before each, untimed); with ``calls`` 0,
-    how many steps make about ROUND_SECONDS."""
+def time_steps(step: peers.StepFn, x: np.ndarray[Any, Any], calls: int) -> float | int:
+    """Mean seconds per step over ``calls`` steps back to back; with ``calls`` 0, how many steps make about
+    ROUND_SECONDS."""
     if calls == 0:  # calibrate
         start = time.perf_counter()
         step(x)
         step(x)
         once = max((time.perf_counter() - start) / 2, 1e-7)
         return max(1, min(2000, int(ROUND_SECONDS / once)))
-    if beside is None:
-        start = time.perf_counter()
-        for _ in range(calls):
-            step(x)
-        return (time.perf_counter() - start) / calls
+    start = time.perf_counter()
+    for _ in range(calls):
+        step(x)
+    return (time.perf_counter() - start) / calls
+
+
+def time_beside(step: peers.StepFn, beside: peers.StepFn, x: np.ndarray[Any, Any], calls: int) -> tuple[float, float]:
+    """Mean seconds per step with ``beside`` (the neighbour) called before each step, untimed; and first, in the
+    same process, its own time: ``calls`` steps back to back without the neighbour. Their ratio is the
+    neighbour's cost alone: a process's own memory and threads' placement (which differ from one process to
+    the next by up to ~25% on a 2-core VM) fall on both figures alike."""
+    own = time_steps(step, x, calls)
     total = 0.0
     for _ in range(calls):
         beside(x)
         start = time.perf_counter()
         step(x)
         total += time.perf_counter() - start
-    return total / calls
+    return total / calls, own
 
 
 def limit_worker(connection: Connection) -> None:
@@ -140,4 +152,4 @@ def limit_worker(connection: Connection) -> None:
         if command == "stop":
             return
         x, calls = argument
-        connection.send(time_steps(product, None, x, calls))
+        connection.send(time_steps(product, x, calls))

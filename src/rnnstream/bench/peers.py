@@ -23,7 +23,10 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
   step of the kernel runs while one of them holds the second core);
   ``rnnstream-beside-ort-quiet`` / ``rnnstream-beside-blas-quiet``: the same neighbours told not to spin
   (ONNX Runtime's ``session.intra_op.allow_spinning`` 0; ``OPENBLAS_THREAD_TIMEOUT=4``, which
-  :data:`QUIET_ENVIRONMENT` sets for that engine's process).
+  :data:`QUIET_ENVIRONMENT` sets for that engine's process);
+  ``rnnstream-beside-pause``: the control, no neighbour at all: the process sleeps :data:`PAUSE_SECONDS` before
+  each step. What a step costs after its cores were left idle for a moment (caches cooled; on a VM, an idle
+  core halts), which a quiet neighbour's step costs too, whatever its threads do.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,11 +99,21 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+PAUSE_SECONDS = 1e-4
+"""The ``pause`` neighbour's sleep: about ONNX Runtime's batch-1 step of the seed model (Linux adds its timer slack,
+~50 µs)."""
+
+
 def beside_peer(model: StreamModel, neighbour: str, threads: int) -> Peer:
     """``model.step`` with another library's pool in the same process: ``ort`` or ``blas``, spinning as
-    they do by default, or ``ort-quiet`` / ``blas-quiet``, told not to."""
+    they do by default, or ``ort-quiet`` / ``blas-quiet``, told not to; or ``pause``, a sleep and no pool."""
     if neighbour.startswith("ort"):
         make_neighbour = onnxruntime_peer(model, threads, spin=neighbour == "ort").make
+    elif neighbour == "pause":
+
+        def make_neighbour(batch: int) -> StepFn:
+            return lambda x: time.sleep(PAUSE_SECONDS)
+
     else:
         a = np.random.default_rng(0).random((256, 256), np.float32)
 
