@@ -23,6 +23,7 @@ kernel = Extension(
         "src/rnnstream/backends/fused_kernel.h",
         "src/rnnstream/backends/fused_accumulate.h",
         "src/rnnstream/backends/fused_split.h",
+        "src/rnnstream/backends/fused_low.h",
         "src/rnnstream/backends/dot_kernel.h",
         "src/rnnstream/backends/int8_kernel.h",
         "src/rnnstream/backends/int8_accumulate.h",

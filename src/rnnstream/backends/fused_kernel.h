@@ -258,37 +258,7 @@ static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int
 }
 
 #if LOW_HALVES
-/* NAME(tile) for an LSTM or GRU's last panel of at most LANES/2 units (LSTM(200) ends in one of 8, LSTM(100)
- * of 4): the upper half of every slot's vector is padding. Zen 4 runs a 512-bit FMA as two 256-bit halves,
- * so the products over the low halves alone (the same packed weights) take half the time; the sums are
- * widened back, the upper half zero, for NAME(finish), which stores only the panel's units. */
-static inline __attribute__((always_inline)) void NAME(tile_low)(const Job *job, int p, int r0, const int mb) {
-    const int K1 = job->k_x, K2 = job->k_h, K = K1 + K2;
-    const WT *w = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
-    const float *bias = job->bias + (size_t)p * 4 * LANES;
-    NAME(vh) acc[MB][4];
-#pragma GCC unroll 8
-    for (int m = 0; m < mb; m++)
-        for (int s = 0; s < 4; s++) memcpy(&acc[m][s], bias + s * LANES, sizeof acc[m][s]);
-#if PAIRS
-    (void)w;
-    NAME(tile_pairs_low)(job, p, r0, acc, mb);
-#elif QUADS
-    (void)w;
-    NAME(tile_quads_low)(job, p, r0, acc, mb, 4);
-#else
-    const float *xrow[MB], *hrow[MB];
-    NAME(tile_rows)(job, r0, mb, xrow, hrow);
-    NAME(accumulate_low)(acc, xrow, K1, w, mb, 4);
-    NAME(accumulate_low)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb, 4);
-#endif
-#pragma GCC unroll 8
-    for (int m = 0; m < mb; m++) {
-        VF wide[4];
-        for (int s = 0; s < 4; s++) wide[s] = (VF)_mm512_zextps256_ps512((__m256)acc[m][s]);
-        NAME(finish)(job, p, (size_t)(r0 + m), wide);
-    }
-}
+#include "fused_low.h"
 #endif
 
 /* The slots panel p computes: a Dense or SimpleRNN panel holds 4 slots of LANES units, of which the last
