@@ -107,9 +107,28 @@ def test_partly_used_last_panels(kind: str, precision: str, rng: np.random.Gener
     for units in LAST_PANEL_UNITS["gated" if kind in ("lstm", "gru") else "act"]:
         model = _single_layer_model(_layer(kind, units, 19, rng, "tanh"), 19)
         model.set_backend("fused", precision=precision, threads=2)
-        for batch in (1, 6, 7, 300):
+        for batch in (1, 2, 3, 4, 5, 6, 7, 300):
             xs = rng.normal(0, 2, (batch, 2, 19)).astype(np.float32)
             assert_agrees_step_by_step(model, xs, batch, model.step, precision=precision)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-widen"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_joined_halves_give_the_same_bits(kind: str, precision: str, rng: np.random.Generator) -> None:
+    """A gated layer's last panel of at most 8 units: tiles of 3 to 6 rows join two slots' halves per vector
+    (fused_low.h), tiles of 1 and 2 keep them apart; each row's sums are the same, in the same order, so its
+    outputs and state are the same bits either way."""
+    for units in (8, 20, 36):  # last panels of 8, 4 and 4 units
+        model = _single_layer_model(_layer(kind, units, 19, rng, "tanh"), 19)
+        model.set_backend("fused", precision=precision, threads=1)
+        for batch in (3, 4, 5, 6):
+            x = rng.normal(0, 2, (batch, 19)).astype(np.float32)
+            state = State(rng.normal(0, 1, (batch, model.state_size)).astype(np.float32), model.fingerprint)
+            y, new = model.step(x, state)
+            for r0 in (0, batch - 2):  # rows alone in tiles of 2
+                pair = State(state.rows[r0 : r0 + 2], model.fingerprint)
+                y_pair, new_pair = model.step(x[r0 : r0 + 2], pair)
+                assert np.array_equal(y_pair, y[r0 : r0 + 2]) and np.array_equal(new_pair.rows, new.rows[r0 : r0 + 2])
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "dense"])
@@ -163,6 +182,29 @@ def test_threads_stepping_at_once_each_get_their_own_results(precision: str, rng
     for thread in threads:
         thread.join()
     assert not failures
+
+
+def test_forgetting_late_helpers_while_others_step(rng: np.random.Generator) -> None:
+    """fused.forget_late_helpers (a benchmark's fresh start) waits for the step in progress: called over and
+    over while two threads step, it neither blocks them nor changes a bit of their results."""
+    graph = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100).graph
+    alone = rnnstream.StreamModel(graph, backend="fused", threads=1)
+    model = rnnstream.StreamModel(graph, backend="fused", threads=2)
+    x = rng.normal(0, 1, (257, 100)).astype(np.float32)
+    expected = alone.step(x, alone.initial_state(257))[0]
+    results: list[bool] = []
+
+    def caller() -> None:
+        results.extend(np.array_equal(model.step(x, model.initial_state(257))[0], expected) for _ in range(40))
+
+    callers = [threading.Thread(target=caller) for _ in range(2)]
+    for thread in callers:
+        thread.start()
+    while any(thread.is_alive() for thread in callers):
+        fused.forget_late_helpers()
+    for thread in callers:
+        thread.join(timeout=60)
+    assert results == [True] * 80
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")

@@ -228,6 +228,12 @@ static void pool_after_fork(void) {
 
 void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
 
+void pool_forget_late_helpers(void) {
+    pthread_mutex_lock(&pool.busy);
+    pool.solo = pool.backoff = 0;
+    pthread_mutex_unlock(&pool.busy);
+}
+
 #else
 
 void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const void *ctx) {
@@ -236,6 +242,8 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
 }
 
 void pool_init(void) {}
+
+void pool_forget_late_helpers(void) {}
 
 void wait_until(_Atomic int *flag, int value) {
     while (atomic_load_explicit(flag, memory_order_acquire) != value) {

@@ -117,7 +117,7 @@ def _cell(row: Row, engine: str, ours: str) -> str:
     """An engine's time and its ratio: to ``ours``, or beside a neighbour to its own (:meth:`Row.beside_ratio`)."""
     if engine not in row.seconds:
         return "—"
-    ratio = row.beside_ratio(engine) if engine in row.own_rounds else row.ratio(engine, ours)
+    ratio = (engine in row.own_rounds and row.beside_ratio(engine)) or row.ratio(engine, ours)
     return f"{format_seconds(row.seconds[engine]):>10}" + (f" ({ratio:8.2f}×)" if engine != ours else " " * 12)
 
 
