@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +185,10 @@ def test_threads_stepping_at_once_each_get_their_own_results(precision: str, rng
     assert not failures
 
 
-def test_forgetting_late_helpers_while_others_step(rng: np.random.Generator) -> None:
-    """fused.forget_late_helpers (a benchmark's fresh start) waits for the step in progress: called over and
-    over while two threads step, it neither blocks them nor changes a bit of their results."""
+def test_steps_after_a_pause_keep_their_bits(rng: np.random.Generator) -> None:
+    """After 0.25 s without a step the pool forgets that its helpers were late (work_pool.c: LATE_FORGOTTEN_NS),
+    under the lock of the step that finds it: two threads stepping, each pausing past that halfway, get every
+    result of the one-thread step to the bit."""
     graph = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100).graph
     alone = rnnstream.StreamModel(graph, backend="fused", threads=1)
     model = rnnstream.StreamModel(graph, backend="fused", threads=2)
@@ -195,13 +197,14 @@ def test_forgetting_late_helpers_while_others_step(rng: np.random.Generator) -> 
     results: list[bool] = []
 
     def caller() -> None:
-        results.extend(np.array_equal(model.step(x, model.initial_state(257))[0], expected) for _ in range(40))
+        for k in range(40):
+            if k == 20:
+                time.sleep(0.3)
+            results.append(np.array_equal(model.step(x, model.initial_state(257))[0], expected))
 
     callers = [threading.Thread(target=caller) for _ in range(2)]
     for thread in callers:
         thread.start()
-    while any(thread.is_alive() for thread in callers):
-        fused.forget_late_helpers()
     for thread in callers:
         thread.join(timeout=60)
     assert results == [True] * 80

@@ -407,13 +407,6 @@ static PyObject *cpu_count(PyObject *self, PyObject *unused) {
 #endif
 }
 
-static PyObject *forget_late_helpers(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    Py_BEGIN_ALLOW_THREADS pool_forget_late_helpers();
-    Py_END_ALLOW_THREADS Py_RETURN_NONE;
-}
-
 static PyMethodDef methods[] = {
     {"make_plan", make_plan, METH_VARARGS, make_plan_doc},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
@@ -435,9 +428,6 @@ static PyMethodDef methods[] = {
      "Whether dot plans step faster than widened bfloat16 weights here (AMX, or an AMD CPU's vdpbf16ps)."},
     {"int8", int8, METH_NOARGS, "Whether this CPU runs plans of int8 weights (AVX512_VNNI)."},
     {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
-    {"forget_late_helpers", forget_late_helpers, METH_NOARGS,
-     "Let the next steps share their work with the helper threads again, after they were late (a benchmark's "
-     "fresh start)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -84,15 +84,6 @@ def int8() -> bool:
     return bool(_require().int8())
 
 
-def forget_late_helpers() -> None:
-    """Let the next steps share their work with the kernel's helper threads again. A caller that waited for a
-    late helper (another library's pool spinning on its core) steps alone for a while (``work_pool.c``); a
-    benchmark that times steps without the neighbour next calls this first, so that they start as in a fresh
-    process. A no-op without the compiled kernel."""
-    if KERNEL is not None:
-        KERNEL.forget_late_helpers()
-
-
 def _require() -> ModuleType:
     kernel = KERNEL
     if kernel is None:

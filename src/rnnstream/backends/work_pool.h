@@ -48,10 +48,6 @@ void wait_until(_Atomic int *flag, int value);
 /* Once, at import: a forked child starts a pool of its own. */
 void pool_init(void);
 
-/* Forget that helpers were late: the next task shares its work again (a benchmark's fresh start after
- * stepping beside another library's pool; waits for a task in progress). */
-void pool_forget_late_helpers(void);
-
 #pragma GCC visibility pop
 
 #endif

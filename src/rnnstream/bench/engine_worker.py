@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.backends import fused
 from rnnstream.bench import limit, peers
 from rnnstream.errors import InputError
 from rnnstream.model import StreamModel
@@ -131,10 +130,9 @@ def time_beside(step: peers.StepFn, beside: peers.StepFn, x: np.ndarray[Any, Any
     """Mean seconds per step with ``beside`` (the neighbour) called before each step, untimed, each step timed on
     its own; and first, in the same process, its own time: ``calls`` steps back to back without the neighbour,
     timed as a whole. Their ratio is the neighbour's cost alone: a process's own memory and threads' placement
-    (two processes' steps differed by 0.61-1.41x on a 2-core VM) fall on both figures alike. The own steps start
-    as in a fresh process: the kernel forgets that its helpers were late beside the last round's neighbour
-    (:func:`rnnstream.backends.fused.forget_late_helpers`), else they could run on one thread."""
-    fused.forget_late_helpers()
+    (two processes' steps differed by 0.61-1.41x on a 2-core VM) fall on both figures alike. The own steps come
+    after the pause between rounds, long enough for the kernel to forget that its helpers were late beside the
+    last round's neighbour (work_pool.c: LATE_FORGOTTEN_NS), so they start as in a fresh process."""
     own = time_steps(step, x, calls)
     total = 0.0
     for _ in range(calls):
