@@ -27,6 +27,7 @@ kernel = Extension(
         "src/rnnstream/backends/dot_kernel.h",
         "src/rnnstream/backends/int8_kernel.h",
         "src/rnnstream/backends/int8_accumulate.h",
+        "src/rnnstream/backends/int8_rows.h",
         "src/rnnstream/backends/amx_kernel.h",
         "src/rnnstream/backends/work_pool.h",
         "src/rnnstream/backends/launcher.h",

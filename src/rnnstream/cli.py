@@ -211,8 +211,8 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--allow-nonfinite", action="store_true",
                        help="accept NaN and ±Inf inputs (refused with a 400 by default)")
     serve.add_argument("--precision", default="fp32", choices=PRECISIONS, help="weight matrices as trained (fp32), "
-                       "as bfloat16 (bf16-dot: AVX512_BF16 only) or int8 (AVX512_VNNI); the state stays float32 "
-                       "(default %(default)s)")
+                       "as bfloat16 (bf16-dot: AVX512_BF16 only) or int8 (AVX512_VNNI or AVX2); the state stays "
+                       "float32 (default %(default)s)")
     for limit in LIMITS:
         serve.add_argument(limit.flag, type=int, default=limit.default,
                            help=f"{limit.what}; past it: {limit.answer} (default %(default)s)")

@@ -25,7 +25,7 @@ fp32 over 10,000 steps of the bundled models, in every mode.
 ``max |column| / 127``, 0.4% of the column's largest weight), and each row that enters a product quantized
 at every step by its own scale (:func:`int8_rows`: ``max |row| / 127``; the x and the h of a recurrent
 layer each on their own); the products are summed exactly (int32 in the fused kernel, which needs
-AVX512_VNNI: ``vpdpbusd``) and scaled back to float32. The NumPy backend emulates it
+AVX512_VNNI's ``vpdpbusd`` or AVX2's ``vpmaddubsw``) and scaled back to float32. The NumPy backend emulates it
 (:class:`Int8Operand`); torch does not compute it.
 
 >>> import numpy as np

@@ -49,7 +49,10 @@ def test_torch_bf16_agrees_with_the_bf16_oracle(zoo_file: tuple[ZooModel, Path])
 
 @pytest.mark.parametrize("isa", ["avx2", "portable"])
 def test_narrower_instruction_sets_agree_at_bf16(isa: str) -> None:
-    """The AVX2 and portable builds' bf16 weights (their own lane widths, blocked path included)."""
+    """The AVX2 and portable builds' bf16 weights (their own lane widths, blocked path included). Rows of N(0, 0.5):
+    at N(0, 1) a sum over 300 inputs (~100 in Σ|a·w|) is ~8e-6 from its exact value in float32 by the kernel and by
+    NumPy, in either direction, and on a Zen 3, whose OpenBLAS sums in another order, one GRU output of 7,070 was
+    1.2e-5 from the oracle's: float32's rounding, not an error of either."""
     if not fused.available():
         pytest.skip("the fused kernel is not built")
     code = (
@@ -63,7 +66,7 @@ def test_narrower_instruction_sets_agree_at_bf16(isa: str) -> None:
         "    for units, features, batch in ((7, 3, 1), (33, 3, 7), (70, 300, 101)):\n"
         "        model = _single_layer_model(_layer(kind, units, features, rng, 'tanh'), features)\n"
         "        model.set_backend('fused', precision='bf16')\n"
-        "        xs = rng.normal(0, 1, (batch, 3, features)).astype(np.float32)\n"
+        "        xs = rng.normal(0, 0.5, (batch, 3, features)).astype(np.float32)\n"
         "        assert_agrees_step_by_step(model, xs, batch, model.step, precision='bf16')\n"
         "print('ok')\n"
     )

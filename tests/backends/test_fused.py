@@ -104,7 +104,7 @@ def test_partly_used_last_panels(kind: str, precision: str, rng: np.random.Gener
     if precision == "bf16-dot" and not fused.bf16_dot():
         pytest.skip("this CPU has no AVX512_BF16")
     if precision == "int8" and not fused.int8():
-        pytest.skip("this CPU has no AVX512_VNNI")
+        pytest.skip("the kernel has no int8 path here (AVX512_VNNI or AVX2)")
     for units in LAST_PANEL_UNITS["gated" if kind in ("lstm", "gru") else "act"]:
         model = _single_layer_model(_layer(kind, units, 19, rng, "tanh"), 19)
         model.set_backend("fused", precision=precision, threads=2)
@@ -118,7 +118,10 @@ def test_partly_used_last_panels(kind: str, precision: str, rng: np.random.Gener
 def test_joined_halves_give_the_same_bits(kind: str, precision: str, rng: np.random.Generator) -> None:
     """A gated layer's last panel of at most 8 units: tiles of 3 to 6 rows join two slots' halves per vector
     (fused_low.h), tiles of 1 and 2 keep them apart; each row's sums are the same, in the same order, so its
-    outputs and state are the same bits either way."""
+    outputs and state are the same bits either way. AVX-512 only: AVX2 tiles hold 1 or 2 rows, and a row alone
+    in its tile sums odd and even inputs apart (fused_accumulate.h)."""
+    if fused.instruction_set() != "avx512":
+        pytest.skip("the AVX-512 kernel is not chosen here: no joined halves")
     for units in (8, 20, 36):  # last panels of 8, 4 and 4 units
         model = _single_layer_model(_layer(kind, units, 19, rng, "tanh"), 19)
         model.set_backend("fused", precision=precision, threads=1)
@@ -162,7 +165,7 @@ def test_threads_stepping_at_once_each_get_their_own_results(precision: str, rng
     if precision == "bf16-dot" and not fused.bf16_dot():
         pytest.skip("this CPU has no AVX512_BF16")
     if precision == "int8" and not fused.int8():
-        pytest.skip("this CPU has no AVX512_VNNI")
+        pytest.skip("the kernel has no int8 path here (AVX512_VNNI or AVX2)")
     graph = _single_layer_model(_layer("lstm", 200, 100, rng, "tanh"), 100).graph
     alone = rnnstream.StreamModel(graph, backend="fused", threads=1, precision=precision)
     model = rnnstream.StreamModel(alone.graph, backend="fused", threads=2, precision=precision)
@@ -349,7 +352,7 @@ def test_every_split_of_the_work_gives_the_same_bits(precision: str, rng: np.ran
     if precision == "bf16-dot" and not fused.bf16_dot():
         pytest.skip("this CPU has no AVX512_BF16")
     if precision == "int8" and not fused.int8():
-        pytest.skip("this CPU has no AVX512_VNNI")
+        pytest.skip("the kernel has no int8 path here (AVX512_VNNI or AVX2)")
     sizes = (20, 64, 95, 257, 301)
     cases = [(_layer(kind, 200, 100, rng, "tanh"), 100, sizes) for kind in ("lstm", "gru", "dense")]
     cases += [(_layer("lstm", 256, 300, rng, "tanh"), 300, sizes), (_layer("lstm", 8, 3, rng, "tanh"), 3, (50_000,))]

@@ -1,6 +1,7 @@
-"""int8 weights (rnnstream.precision): the fused kernel's AVX512_VNNI path against the NumPy oracle at int8
-(the same quantized weights, the same 8-bit rows, exact integer sums), step by step, on every zoo model and
-layer shape; the kernel's checks; where it cannot run, a clear error."""
+"""int8 weights (rnnstream.precision): the fused kernel's AVX512_VNNI and AVX2 paths against the NumPy oracle at
+int8 (the same quantized weights, the same 8-bit rows, exact integer sums), step by step, on every zoo model and
+layer shape; the largest products, where AVX2's 16-bit pair sums are fullest; the kernel's checks; where it cannot
+run, a clear error."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import pytest
 
 import rnnstream
 from rnnstream.backends import concrete_precision, fused, packing
+from rnnstream.layers.dense import Dense
 from tests.backends.conformance import assert_agrees_step_by_step
 from tests.backends.test_bf16 import _cpu_has, assert_every_layer_size_agrees, launched_step
 from tests.backends.test_fused import _layer, _single_layer_model
 from tests.zoo import ZooModel, feed, make_inputs
 
 needs_int8 = pytest.mark.skipif(
-    not fused.available() or not fused.int8(), reason="the fused kernel is not built or this CPU has no AVX512_VNNI"
+    not fused.available() or not fused.int8(), reason="the fused kernel is not built or this CPU has no AVX2"
 )
 
 
@@ -54,6 +56,24 @@ def test_int8_layers_of_every_size_agree_with_the_oracle(kind: str) -> None:
     and ones that do not, more than 16 (a whole vector of them), 1 to 6-row tiles, last panels partly used,
     one thread and two (rows quantized by both), model.step and the bound stepper."""
     assert_every_layer_size_agrees(kind, "int8", np.random.default_rng(9))
+
+
+@needs_int8
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_largest_products_sum_exactly(sign: float) -> None:
+    """Every weight of a column and every input at the same magnitude: each quantizes to ±127 and every product is
+    ±127², so AVX2's pairs of products reach ±32,258 in their 16-bit lanes (vpmaddubsw saturates at ±32,767, a
+    row stored + 128 would pass it); 300 inputs, so the int32 sums pass 2^24. The outputs are the exact sums."""
+    rng = np.random.default_rng(6)
+    features, units = 300, 20
+    signs = rng.choice([-1.0, 1.0], size=features).astype(np.float32)
+    column = np.arange(1, units + 1, dtype=np.float32) / 8
+    dense = Dense("d", W=signs[:, None] * column[None, :], b=np.zeros(units, np.float32), activation="linear")
+    model = _single_layer_model(dense, features)
+    model.set_backend("fused", precision="int8", threads=1)
+    x = (sign * 2.0 * signs)[None, :].repeat(7, axis=0)  # 7 rows: a tile of 3, of 3 and of 1
+    y, _ = model.step(x, model.initial_state(7))
+    np.testing.assert_allclose(y, np.broadcast_to(sign * features * 2.0 * column, y.shape), rtol=1e-6)
 
 
 @needs_int8
@@ -126,24 +146,50 @@ def test_the_kernel_checks_int8_weights() -> None:
 
 
 def test_int8_where_the_kernel_cannot_run_it_is_an_error_that_says_what_to_use() -> None:
-    """The kernel offers int8 exactly where the CPU has AVX512_VNNI (and AVX-512 is chosen); elsewhere asking
-    for it names the instruction set and the alternatives; torch does not compute it; NumPy emulates it."""
+    """The kernel offers int8 where the CPU has AVX512_VNNI (AVX-512 chosen) or AVX2 (AVX2 chosen); the portable
+    build does not, and asking it names the instruction sets and the alternatives; torch does not compute it; NumPy
+    emulates it."""
     if not fused.available():
         pytest.skip("the fused kernel is not built")
     if fused.instruction_set() == "avx512":
         assert fused.int8() == _cpu_has("avx512_vnni", "avx512bw")
+    if fused.instruction_set() == "avx2":
+        assert fused.int8()
     code = (
         "import rnnstream, pytest\n"
         "from rnnstream.backends import fused\n"
         "assert not fused.int8()\n"
-        "with pytest.raises(rnnstream.InputError, match='int8 needs AVX512_VNNI'):\n"
+        "with pytest.raises(rnnstream.InputError, match='int8 needs AVX2 or AVX512_VNNI'):\n"
         "    rnnstream.load(rnnstream.demo.SEED_MODEL, backend='fused', precision='int8')\n"
         "print('ok')\n"
     )
-    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": "avx2"}
+    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": "portable"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
     with pytest.raises(rnnstream.InputError, match="torch backend does not compute int8"):
         concrete_precision("int8", "torch")
     assert concrete_precision("int8", "numpy") == "int8"
+
+
+def test_the_avx2_copy_agrees_with_the_oracle_at_int8() -> None:
+    """Under RNNSTREAM_KERNEL_ISA=avx2 (on an AVX-512 CPU too): every layer kind and size, and the largest
+    products."""
+    if not fused.available() or not _cpu_has("avx2", "fma"):
+        pytest.skip("the fused kernel is not built or this CPU has no AVX2")
+    code = (
+        "import numpy as np\n"
+        "from rnnstream.backends import fused\n"
+        "assert fused.instruction_set() == 'avx2' and fused.int8()\n"
+        "from tests.backends.test_bf16 import assert_every_layer_size_agrees\n"
+        "from tests.backends.test_int8 import test_the_largest_products_sum_exactly\n"
+        "for kind in ('lstm', 'gru', 'simple_rnn', 'dense'):\n"
+        "    assert_every_layer_size_agrees(kind, 'int8', np.random.default_rng(9))\n"
+        "test_the_largest_products_sum_exactly(1.0)\n"
+        "test_the_largest_products_sum_exactly(-1.0)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": "avx2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -5,7 +5,7 @@
 ``RNNSTREAM_BACKEND`` overrides what ``auto`` picks. ``precision`` (:mod:`rnnstream.precision`) is
 ``fp32`` or a bf16 mode: every backend computes bf16 on weights rounded to bfloat16; the fused kernel also
 keeps them in 16 bits. ``bf16`` is the faster mode the backend computes here (:func:`concrete_precision`).
-``int8``: the fused kernel where the CPU has AVX512_VNNI, and the NumPy backend (emulated); not torch.
+``int8``: the fused kernel where the CPU has AVX512_VNNI or AVX2, and the NumPy backend (emulated); not torch.
 
 >>> import rnnstream
 >>> rnnstream.load(rnnstream.demo.SEED_MODEL, backend="numpy").backend.name
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from rnnstream.backends.backend import Backend, BoundStep, LaunchedStep
-from rnnstream.backends.fused import FusedBackend, available, bf16_dot, bf16_dot_fast, int8
+from rnnstream.backends.fused import FusedBackend, available, bf16_dot, bf16_dot_fast, instruction_set, int8
 from rnnstream.backends.numpy import NumpyBackend
 from rnnstream.errors import InputError
 from rnnstream.graph import Graph
@@ -85,8 +85,13 @@ def _int8_on(backend: str) -> str:
     if backend == "torch":
         raise InputError("the torch backend does not compute int8; use backend='fused' (or 'numpy' to emulate it)")
     if backend == "fused" and available() and not int8():  # not built: FusedBackend says so
+        if instruction_set() == "avx512":  # an AVX-512 CPU without VNNI (Intel Skylake-SP)
+            raise InputError(
+                "int8 needs AVX512_VNNI where the kernel runs AVX-512, which this CPU lacks; set "
+                "RNNSTREAM_KERNEL_ISA=avx2 for the AVX2 kernel's int8, or use fp32 or bf16"
+            )
         raise InputError(
-            "int8 needs AVX512_VNNI (Intel Cascade Lake, AMD Zen 4 and later), which this CPU lacks (or "
-            "RNNSTREAM_KERNEL_ISA rules it out); use bf16, or backend='numpy' to emulate it"
+            "int8 needs AVX2 or AVX512_VNNI, which this CPU lacks (or RNNSTREAM_KERNEL_ISA rules them out); "
+            "use fp32, or backend='numpy' to emulate it"
         )
     return "int8"

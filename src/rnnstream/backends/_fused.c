@@ -82,7 +82,7 @@ static int check_weights(Plan *p, PyObject *weights, int dot, PyObject *quant) {
     p->weight_type = type == NPY_INT8 ? INT8_DOT : type == NPY_UINT16 ? (dot ? BF16_DOT : BF16_WIDEN) : 0;
     if ((dot && chosen.run_dot == NULL) || (p->weight_type == INT8_DOT && chosen.run_int8 == NULL)) {
         PyErr_Format(PyExc_ValueError, "make_plan(): this CPU (or RNNSTREAM_KERNEL_ISA) has no %s",
-                     dot ? "AVX512_BF16" : "AVX512_VNNI");
+                     dot ? "AVX512_BF16" : "int8 path (AVX512_VNNI where it runs AVX-512, else AVX2)");
         return -1;
     }
     if (p->weight_type == INT8_DOT && (p->k_x > INT8_MAX_ROWS || p->k_h > INT8_MAX_ROWS)) {
@@ -426,7 +426,7 @@ static PyMethodDef methods[] = {
      "Whether dot plans step batches of 8 rows and more on AMX tiles (RNNSTREAM_AMX=0: never)."},
     {"bf16_dot_fast", bf16_dot_fast, METH_NOARGS,
      "Whether dot plans step faster than widened bfloat16 weights here (AMX, or an AMD CPU's vdpbf16ps)."},
-    {"int8", int8, METH_NOARGS, "Whether this CPU runs plans of int8 weights (AVX512_VNNI)."},
+    {"int8", int8, METH_NOARGS, "Whether this CPU runs plans of int8 weights (AVX512_VNNI, or AVX2)."},
     {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
     {NULL, NULL, 0, NULL},
 };

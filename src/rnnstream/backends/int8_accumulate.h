@@ -2,7 +2,7 @@
  * set (besides fused_kernel.h's LANES, MB and NAME):
  *   QV             the float vector type the sums are added to (LANES floats, or the low half of them)
  *   QI             the int32 vector type of as many lanes
- *   QDOT(acc,a,w)  acc plus, in each lane, the four products of a's unsigned and w's signed bytes (vpdpbusd)
+ *   QDOT(acc,a,w)  acc plus, in each lane, the four products of a's and w's bytes (int8_kernel.h: NAME(dot_quads))
  *   QACC(x)        x with the copy's suffix, and "_low" for the half vectors
  * The weights' layout is the same for both (4 slots of LANES words per row quad): the half vectors read the
  * first half of each slot's words.
@@ -12,6 +12,13 @@
 #endif
 
 typedef unsigned QACC(vu) __attribute__((vector_size(sizeof(QI)))); /* sums that wrap, with no overflow */
+typedef int QACC(vw) __attribute__((vector_size(sizeof(QI)), aligned(4), may_alias)); /* a weight vector in place */
+
+/* The weight vector at p, loaded as one: GCC compiled the AVX2 copy's four memcpy into a vector array as one
+ * 128-byte copy through the stack, 16 bytes at a time, whose 32-byte reloads then waited for the stores. */
+static inline __attribute__((always_inline)) QI QACC(wload)(const uint32_t *p) {
+    return (QI) * (const QACC(vw) *)(const void *)p;
+}
 
 /* acc[m][s] += the products of mb rows' `words` quads (rows[m]) with the panel's weights w, for its first `slots`
  * slots (mb and slots constants after inlining); the sums wrap modulo 2^32, the final ones exact. */
@@ -24,18 +31,15 @@ static inline __attribute__((always_inline)) void QACC(accumulate_quads)(QI acc[
         for (; k + 1 < words; k += 2, w += 8 * LANES) {
             const QI a = (QI){0} + (int)rows[0][k], b = (QI){0} + (int)rows[0][k + 1];
             for (int s = 0; s < slots; s++) {
-                QI even_w, odd_w;
-                memcpy(&even_w, w + s * LANES, sizeof even_w);
-                memcpy(&odd_w, w + (4 + s) * LANES, sizeof odd_w);
-                acc[0][s] = QDOT(acc[0][s], a, even_w);
-                odd[s] = QDOT(odd[s], b, odd_w);
+                acc[0][s] = QDOT(acc[0][s], a, QACC(wload)(w + s * LANES));
+                odd[s] = QDOT(odd[s], b, QACC(wload)(w + (4 + s) * LANES));
             }
         }
         for (int s = 0; s < slots; s++) acc[0][s] = (QI)((QACC(vu))acc[0][s] + (QACC(vu))odd[s]);
     }
     for (; k < words; k++, w += 4 * LANES) {
         QI ws[4];
-        for (int s = 0; s < slots; s++) memcpy(&ws[s], w + s * LANES, sizeof ws[s]);
+        for (int s = 0; s < slots; s++) ws[s] = QACC(wload)(w + s * LANES);
 #pragma GCC unroll 8
         for (int m = 0; m < mb; m++) {
             const QI a = (QI){0} + (int)rows[m][k];
@@ -45,7 +49,8 @@ static inline __attribute__((always_inline)) void QACC(accumulate_quads)(QI acc[
 }
 
 /* acc[m][s] (the bias) += the products of tile rows r0..r0+mb-1 with panel p's first `slots` slots: for each
- * part (x, then h), its int32 sums, started at the columns' -128·Σ q, times the row's and the column's scales. */
+ * part (x, then h), its int32 sums (with vpdpbusd started at the columns' -128·Σ q), times the row's and the
+ * column's scales. */
 static inline __attribute__((always_inline)) void QACC(tile_quads)(const Job *job, int p, int r0, QV acc[][4],
                                                                    const int mb, const int slots) {
     const uint32_t *rows[MB];
@@ -57,7 +62,12 @@ static inline __attribute__((always_inline)) void QACC(tile_quads)(const Job *jo
         QI sums[MB][4];
 #pragma GCC unroll 8
         for (int m = 0; m < mb; m++)
-            for (int s = 0; s < slots; s++) memcpy(&sums[m][s], quant + (2 + part) * 4 * LANES + s * LANES, sizeof(QI));
+            for (int s = 0; s < slots; s++) {
+                if (QUAD_ZERO) /* the rows' offset, taken back */
+                    memcpy(&sums[m][s], quant + (2 + part) * 4 * LANES + s * LANES, sizeof(QI));
+                else
+                    sums[m][s] = (QI){0};
+            }
         QACC(accumulate_quads)(sums, rows, part_words[part], w, mb, slots);
 #pragma GCC unroll 8
         for (int m = 0; m < mb; m++) {

@@ -1,5 +1,5 @@
 /* The fused step kernel, compiled for AVX-512, AVX2 and plain x86-64 (or any CPU), chosen at import, and
- * for AVX512_BF16 and AMX (bfloat16 weights times bfloat16 rows, BF16_DOT Jobs) and AVX512_VNNI (int8
+ * for AVX512_BF16 and AMX (bfloat16 weights times bfloat16 rows, BF16_DOT Jobs) and AVX512_VNNI or AVX2 (int8
  * weights times 8-bit rows, INT8_DOT Jobs) where the CPU has them.
  *
  * Each variant is fused_kernel.h compiled under its own `#pragma GCC target`, with its vector width
@@ -118,6 +118,25 @@ static void run_dot_any(const Job *job) {
 #undef MB
 #undef BLOCKED
 #pragma GCC pop_options
+
+/* AVX2: int8 weights times rows quantized to 8 bits by vpmaddubsw and vpmaddwd, the same exact int32 sums as
+ * AVX512_VNNI's (int8_kernel.h), for CPUs without AVX-512 (AMD Zen 2 and 3, Intel's client cores). */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define LANES 8
+#define MB 3
+#define BLOCKED 0
+#define QUADS 1
+#define WT int8_t
+#define NAME(x) x##_avx2_int8
+#include "fused_kernel.h"
+#undef WT
+#undef NAME
+#undef LANES
+#undef MB
+#undef BLOCKED
+#undef QUADS
+#pragma GCC pop_options
 #endif
 
 #define LANES 4
@@ -171,7 +190,7 @@ void choose_isa(void) {
         if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
             chosen.run_int8 = run_avx512_int8;
     } else if (allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        chosen = (Isa){"avx2", 8, 1, run_avx2, run_avx2_bf16, NULL, 0, 0};
+        chosen = (Isa){"avx2", 8, 1, run_avx2, run_avx2_bf16, NULL, 0, 0, run_avx2_int8};
     }
 #else
     (void)allow_avx2;

@@ -97,7 +97,7 @@ BUNDLED = ("seed", "text", "co2")
 def run(models: tuple[str, ...] = BUNDLED, steps: int = STEPS) -> str:
     """The report for ``models``: bundled names (``seed``, ``text``, ``co2``) or model files, in each mode
     their backend computes here (bf16-dot: the fused kernel on a CPU with AVX512_BF16), and at int8 (the
-    fused kernel with AVX512_VNNI, else the NumPy backend's emulation: the same numbers, slower)."""
+    fused kernel with AVX512_VNNI or AVX2, else the NumPy backend's emulation: the same numbers, slower)."""
     from rnnstream import demo
     from rnnstream.importers import load
 

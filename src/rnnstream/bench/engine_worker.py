@@ -31,7 +31,7 @@ KERAS_ENGINES = ("keras-predict", "keras-call")
 PRECISION_ENGINES = {"rnnstream-bf16": "bf16", "rnnstream-bf16-widen": "bf16-widen", "rnnstream-int8": "int8"}
 """model.step at a lower precision (rnnstream.precision): ``bf16`` is bf16-dot where it is the faster (AMX, or an
 AMD CPU's AVX512_BF16: rnnstream.backends.fused.bf16_dot_fast), else the same as bf16-widen; ``int8`` is the
-fused kernel's AVX512_VNNI path only (the NumPy backend's emulation is no engine to time)."""
+fused kernel's int8 path only, AVX512_VNNI or AVX2 (the NumPy backend's emulation is no engine to time)."""
 LIMIT = "arithmetic limit"
 """Not an engine: the matrix product timed in turn with them (:func:`limit_worker`)."""
 DEVICE_ENGINE = "rnnstream-device"

@@ -15,7 +15,7 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
 - ``rnnstream-stepper``: :meth:`StreamModel.stepper`, the step bound to preallocated buffers;
   ``rnnstream-bf16`` / ``rnnstream-bf16-widen``: ``model.step`` with bfloat16 weights (precision ``bf16``:
   bf16-dot, the rows rounded too, where it is the faster: AMX or an AMD CPU's AVX512_BF16; or ``bf16-widen``
-  everywhere); ``rnnstream-int8``: ``model.step`` at precision ``int8`` (the fused kernel's AVX512_VNNI path).
+  everywhere); ``rnnstream-int8``: ``model.step`` at precision ``int8`` (the fused kernel's AVX512_VNNI or AVX2 path).
 - ``rnnstream-beside-ort`` / ``rnnstream-beside-blas``: ``model.step`` in a process where, before each
   (untimed), ONNX Runtime steps the same model at the same batch, or NumPy multiplies two 256 × 256
   float32 matrices (OpenBLAS): their thread pools spin on the cores the kernel's helpers use (measured on
