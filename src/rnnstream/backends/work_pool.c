@@ -24,8 +24,12 @@
 #define POOL_YIELD_EVERY 64
 /* A helper is late when the caller, out of work, waits for its claimed chunks longer than this many
  * chunks of its own (plus LATE_SLACK_NS): it was preempted, most likely by another pool spinning in the
- * same process. Then the next `solo` tasks run on the caller alone, a number that doubles (to SOLO_MAX)
- * while helpers keep being late and halves when they are not. */
+ * same process. When helpers are late in LATE_TASKS tasks in a row, the next `solo` tasks run on the caller
+ * alone, a number that doubles (to SOLO_MAX) while helpers keep being late and halves when they are not.
+ * Not after one late task: a spinning neighbour makes every task late, but a helper also arrives late once
+ * in a while without one (on a 2-core Zen 3 VM, one of the first steps after a pause), and a stretch alone
+ * decided on that ran a bench round's 256-row steps at one core's speed (2.0 ms instead of 1.1) in 13 of 42
+ * rounds. */
 /* A task of fewer FLOPs than this (~40 µs of one core) runs on the caller alone while a helper sleeps: waking
  * one costs more than such a task lasts. Measured on a 2-core Zen 4 VM: the waker spends ~10 µs in
  * pthread_cond_broadcast and the helper runs ~45 µs later; the seed model's batch-1 step after 200 µs idle
@@ -35,6 +39,7 @@
 #define LOOP_GAP_NS 100000
 #define LOOP_TASKS 8
 #define LATE_CHUNKS 3
+#define LATE_TASKS 2
 #define LATE_SLACK_NS 20000
 #define SOLO_MAX 1024
 /* Lateness is forgotten after this long without a task: longer than another library's pool spins after its
@@ -61,6 +66,7 @@ static struct {
     _Atomic uint64_t claim;     /* claim_word(): generation, indices claimed from either end */
     _Atomic long done;          /* indices finished in the latest task */
     int solo, backoff;          /* tasks left to run alone; the next such run's length (both under busy) */
+    int late_tasks;             /* tasks in a row whose helpers were late (under busy) */
     _Atomic int sleeping;       /* helpers asleep on `wake` (not polling) */
     long long last_end;         /* when the last task ended (under busy) */
     int streak;                 /* small tasks run alone back to back while helpers sleep (under busy) */
@@ -127,10 +133,11 @@ static long long now_ns(void) {
 static void judge_helpers(const Task *task, long mine, long long working_ns, long long waiting_ns) {
     const int late = mine > 0 && mine < task->total &&
                      waiting_ns > LATE_CHUNKS * task->chunk * (working_ns / mine) + LATE_SLACK_NS;
-    if (late) {
+    pool.late_tasks = late ? pool.late_tasks + 1 : 0;
+    if (pool.late_tasks >= LATE_TASKS) {
         pool.backoff = pool.backoff < 8 ? 8 : pool.backoff * 2 > SOLO_MAX ? SOLO_MAX : pool.backoff * 2;
         pool.solo = pool.backoff;
-    } else {
+    } else if (!late) {
         pool.backoff /= 2;
     }
 }
@@ -204,7 +211,7 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
     }
     const Task task = {fn, job, ctx, total, chunk, helpers};
     if ((pool.solo > 0 || pool.backoff > 0) && now_ns() - pool.last_end > LATE_FORGOTTEN_NS)
-        pool.solo = pool.backoff = 0; /* lateness gone stale */
+        pool.solo = pool.backoff = pool.late_tasks = 0; /* lateness gone stale */
     if (pool.solo > 0) { /* helpers were late lately: step on this thread alone */
         pool.solo--;
         fn(job, 0, total, ctx);
@@ -230,7 +237,7 @@ static void pool_after_fork(void) {
     pthread_mutex_init(&pool.busy, NULL);
     pthread_cond_init(&pool.wake, NULL);
     pool.started = 0;
-    pool.solo = pool.backoff = pool.streak = 0;
+    pool.solo = pool.backoff = pool.late_tasks = pool.streak = 0;
 }
 
 void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
