@@ -28,8 +28,8 @@
  * alone, a number that doubles (to SOLO_MAX) while helpers keep being late and halves when they are not.
  * Not after one late task: a spinning neighbour makes every task late, but a helper also arrives late once
  * in a while without one (on a 2-core Zen 3 VM, one of the first steps after a pause), and a stretch alone
- * decided on that ran a bench round's 256-row steps at one core's speed (2.0 ms instead of 1.1) in 13 of 42
- * rounds. */
+ * decided on that ran a bench round's 256-row steps at one core's speed (over 1.8 ms instead of 1.1) in 16
+ * of 42 rounds; on two, in 4 of 42. */
 /* A task of fewer FLOPs than this (~40 µs of one core) runs on the caller alone while a helper sleeps: waking
  * one costs more than such a task lasts. Measured on a 2-core Zen 4 VM: the waker spends ~10 µs in
  * pthread_cond_broadcast and the helper runs ~45 µs later; the seed model's batch-1 step after 200 µs idle
