@@ -163,10 +163,7 @@ def test_int8_where_the_kernel_cannot_run_it_is_an_error_that_says_what_to_use()
         "    rnnstream.load(rnnstream.demo.SEED_MODEL, backend='fused', precision='int8')\n"
         "print('ok')\n"
     )
-    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": "portable"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    assert_prints_ok_under("portable", code)
     with pytest.raises(rnnstream.InputError, match="torch backend does not compute int8"):
         concrete_precision("int8", "torch")
     assert concrete_precision("int8", "numpy") == "int8"
@@ -189,7 +186,12 @@ def test_the_avx2_copy_agrees_with_the_oracle_at_int8() -> None:
         "test_the_largest_products_sum_exactly(-1.0)\n"
         "print('ok')\n"
     )
-    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": "avx2"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+    assert_prints_ok_under("avx2", code, timeout=600)
+
+
+def assert_prints_ok_under(isa: str, code: str, timeout: int = 300) -> None:
+    """``code``, run by a fresh Python whose kernel takes RNNSTREAM_KERNEL_ISA=isa (chosen at import), prints ok."""
+    env = {**os.environ, "RNNSTREAM_KERNEL_ISA": isa}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout,
                           cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
