@@ -23,7 +23,7 @@ from tests.backends.test_fused import _layer, _single_layer_model
 from tests.zoo import ZooModel, feed, make_inputs
 
 needs_int8 = pytest.mark.skipif(
-    not fused.available() or not fused.int8(), reason="the fused kernel is not built or this CPU has no AVX2"
+    not fused.available() or not fused.int8(), reason="the fused kernel is not built or has no int8 path here"
 )
 
 
@@ -63,9 +63,10 @@ def test_int8_layers_of_every_size_agree_with_the_oracle(kind: str) -> None:
 def test_the_largest_products_sum_exactly(sign: float) -> None:
     """Every weight of a column and every input at the same magnitude: each quantizes to ±127 and every product is
     ±127², so AVX2's pairs of products reach ±32,258 in their 16-bit lanes (vpmaddubsw saturates at ±32,767, a
-    row stored + 128 would pass it); 300 inputs, so the int32 sums pass 2^24. The outputs are the exact sums."""
+    row stored + 128 would pass it); 1,100 inputs, so the int32 sums pass 2^24 (float32's exact integers). The
+    outputs are the exact sums."""
     rng = np.random.default_rng(6)
-    features, units = 300, 20
+    features, units = 1_100, 20
     signs = rng.choice([-1.0, 1.0], size=features).astype(np.float32)
     column = np.arange(1, units + 1, dtype=np.float32) / 8
     dense = Dense("d", W=signs[:, None] * column[None, :], b=np.zeros(units, np.float32), activation="linear")
@@ -96,7 +97,7 @@ def test_a_row_holding_nan_or_inf_gives_nan_in_its_own_outputs_only() -> None:
 def test_a_layer_too_wide_for_int32_sums_runs_its_numpy_step() -> None:
     """A part of more than 133,000 inputs would overflow the kernel's int32 sums: that node is NumPy's, at int8."""
     if not fused.available() or not fused.int8():
-        pytest.skip("this CPU has no AVX512_VNNI")
+        pytest.skip("the kernel has no int8 path here")
     features = packing.INT8_MAX_INPUTS + 1
     model = _single_layer_model(_layer("dense", 2, features, np.random.default_rng(4), "tanh"), features)
     model.set_backend("fused", precision="int8")

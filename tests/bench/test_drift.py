@@ -34,7 +34,7 @@ def test_the_command_reports_each_model(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_int8_does_not_drift_from_fp32_over_10000_steps() -> None:
-    """The seed model at int8 (the kernel's VNNI path, or NumPy's emulation) stays within 2e-3 of fp32's
+    """The seed model at int8 (the kernel's int8 path, or NumPy's emulation) stays within 2e-3 of fp32's
     outputs (measured: 5.7e-4), and the last 1,000 steps' gap is no larger than twice the first 1,000's."""
     kernel = fused.available() and fused.int8()
     model = rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused" if kernel else "numpy")

@@ -114,11 +114,11 @@ def test_the_int8_engines_agree_within_their_bound_and_are_reported(tmp_path: Pa
     """rnnstream-int8 (where the kernel runs int8) and onnxruntime-int8 differ from rnnstream fp32, but within
     their bound; the table and the JSON carry them. Without onnxruntime.quantization, onnxruntime-int8 is
     reported missing instead."""
-    vnni, quantization = fused.available() and fused.int8(), _importable("onnxruntime.quantization")
-    wanted = {"rnnstream", "onnxruntime", "onnxruntime-int8", *(["rnnstream-int8"] if vnni else [])}
+    kernel_int8, quantization = fused.available() and fused.int8(), _importable("onnxruntime.quantization")
+    wanted = {"rnnstream", "onnxruntime", "onnxruntime-int8", *(["rnnstream-int8"] if kernel_int8 else [])}
     rows, missing = engine.measure("seed", (1, 3), tuple(e for e in engine.ENGINES if e in wanted), 1, 1, "auto")
     ours = next(iter(rows[0].seconds))
-    expected = [ours, *(["rnnstream-fused-int8"] if vnni else []), "onnxruntime",
+    expected = [ours, *(["rnnstream-fused-int8"] if kernel_int8 else []), "onnxruntime",
                 *(["onnxruntime-int8"] if quantization else [])]  # fmt: skip
     assert list(rows[0].seconds) == expected
     assert quantization or any(m.startswith("onnxruntime-int8:") and "quantization" in m for m in missing)

@@ -80,7 +80,7 @@ def bf16_dot_fast() -> bool:
 def int8() -> bool:
     """Whether the kernel computes ``int8`` (int8 weights times 8-bit rows, summed exactly in int32) on this CPU:
     with AVX512_VNNI's ``vpdpbusd`` (Intel Cascade Lake and later, AMD Zen 4 and later) where the kernel runs
-    AVX-512, with AVX2's ``vpmaddubsw`` where it runs AVX2 (AMD Zen 2 and 3, Intel Haswell and later); not on the
+    AVX-512, with AVX2's ``vpmaddubsw`` where it runs AVX2 (AMD Zen 1 to 3, Intel Haswell and later); not on the
     portable build, nor on AVX-512 CPUs without VNNI (Intel Skylake-SP) unless ``RNNSTREAM_KERNEL_ISA=avx2``."""
     return bool(_require().int8())
 

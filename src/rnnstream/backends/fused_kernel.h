@@ -10,7 +10,7 @@
  *           see wload2 in fused_accumulate.h for their layout)
  *   NAME(x) x with the instruction set's (and weight type's) suffix, so the copies do not collide
  *   PAIRS   1 (optional): the AVX512_BF16 copy, whose products are dot_kernel.h's (BF16_DOT Jobs)
- *   QUADS   1 (optional): the AVX512_VNNI copy, whose products are int8_kernel.h's (INT8_DOT Jobs)
+ *   QUADS   1 (optional): the AVX512_VNNI and AVX2 int8 copies, whose products are int8_kernel.h's (INT8_DOT Jobs)
  * Each copy defines static functions only; its entry point is NAME(run)(const Job *).
  *
  * One call of NAME(run) computes, for every batch row b and every panel p of packed weights,

@@ -20,7 +20,8 @@
  *   - AVX2: vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16 with saturation, so its
  *     operands are |qw| and qa·sign(qw) (two vpsignb): a pair of products is at most 2·127² = 32,258, exact in
  *     int16; vpmaddwd by ones adds the pairs into int32, and vpaddd into the sums. A row is stored as qa (a
- *     signed byte) and the sums start at 0. Four instructions for 32 products, where an FMA does 8.
+ *     signed byte) and the sums start at 0. Four instructions for 32 products, where an FMA does 8 (and |qw|, one
+ *     vpsignb per weight vector, which a tile's rows share).
  *
  * The layouts:
  *

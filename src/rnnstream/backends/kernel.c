@@ -120,7 +120,7 @@ static void run_dot_any(const Job *job) {
 #pragma GCC pop_options
 
 /* AVX2: int8 weights times rows quantized to 8 bits by vpmaddubsw and vpmaddwd, the same exact int32 sums as
- * AVX512_VNNI's (int8_kernel.h), for CPUs without AVX-512 (AMD Zen 2 and 3, Intel's client cores). */
+ * AVX512_VNNI's (int8_kernel.h), for CPUs without AVX-512 (AMD Zen 1 to 3, Intel's client cores). */
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define LANES 8

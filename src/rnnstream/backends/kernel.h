@@ -30,7 +30,7 @@ typedef struct {
     int weight_type; /* 0: float32 weights; BF16_WIDEN: bfloat16 weights widened on load; BF16_DOT: bfloat16
                       * weights in k-pairs, the rows rounded to bfloat16 into `packed` (vdpbf16ps, dot_kernel.h);
                       * INT8_DOT: int8 weights in k-quads, the rows quantized to 8 bits into `packed` (vpdpbusd,
-                      * int8_kernel.h), with their per-column scales and sums in `quant` */
+                      * or AVX2's vpmaddubsw: int8_kernel.h), with their per-column scales and sums in `quant` */
     const int32_t *quant; /* INT8_DOT: per panel, 4 x 4 slots x LANES words (int8_kernel.h) */
     long flops;    /* batch x the node's FLOPs per row */
 } Job;
@@ -50,7 +50,7 @@ typedef struct {
     void (*run_dot)(const Job *); /* BF16_DOT Jobs; NULL where the CPU lacks AVX512_BF16 */
     int amx; /* BF16_DOT Jobs of a few rows and more run on AMX tiles (amx_kernel.h; kernel.c: amx_min_batch) */
     int dot_fast; /* BF16_DOT runs faster than bfloat16 weights widened to float32 (kernel.c: choose_isa) */
-    void (*run_int8)(const Job *); /* INT8_DOT Jobs; NULL where the CPU lacks AVX512_VNNI */
+    void (*run_int8)(const Job *); /* INT8_DOT Jobs; NULL on the portable build and on AVX-512 without VNNI */
 } Isa;
 
 /* The variant that runs every Job: the portable one until choose_isa(). */

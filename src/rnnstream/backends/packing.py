@@ -169,7 +169,7 @@ def int8_quads(
     weights already at precision int8 come back as they are). The int8 values are ``(P, quads, 4, lanes, 4)``,
     each part padded with zero rows to whole quads; ``quant`` is ``(P, 4, 4, lanes)``: the x part's and the h
     part's column scales (float32 bits), then ``-128·Σ q`` over each part's rows (what ``vpdpbusd``'s unsigned
-    rows add: see ``int8_kernel.h``).
+    rows add; the AVX2 path, whose rows are signed, does not read them: see ``int8_kernel.h``).
 
     >>> w = np.array([2, 0, 0, 0, -1, 0, 0, 0], np.float32)  # k_x = 2 rows, 4 slots of 1 lane
     >>> q, quant = int8_quads(w, 2, 0, lanes=1)

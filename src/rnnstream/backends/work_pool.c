@@ -210,7 +210,7 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
         return;
     }
     const Task task = {fn, job, ctx, total, chunk, helpers};
-    if ((pool.solo > 0 || pool.backoff > 0) && now_ns() - pool.last_end > LATE_FORGOTTEN_NS)
+    if ((pool.solo > 0 || pool.backoff > 0 || pool.late_tasks > 0) && now_ns() - pool.last_end > LATE_FORGOTTEN_NS)
         pool.solo = pool.backoff = pool.late_tasks = 0; /* lateness gone stale */
     if (pool.solo > 0) { /* helpers were late lately: step on this thread alone */
         pool.solo--;
