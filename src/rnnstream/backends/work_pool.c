@@ -133,7 +133,7 @@ static long long now_ns(void) {
 static void judge_helpers(const Task *task, long mine, long long working_ns, long long waiting_ns) {
     const int late = mine > 0 && mine < task->total &&
                      waiting_ns > LATE_CHUNKS * task->chunk * (working_ns / mine) + LATE_SLACK_NS;
-    pool.late_tasks = late ? pool.late_tasks + 1 : 0;
+    pool.late_tasks = !late ? 0 : pool.late_tasks < LATE_TASKS ? pool.late_tasks + 1 : LATE_TASKS;
     if (pool.late_tasks >= LATE_TASKS) {
         pool.backoff = pool.backoff < 8 ? 8 : pool.backoff * 2 > SOLO_MAX ? SOLO_MAX : pool.backoff * 2;
         pool.solo = pool.backoff;
