@@ -18,10 +18,10 @@
  *   - AVX512_VNNI: one vpdpbusd, whose first operand is unsigned: a row is stored as qa + 128 (in [1, 255]) and
  *     the 128·Σ_k qw[k][j] this adds is taken back by starting the sums at -128·Σ_k qw[k][j] (Job.quant);
  *   - AVX2: vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16 with saturation, so its
- *     operands are |qw| and qa·sign(qw) (two vpsignb): a pair of products is at most 2·127² = 32,258, exact in
- *     int16; vpmaddwd by ones adds the pairs into int32, and vpaddd into the sums. A row is stored as qa (a
- *     signed byte) and the sums start at 0. Four instructions for 32 products, where an FMA does 8 (and |qw|, one
- *     vpsignb per weight vector, which a tile's rows share).
+ *     operands are |qw| (a vpsignb per weight vector, which a tile's rows share) and qa·sign(qw) (a vpsignb per
+ *     row): a pair of products is at most 2·127² = 32,258, exact in int16; vpmaddwd by ones adds the pairs into
+ *     int32, and vpaddd into the sums. A row is stored as qa (a signed byte) and the sums start at 0. Four
+ *     instructions per row for 32 products, where an FMA does 8.
  *
  * The layouts:
  *
