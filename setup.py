@@ -22,6 +22,7 @@ kernel = Extension(
         "src/rnnstream/backends/kernel.h",
         "src/rnnstream/backends/fused_kernel.h",
         "src/rnnstream/backends/fused_accumulate.h",
+        "src/rnnstream/backends/gate_math.h",
         "src/rnnstream/backends/fused_split.h",
         "src/rnnstream/backends/fused_low.h",
         "src/rnnstream/backends/dot_kernel.h",

@@ -77,11 +77,11 @@ static void amx_items(const Job *job, long lo, long hi, const void *ctx) {
         amx_slot_pair(job, p, r0, 0, z);
         amx_slot_pair(job, p, r0, 2, z);
         const float *bias = job->bias + (size_t)p * 64;
-        for (int m = 0; m < count; m++) {
-            vf_avx512_dot acc[4];
-            for (int s = 0; s < 4; s++) acc[s] = load_avx512_dot(z + m * 64 + s * 16) + load_avx512_dot(bias + s * 16);
-            finish_avx512_dot(job, p, (size_t)(r0 + m), acc);
-        }
+        vf_avx512_dot acc[AMX_ROWS][4];
+        for (int m = 0; m < count; m++)
+            for (int s = 0; s < 4; s++)
+                acc[m][s] = load_avx512_dot(z + m * 64 + s * 16) + load_avx512_dot(bias + s * 16);
+        finish_rows_avx512_dot(job, p, r0, count, acc);
     }
     _tile_release();
 }

@@ -24,8 +24,9 @@
  *     GRU    slots z, r, n_x, n_h (reset after): n = tanh(n_x + σ(r)·n_h),  h' = σ(z)·h + (1-σ(z))·n
  *     ACT    slots are 4·LANES consecutive units: y = act(acc)   (Dense, SimpleRNN)
  *
- * σ and tanh take one e^x each (a degree-5 polynomial: see NAME(exp)) and one division, within 2e-7
- * of the exact values; on a Zen 4 the LSTM epilogue thus costs ~4% of a step at batch 256, not ~9%.
+ * σ and tanh take one e^x each (a degree-5 polynomial: see gate_math.h) and one division, σ(a)·tanh(b) two
+ * e^x and one division, within 2e-7 of the exact values; on a Zen 4 the LSTM epilogue thus costs ~4% of a
+ * step at batch 256, not ~9%.
  *
  * Two ways to get there. Small batches (and builds with BLOCKED 0) keep an MB-row tile's 4 slots in
  * registers for all K inputs. With BLOCKED 1, batches of BR rows and more pack their rows into tiles
@@ -88,78 +89,7 @@ static inline __attribute__((always_inline)) VF NAME(select)(VI mask, VF yes, VF
     return (VF)(((VI)yes & mask) | ((VI)no & ~mask));
 }
 
-/* The gate math's building blocks. The AVX-512 copies (LANES 16) do in one instruction each what the
- * other instruction sets spell out in generic vector code. */
-#if LANES == 16
-/* x within [-c, c]; a NaN stays NaN (vmaxps and vminps return their second operand if either is NaN) */
-static inline __attribute__((always_inline)) VF NAME(clamp)(VF x, float c) {
-    return (VF)_mm512_min_ps((__m512)NAME(splat)(c), _mm512_max_ps((__m512)NAME(splat)(-c), (__m512)x));
-}
-
-static inline __attribute__((always_inline)) VF NAME(round)(VF x) {
-    return (VF)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-
-/* p·2^n for an integral n */
-static inline __attribute__((always_inline)) VF NAME(scale2)(VF p, VF n) {
-    return (VF)_mm512_scalef_ps((__m512)p, (__m512)n);
-}
-#else
-static inline __attribute__((always_inline)) VF NAME(clamp)(VF x, float c) {
-    x = NAME(select)(x < -c, NAME(splat)(-c), x); /* a NaN compares false: it stays */
-    return NAME(select)(x > c, NAME(splat)(c), x);
-}
-
-static inline __attribute__((always_inline)) VF NAME(round)(VF x) {
-    const VF shifter = NAME(splat)(12582912.0f); /* 1.5·2^23: adding it rounds to an integer */
-    return (x + shifter) - shifter;
-}
-
-/* p·2^n for an integral n in [-126, 127]: 2^n built in the exponent bits */
-static inline __attribute__((always_inline)) VF NAME(scale2)(VF p, VF n) {
-    VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
-    return p * (VF)bits;
-}
-#endif
-
-/* e^x for x in [-87, 87] (clamped there): x = n·ln2 + r with |r| <= ln2/2, and
- * e^r ≈ 1 + r + r²·(c2 + c3·r + c4·r² + c5·r³), its coefficients fitted for the least maximum relative
- * error on that interval, 1.1e-7 (the Taylor series to r^5 is 3e-6 off, to r^6 1.6e-7). r takes one
- * FMA with ln2 rounded to float32, 2e-9 off: n·2e-9 more relative error (the portable build, without
- * FMA, adds the product's rounding, up to n·4e-8), which grows only where |x| is large and σ and tanh
- * are flat: their absolute error stays below 2e-7 on every build. */
-static inline __attribute__((always_inline)) VF NAME(exp)(VF x) {
-    x = NAME(clamp)(x, 87.0f);
-    VF n = NAME(round)(x * 1.44269504088896341f);
-    VF r = x - n * 0.693147182f;
-    VF p = NAME(splat)(8.312525228e-3f);
-    p = p * r + 4.189011455e-2f;
-    p = p * r + 1.666711420e-1f;
-    p = p * r + 4.999923110e-1f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    return NAME(scale2)(p, n);
-}
-
-/* Both with true divisions: on Zen 4, vdivps (one instruction, then the divider works beside the FMA
- * units) took an LSTM(200) step ~2.5% faster than vrcp14ps and a Newton step (three instructions). */
-static inline __attribute__((always_inline)) VF NAME(sigmoid)(VF x) { return 1.0f / (1.0f + NAME(exp)(-x)); }
-
-/* tanh x = (1 - t)/(1 + t) with t = e^{-2x}: absolute error below 2e-7 (near 0 a large relative error,
- * which a sum into a state does not notice); ±inf give ±1 (t within [e^-87, e^87]), NaN gives NaN. */
-static inline __attribute__((always_inline)) VF NAME(tanh)(VF x) {
-    VF t = NAME(exp)(-2.0f * x);
-    return (1.0f - t) / (1.0f + t);
-}
-
-static inline __attribute__((always_inline)) VF NAME(activate)(int act, VF z) {
-    switch (act) {
-        case ACT_TANH: return NAME(tanh)(z);
-        case ACT_SIGMOID: return NAME(sigmoid)(z);
-        case ACT_RELU: return NAME(select)(z > 0.0f, z, NAME(splat)(0.0f));
-        default: return z;
-    }
-}
+#include "gate_math.h"
 
 /* Read `n` floats (n <= LANES) into a vector, zeros after them. */
 static inline __attribute__((always_inline)) VF NAME(load_part)(const float *p, int n) {
@@ -195,26 +125,46 @@ static inline __attribute__((always_inline)) void NAME(store_part)(float *p, VF 
 #undef ACC
 #endif
 
-/* The layer's epilogue for batch row `row` of panel p, from its 4 accumulator vectors. */
-static inline __attribute__((always_inline)) void NAME(finish)(const Job *job, int p, size_t row, const VF acc[4]) {
-    float *out = job->out + row * job->out_stride;
+/* The layer's epilogue for batch rows r0..r0+count-1 of panel p, from their 4 accumulator vectors each (which it
+ * may overwrite). A gated layer's runs in two passes over the rows: each pass's chain of dependent operations is
+ * two e^x and a division, half the chain of one row's whole epilogue, so the CPU overlaps more rows of it. On a
+ * Zen 3 (AVX2, one thread, 256 rows) the epilogue of an LSTM(200) step took 95 µs in one pass and 75 in two, of
+ * LSTM(100) 51 and 32 (before gate_math.h's shorter e^x and σ(a)·tanh(b): 124 and 68). */
+static inline __attribute__((always_inline)) void NAME(finish_rows)(const Job *job, int p, int r0, const int count,
+                                                                    VF acc[][4]) {
+    const int u0 = p * LANES, n = job->units - u0;
     if (job->epilogue == EPI_LSTM) {
-        const int u0 = p * LANES, n = job->units - u0;
-        VF c = NAME(load_part)(job->c + row * job->c_stride + u0, n);
-        VF c_new = NAME(sigmoid)(acc[1]) * c + NAME(sigmoid)(acc[0]) * NAME(tanh)(acc[2]);
-        VF h_new = NAME(sigmoid)(acc[3]) * NAME(tanh)(c_new);
-        NAME(store_part)(out + u0, h_new, n);
-        NAME(store_part)(job->out_c + row * job->out_c_stride + u0, c_new, n);
+#pragma GCC unroll 8
+        for (int m = 0; m < count; m++) { /* c' = σ(f)·c + σ(i)·tanh(g), into acc[m][1] */
+            const size_t row = (size_t)(r0 + m);
+            const VF c = NAME(load_part)(job->c + row * job->c_stride + u0, n);
+            acc[m][1] = NAME(sigmoid)(acc[m][1]) * c + NAME(sigmoid_tanh)(acc[m][0], acc[m][2]);
+            NAME(store_part)(job->out_c + row * job->out_c_stride + u0, acc[m][1], n);
+        }
+#pragma GCC unroll 8
+        for (int m = 0; m < count; m++) /* h' = σ(o)·tanh(c') */
+            NAME(store_part)(job->out + (size_t)(r0 + m) * job->out_stride + u0,
+                             NAME(sigmoid_tanh)(acc[m][3], acc[m][1]), n);
     } else if (job->epilogue == EPI_GRU) {
-        const int u0 = p * LANES, n = job->units - u0;
-        VF h = NAME(load_part)(job->h + row * job->h_stride + u0, n);
-        VF z = NAME(sigmoid)(acc[0]);
-        VF cand = NAME(tanh)(acc[2] + NAME(sigmoid)(acc[1]) * acc[3]);
-        NAME(store_part)(out + u0, z * h + (1.0f - z) * cand, n);
+#pragma GCC unroll 8
+        for (int m = 0; m < count; m++) { /* z into acc[m][0], n's pre-activation n_x + σ(r)·n_h into acc[m][2] */
+            acc[m][0] = NAME(sigmoid)(acc[m][0]);
+            acc[m][2] += NAME(sigmoid)(acc[m][1]) * acc[m][3];
+        }
+#pragma GCC unroll 8
+        for (int m = 0; m < count; m++) { /* h' = z·h + (1 - z)·tanh(n) */
+            const size_t row = (size_t)(r0 + m);
+            const VF h = NAME(load_part)(job->h + row * job->h_stride + u0, n), z = acc[m][0];
+            NAME(store_part)(job->out + row * job->out_stride + u0, z * h + (1.0f - z) * NAME(tanh)(acc[m][2]), n);
+        }
     } else {
-        for (int s = 0; s < 4 && (p * 4 + s) * LANES < job->units; s++) { /* a last panel's used slots */
-            const int u0 = (p * 4 + s) * LANES;
-            NAME(store_part)(out + u0, NAME(activate)(job->activation, acc[s]), job->units - u0);
+#pragma GCC unroll 8
+        for (int m = 0; m < count; m++) {
+            float *out = job->out + (size_t)(r0 + m) * job->out_stride;
+            for (int s = 0; s < 4 && (p * 4 + s) * LANES < job->units; s++) { /* a last panel's used slots */
+                const int v0 = (p * 4 + s) * LANES;
+                NAME(store_part)(out + v0, NAME(activate)(job->activation, acc[m][s]), job->units - v0);
+            }
         }
     }
 }
@@ -253,8 +203,7 @@ static inline __attribute__((always_inline)) void NAME(tile)(const Job *job, int
     NAME(accumulate)(acc, xrow, K1, w, mb, slots);
     NAME(accumulate)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb, slots);
 #endif
-#pragma GCC unroll 8
-    for (int m = 0; m < mb; m++) NAME(finish)(job, p, (size_t)(r0 + m), acc[m]);
+    NAME(finish_rows)(job, p, r0, mb, acc);
 }
 
 #if LOW_HALVES
@@ -318,7 +267,7 @@ static void NAME(pack_tiles)(const Job *job, float *packed, int t0, int t1) {
 
 /* Rows r0..r0+count-1 (r0 a multiple of BR, count <= RB_MAX) of panel p. */
 static void NAME(block_item)(const Job *job, const float *packed, int p, int r0, int count) {
-    float z[RB_MAX * 4 * LANES] __attribute__((aligned(64)));
+    VF z[RB_MAX][4]; /* the rows' 4 slots' sums, as in block_tile's stores */
     const int K = job->k_x + job->k_h, tiles = (count + BR - 1) / BR;
     const WT *panel = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
     const float *bias = job->bias + (size_t)p * 4 * LANES;
@@ -339,15 +288,11 @@ static void NAME(block_item)(const Job *job, const float *packed, int p, int r0,
                 next_n = next_k0 > 0 ? (K - next_k0 < KC ? K - next_k0 : KC) : p + 1 < job->panels ? n : 0;
             }
             for (int t = 0; t < tiles; t++)
-                NAME(block_tile)(z + (size_t)t * BR * 4 * LANES + v0 * LANES, rows + ((size_t)t * K + k0) * BR, n, w,
+                NAME(block_tile)((float *)(z[t * BR] + v0), rows + ((size_t)t * K + k0) * BR, n, w,
                                  bias + v0 * LANES, k0 == 0, next, t == tiles - 1 ? next_n : 0);
         }
     }
-    for (int m = 0; m < count; m++) {
-        VF acc[4];
-        for (int s = 0; s < 4; s++) acc[s] = s < slots ? NAME(load)(z + m * 4 * LANES + s * LANES) : NAME(splat)(0.0f);
-        NAME(finish)(job, p, (size_t)(r0 + m), acc);
-    }
+    NAME(finish_rows)(job, p, r0, count, z);
 }
 
 /* Rows per block: as many as keep a block's packed rows (RB·K floats) within BLOCK_FLOATS (L2), in

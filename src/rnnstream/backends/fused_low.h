@@ -45,7 +45,7 @@ static inline __attribute__((always_inline)) void NAME(accumulate_joined)(NAME(v
  * runs a 256-bit FMA at a 512-bit one's rate, so the float copies join two slots' halves in one vector
  * (NAME(accumulate_joined): on a Xeon with AMX, LSTM(200) 119.7 → 122.8 GFLOP/s on one thread, LSTM(100)
  * 95.7 → 99.0; the same number of 256-bit halves on a Zen 4). The sums are widened back, the upper half
- * zero, for NAME(finish), which stores only the panel's units. */
+ * zero, for NAME(finish_rows), which stores only the panel's units. */
 static inline __attribute__((always_inline)) void NAME(tile_low)(const Job *job, int p, int r0, const int mb) {
     const int K1 = job->k_x, K2 = job->k_h, K = K1 + K2;
     const WT *w = (const WT *)job->weights + (size_t)p * K * 4 * LANES;
@@ -71,10 +71,9 @@ static inline __attribute__((always_inline)) void NAME(tile_low)(const Job *job,
         NAME(accumulate_low)(acc, hrow, K2, w + (size_t)K1 * 4 * LANES, mb, 4);
     }
 #endif
+    VF wide[MB][4];
 #pragma GCC unroll 8
-    for (int m = 0; m < mb; m++) {
-        VF wide[4];
-        for (int s = 0; s < 4; s++) wide[s] = (VF)_mm512_zextps256_ps512((__m256)acc[m][s]);
-        NAME(finish)(job, p, (size_t)(r0 + m), wide);
-    }
+    for (int m = 0; m < mb; m++)
+        for (int s = 0; s < 4; s++) wide[m][s] = (VF)_mm512_zextps256_ps512((__m256)acc[m][s]);
+    NAME(finish_rows)(job, p, r0, mb, wide);
 }
