@@ -25,6 +25,7 @@ kernel = Extension(
         "src/rnnstream/backends/gate_math.h",
         "src/rnnstream/backends/fused_split.h",
         "src/rnnstream/backends/fused_low.h",
+        "src/rnnstream/backends/fused_narrow.h",
         "src/rnnstream/backends/dot_kernel.h",
         "src/rnnstream/backends/int8_kernel.h",
         "src/rnnstream/backends/int8_accumulate.h",

@@ -376,6 +376,9 @@ static inline int NAME(shape_of)(const Job *job, int p) {
 #undef TILE_FNS
 #undef TILE_LOW
 
+#if !PAIRS && !QUADS
+#include "fused_narrow.h"
+#endif
 #include "fused_split.h"
 
 #undef VF

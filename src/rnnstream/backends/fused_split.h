@@ -79,6 +79,9 @@ static void NAME(block_range)(const Job *job, long lo, long hi, const void *ctx)
 }
 
 static void NAME(run)(const Job *job) {
+#if !PAIRS && !QUADS
+    if (NAME(run_narrow)(job)) return;
+#endif
 #if BLOCKED
     if (job->packed != NULL) {
         NAME(run_blocked)(job);
