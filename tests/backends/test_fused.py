@@ -147,8 +147,8 @@ def test_long_rows_and_many_blocks(kind: str, rng: np.random.Generator) -> None:
 @pytest.mark.parametrize("kind", ["simple_rnn", "dense"])
 def test_narrow_layers_run_dot_products(kind: str, rng: np.random.Generator) -> None:
     """Dense and SimpleRNN layers of at most 4 units, from 8 rows on, run one dot product per output along the
-    inputs (fused_narrow.h): inputs around the vectors' multiples (the last vector part-filled, or none), past
-    the 2,048 inputs it takes (the panel path again), 7 and 8 rows (its threshold), one thread and two."""
+    inputs (fused_narrow.h): inputs around the vectors' multiples (the last vector part-filled, or none), many
+    inputs, 5 units (the panel path), 7 and 8 rows (its threshold), one thread and two."""
     for units, features in [(1, 1), (2, 7), (3, 16), (4, 17), (1, 33), (4, 200), (5, 40), (1, 2049)]:
         model = _single_layer_model(_layer(kind, units, features, rng, "sigmoid"), features)
         for threads in (1, 2):

@@ -242,14 +242,18 @@ int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject
     job->weight_type = plan->weight_type;
     job->quant = plan->quant;
     job->bias = plan->bias;
-    job->threads = threads > 1 && batch * plan->row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
-    job->flops = (long)batch * plan->row_flops;
     const int K = plan->k_x + plan->k_h;
+    const int narrow = narrow_job(plan->epilogue, plan->weight_type, plan->units, (long)batch) && K > 0;
+    const long row_flops = narrow ? 2L * K * plan->units : plan->row_flops; /* a narrow Job's dot products */
+    job->threads = threads > 1 && batch * row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
+    job->flops = (long)batch * row_flops;
     if (plan->weight_type == BF16_DOT) /* the rows as bfloat16 pairs, in whole blocks of AMX_ROWS */
         *packed_floats =
             (size_t)(batch + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS * (size_t)dot_row_words(plan->k_x, plan->k_h);
     else if (plan->weight_type == INT8_DOT) /* the rows as 8-bit quads, then two scales per row */
         *packed_floats = (size_t)batch * (size_t)(int8_row_words(plan->k_x, plan->k_h) + 2);
+    else if (narrow) /* its weights' columns */
+        *packed_floats = (size_t)plan->units * (size_t)K;
     else
         *packed_floats = chosen.blocked && batch >= BR && K > 0 ? (size_t)(batch + BR - 1) / BR * BR * K : 0;
     return 0;

@@ -1,7 +1,7 @@
 /* The BF16_DOT product on AMX tiles (Intel Sapphire Rapids and later): blocks of AMX_ROWS batch rows.
  *
  * Part of kernel.c, included after fused_kernel.h's AVX512_BF16 copy (whose row pairing and epilogue
- * it reuses: round_all_rows_avx512_dot, finish_avx512_dot) under `#pragma GCC target("amx-tile,amx-bf16")`.
+ * it reuses: round_all_rows_avx512_dot, finish_rows_avx512_dot) under `#pragma GCC target("amx-tile,amx-bf16")`.
  * The same numbers as dot_kernel.h: bfloat16 rows times bfloat16 weights, exact products summed in
  * float32, in another order. `_tile_dpbf16ps(c, a, b)` adds to a 16 x 16 float32 tile c the products of
  * a (16 rows x 16 words of bfloat16 pairs) and b (16 words x 16 columns of pairs), which is how the rows

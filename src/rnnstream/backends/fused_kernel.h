@@ -24,14 +24,16 @@
  *     GRU    slots z, r, n_x, n_h (reset after): n = tanh(n_x + σ(r)·n_h),  h' = σ(z)·h + (1-σ(z))·n
  *     ACT    slots are 4·LANES consecutive units: y = act(acc)   (Dense, SimpleRNN)
  *
- * σ and tanh take one e^x each (a degree-5 polynomial: see gate_math.h) and one division, σ(a)·tanh(b) two
- * e^x and one division, within 2e-7 of the exact values; on a Zen 4 the LSTM epilogue thus costs ~4% of a
- * step at batch 256, not ~9%.
+ * σ and tanh take one e^x each (a degree-5 polynomial: see gate_math.h) and one division, within 2e-7 of the
+ * exact values, σ(a)·tanh(b) two e^x and one division, within 3e-7; on a Zen 4 the LSTM epilogue thus cost ~4%
+ * of a step at batch 256, not ~9% (before gate_math.h's shorter chains, which took a third to a half off it on
+ * a Zen 3).
  *
  * Two ways to get there. Small batches (and builds with BLOCKED 0) keep an MB-row tile's 4 slots in
  * registers for all K inputs. With BLOCKED 1, batches of BR rows and more pack their rows into tiles
  * and run the product in cache-sized blocks (see "the blocked path" below); on the AVX2 machine this
- * took an LSTM(512) step from ~45 to ~60-75 GFLOP/s per core.
+ * took an LSTM(512) step from ~45 to ~60-75 GFLOP/s per core. A narrow Dense or SimpleRNN layer (at most
+ * 4 units) from 8 rows on takes neither: one dot product per output along the inputs (fused_narrow.h).
  */
 #if !defined(LANES) || !defined(MB) || !defined(BLOCKED) || !defined(NAME) || !defined(WT)
 #error "fused_kernel.h is a template: define LANES, MB, BLOCKED, WT and NAME(x) before including it (see kernel.c)"

@@ -1,9 +1,11 @@
 /* How one kernel call's tiles are shared between the calling thread and the work pool's helpers: part of the
  * fused_kernel.h template (included by it, once per instruction set, after the tiles it runs: NAME(tile_fns)).
  *
- * NAME(run) is the copy's entry point. Small batches go tile by tile in panel-major order, so that each thread
- * reads its share of the weights from its own core's cache; large ones row block by row block, so that each
- * thread keeps the same rows through every layer and step (see NAME(run) for when, and what it measured).
+ * NAME(run) is the copy's entry point. A narrow layer's Job runs its dot products (fused_narrow.h), and with
+ * BLOCKED, a Job with Job.packed set the blocked path (fused_kernel.h). Otherwise, small batches go tile by tile
+ * in panel-major order, so that each thread reads its share of the weights from its own core's cache; large ones
+ * row block by row block, so that each thread keeps the same rows through every layer and step (see NAME(run)
+ * for when, and what it measured).
  */
 
 /* The most tiles per row block on the row-major path (NAME(block_range)): 48 rows at MB 6, which share each
@@ -80,7 +82,7 @@ static void NAME(block_range)(const Job *job, long lo, long hi, const void *ctx)
 
 static void NAME(run)(const Job *job) {
 #if !PAIRS && !QUADS
-    if (NAME(run_narrow)(job)) return;
+    if (NAME(run_narrow)(job)) return; /* a narrow layer's: _fused.c gave it Job.packed for its weight columns */
 #endif
 #if BLOCKED
     if (job->packed != NULL) {
