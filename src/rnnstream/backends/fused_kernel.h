@@ -130,8 +130,8 @@ static inline __attribute__((always_inline)) void NAME(store_part)(float *p, VF 
 /* The layer's epilogue for batch rows r0..r0+count-1 of panel p, from their 4 accumulator vectors each (which it
  * may overwrite). A gated layer's runs in two passes over the rows: each pass's chain of dependent operations is
  * two e^x and a division, half the chain of one row's whole epilogue, so the CPU overlaps more rows of it. On a
- * Zen 3 (AVX2, one thread, 256 rows) the epilogue of an LSTM(200) step took 95 µs in one pass and 75 in two, of
- * LSTM(100) 51 and 32 (before gate_math.h's shorter e^x and σ(a)·tanh(b): 124 and 68). */
+ * Zen 3 (AVX2, one thread, 256 rows) the epilogue of an LSTM(200) step took 95 µs in one pass and 66-75 in two,
+ * of LSTM(100) 51 and 32 (before gate_math.h's shorter e^x and σ(a)·tanh(b): 124-127 and 67-68). */
 static inline __attribute__((always_inline)) void NAME(finish_rows)(const Job *job, int p, int r0, const int count,
                                                                     VF acc[][4]) {
     const int u0 = p * LANES, n = job->units - u0;

@@ -4,8 +4,10 @@
  *
  * σ and tanh are within 2e-7 of the exact values in absolute terms, σ(a)·tanh(b) within 3e-7 (the roundings of
  * 1 + e^{-a}, the product and the division add up to 2.6e-7 where the product is near ±1; tanh and σ rounded
- * apart and multiplied were 2.2e-7 off), and NaN stays NaN (tests/backends/test_gate_math.py sweeps them). The AVX-512 copies (LANES 16) do in one instruction each (vminps, vmaxps,
- * vrndscaleps, vscalefps) what the other instruction sets spell out in generic vector code.
+ * apart and multiplied were 2.2e-7 off), and NaN stays NaN (tests/backends/test_gate_math.py sweeps them).
+ *
+ * The AVX-512 copies (LANES 16) round and scale by 2^n in one instruction each (vrndscaleps, vscalefps); they and
+ * the AVX2 copies clamp with vmaxps and vminps; the portable build spells it all out in generic vector code.
  */
 #if !defined(VF) || !defined(VI) || !defined(LANES)
 #error "gate_math.h is part of fused_kernel.h: include that"
