@@ -13,11 +13,10 @@ import pytest
 
 import rnnstream
 from rnnstream.backends import fused
-from rnnstream.graph import GraphBuilder
 from rnnstream.layers.dense import Dense
-from rnnstream.layers.layer import Layer, TensorSpec
 from rnnstream.layers.recurrent import GRU, LSTM
 from rnnstream.state import State
+from tests.backends.test_fused import _single_layer_model
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason="the fused kernel is not built")
 
@@ -26,13 +25,6 @@ GATE_ERROR = 2e-7
 
 PRODUCT_ERROR = 3e-7
 """The largest absolute error of σ(a)·tanh(b) (gate_math.h: seen 2.6e-7 where the product is near ±1)."""
-
-
-def _model(layer: Layer, features: int) -> rnnstream.StreamModel:
-    g = GraphBuilder()
-    x = g.add_input("x", TensorSpec((features,)))
-    (y, *_) = g.add_node(layer.name, layer, [x])
-    return rnnstream.StreamModel(g.build([y], ["y"]), backend="fused", threads=1)
 
 
 def _sweep(count: int, seed: int) -> np.ndarray:
@@ -73,7 +65,7 @@ def test_sigmoid_and_tanh_within_their_bound(activation: str, exact: object, per
     units = 200  # several panels, the last one part-filled
     z = _sweep(20_000, seed=1)
     rows = np.resize(z, (z.size // units + 1) * units).reshape(-1, units)
-    model = _model(
+    model = _single_layer_model(
         Dense("d", W=np.eye(units, dtype=np.float32), b=np.zeros(units, np.float32), activation=activation), units
     )
     y, _ = _step(model, rows, model.initial_state(len(rows)).rows, per_call)
@@ -88,7 +80,7 @@ def test_the_lstm_gates_within_their_bound(per_call: int) -> None:
     from the kernel's c'."""
     units, rng = 96, np.random.default_rng(2)
     eye, zeros = np.eye(4 * units, dtype=np.float32), np.zeros((units, 4 * units), np.float32)
-    model = _model(LSTM("l", Wx=eye, Wh=zeros, b=np.zeros(4 * units, np.float32)), 4 * units)
+    model = _single_layer_model(LSTM("l", Wx=eye, Wh=zeros, b=np.zeros(4 * units, np.float32)), 4 * units)
     for seed in range(3):
         z = _sweep(6_000, seed=10 + seed)
         batch = z.size // units
@@ -122,7 +114,9 @@ def test_nan_and_infinities_in_dense_layers(batch: int, activation: str) -> None
     rows); the weights are zero, so each pre-activation is its bias."""
     x = np.random.default_rng(batch).normal(0.0, 1.0, (batch, 3)).astype(np.float32)
     for bias in (SPECIAL, SPECIAL[:4], SPECIAL[4:]):
-        model = _model(Dense("d", W=np.zeros((3, bias.size), np.float32), b=bias, activation=activation), 3)
+        model = _single_layer_model(
+            Dense("d", W=np.zeros((3, bias.size), np.float32), b=bias, activation=activation), 3
+        )
         y, _ = model.step(x, model.initial_state(batch))
         exact = _sigmoid(bias) if activation == "sigmoid" else np.tanh(bias.astype(np.float64))
         np.testing.assert_allclose(
@@ -139,7 +133,7 @@ def test_nan_and_infinities_in_lstm_and_gru_gates(batch: int) -> None:
     b = np.resize(SPECIAL, 4 * units)
     lstm = LSTM("l", Wx=np.zeros((3, 4 * units), np.float32), Wh=np.zeros((units, 4 * units), np.float32), b=b)
     c = rng.uniform(-3.0, 3.0, (batch, units)).astype(np.float32)
-    model = _model(lstm, 3)
+    model = _single_layer_model(lstm, 3)
     y, state = model.step(x, State(np.concatenate([np.zeros_like(c), c], axis=1), model.fingerprint))
     i, f, g, o = (b[k * units : (k + 1) * units].astype(np.float64) for k in range(4))
     c_exact = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
@@ -157,7 +151,7 @@ def test_nan_and_infinities_in_lstm_and_gru_gates(batch: int) -> None:
         reset_after=True,
     )
     h = rng.uniform(-1.0, 1.0, (batch, units)).astype(np.float32)
-    model = _model(gru, 3)
+    model = _single_layer_model(gru, 3)
     y, _ = model.step(x, State(h, model.fingerprint))
     with np.errstate(invalid="ignore"):  # NaN - NaN
         z, r = _sigmoid(bx[:units] + bh[:units]), _sigmoid(bx[units : 2 * units] + bh[units : 2 * units])
