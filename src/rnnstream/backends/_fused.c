@@ -38,6 +38,7 @@ typedef struct {
     void *weights;
     float *bias;
     int32_t *quant; /* INT8_DOT: the columns' scales and sums (int8_kernel.h); else NULL */
+    float *columns; /* a narrow layer's weights by unit, k-contiguous (kernel.h: NARROW_UNITS); else NULL */
 } Plan;
 
 /* A node's step shares its work with helper threads from this many FLOPs (~0.5 µs of one core): the pool never
@@ -52,7 +53,26 @@ static void plan_free(PyObject *capsule) {
     free(plan->weights);
     free(plan->bias);
     free(plan->quant);
+    free(plan->columns);
     PyMem_Free(plan);
+}
+
+/* A Dense or SimpleRNN layer of at most NARROW_UNITS units with float32 weights: its panel's columns (unit j at
+ * k·4·lanes + j) copied out k-contiguous, unit by unit, once (fused_narrow.h reads them). NULL: not such a layer,
+ * or out of memory (*failed set). */
+static float *narrow_columns(const Plan *p, int *failed) {
+    const size_t K = (size_t)p->k_x + (size_t)p->k_h, lanes = (size_t)chosen.lanes;
+    if (p->epilogue != EPI_ACT || p->weight_type != 0 || p->units > NARROW_UNITS || p->units < 1 || K == 0)
+        return NULL;
+    float *columns = aligned_alloc(64, ((size_t)p->units * K * sizeof(float) + 63) / 64 * 64);
+    if (columns == NULL) {
+        *failed = 1;
+        return NULL;
+    }
+    const float *panel = p->weights;
+    for (size_t j = 0; j < (size_t)p->units; j++)
+        for (size_t k = 0; k < K; k++) columns[j * K + k] = panel[k * 4 * lanes + j];
+    return columns;
 }
 
 /* A 64-byte aligned copy of a contiguous array, in whole lines (NULL when out of memory). */
@@ -149,8 +169,10 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     plan->weights = aligned_copy((PyArrayObject *)weights);
     plan->bias = (float *)aligned_copy((PyArrayObject *)bias);
     plan->quant = quant != Py_None ? (int32_t *)aligned_copy((PyArrayObject *)quant) : NULL;
+    int failed = 0;
+    plan->columns = plan->weights != NULL ? narrow_columns(plan, &failed) : NULL;
     PyObject *capsule = NULL;
-    if (plan->weights == NULL || plan->bias == NULL || (quant != Py_None && plan->quant == NULL))
+    if (plan->weights == NULL || plan->bias == NULL || (quant != Py_None && plan->quant == NULL) || failed)
         PyErr_NoMemory();
     else
         capsule = PyCapsule_New(plan, "rnnstream.fused.plan", plan_free);
@@ -158,6 +180,7 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
         free(plan->weights);
         free(plan->bias);
         free(plan->quant);
+        free(plan->columns);
         PyMem_Free(plan);
     }
     return capsule;
@@ -243,7 +266,8 @@ int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject
     job->quant = plan->quant;
     job->bias = plan->bias;
     const int K = plan->k_x + plan->k_h;
-    const int narrow = narrow_job(plan->epilogue, plan->weight_type, plan->units, (long)batch) && K > 0;
+    const int narrow = plan->columns != NULL && batch >= NARROW_MIN_BATCH;
+    job->columns = narrow ? plan->columns : NULL;
     const long row_flops = narrow ? 2L * K * plan->units : plan->row_flops; /* a narrow Job's dot products */
     job->threads = threads > 1 && batch * row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
     job->flops = (long)batch * row_flops;
@@ -252,8 +276,8 @@ int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject
             (size_t)(batch + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS * (size_t)dot_row_words(plan->k_x, plan->k_h);
     else if (plan->weight_type == INT8_DOT) /* the rows as 8-bit quads, then two scales per row */
         *packed_floats = (size_t)batch * (size_t)(int8_row_words(plan->k_x, plan->k_h) + 2);
-    else if (narrow) /* its weights' columns */
-        *packed_floats = (size_t)plan->units * (size_t)K;
+    else if (narrow)
+        *packed_floats = 0;
     else
         *packed_floats = chosen.blocked && batch >= BR && K > 0 ? (size_t)(batch + BR - 1) / BR * BR * K : 0;
     return 0;

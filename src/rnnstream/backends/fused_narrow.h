@@ -1,6 +1,6 @@
 /* A narrow Dense or SimpleRNN layer (at most NARROW_UNITS units: a model's output head, such as the seed model's
- * Dense(1)) with float32 weights, from NARROW_MIN_BATCH rows (kernel.h: narrow_job), part of the fused_kernel.h
- * template (included by its float copies, once per instruction set).
+ * Dense(1)) with float32 weights, from NARROW_MIN_BATCH rows (kernel.h), part of the fused_kernel.h template
+ * (included by its float copies, once per instruction set).
  *
  * The panel path computes a whole panel's 4·LANES columns for each row, and the blocked path first copies every
  * row into tiles: for Dense(1) over 200 inputs at 256 rows that took 57 µs on a Zen 3 core, for 0.1 MFLOP (3% of
@@ -9,8 +9,7 @@
  *
  *     y[b][j] = act(bias[j] + sum_k a[b][k] · w[k][j])        a[b] = [x[b], h[b]]
  *
- * with each unit's weights first gathered out of the panel (a stride of 4·LANES floats) into a contiguous column
- * in Job.packed, which _fused.c sizes for them (units x K floats).
+ * over each unit's weights as one contiguous column (Job.columns, copied out of the panel when the plan is made).
  */
 
 /* sum_k a[k] · w[k] over n inputs, in two vectors of partial sums (two chains of FMAs in flight). */
@@ -44,15 +43,10 @@ static void NAME(narrow_range)(const Job *job, long lo, long hi, const void *ctx
     }
 }
 
-/* Runs the Job and returns 1 if it is a narrow layer's (Job.packed then holds room for its columns); else 0. */
+/* Runs the Job and returns 1 if it is a narrow layer's (Job.columns set); else 0. */
 static int NAME(run_narrow)(const Job *job) {
-    if (job->packed == NULL || !narrow_job(job->epilogue, job->weight_type, job->units, job->batch)) return 0;
-    const int K = job->k_x + job->k_h;
-    float *columns = job->packed;
-    const float *panel = (const float *)job->weights; /* w[k][slot 0][unit j] at k·4·LANES + j */
-    for (int j = 0; j < job->units; j++)
-        for (int k = 0; k < K; k++) columns[(size_t)j * K + k] = panel[(size_t)k * 4 * LANES + j];
+    if (job->columns == NULL) return 0;
     const long share = 2L * job->threads, rows = (job->batch + share - 1) / share;
-    parallel_range(job, job->batch, rows > 64 ? rows : 64, NAME(narrow_range), columns);
+    parallel_range(job, job->batch, rows > 64 ? rows : 64, NAME(narrow_range), job->columns);
     return 1;
 }

@@ -82,7 +82,7 @@ static void NAME(block_range)(const Job *job, long lo, long hi, const void *ctx)
 
 static void NAME(run)(const Job *job) {
 #if !PAIRS && !QUADS
-    if (NAME(run_narrow)(job)) return; /* a narrow layer's: _fused.c gave it Job.packed for its weight columns */
+    if (NAME(run_narrow)(job)) return; /* a narrow layer's, from NARROW_MIN_BATCH rows (Job.columns) */
 #endif
 #if BLOCKED
     if (job->packed != NULL) {

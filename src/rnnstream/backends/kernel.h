@@ -26,8 +26,8 @@ typedef struct {
     float *out, *out_c;
     Py_ssize_t x_stride, h_stride, c_stride, out_stride, out_c_stride; /* in floats */
     float *packed; /* non-NULL: take the blocked path, packing the rows here (batch rounded up to BR, x K); on the
-                    * BF16_DOT and INT8_DOT paths, the rows as their products read them; a narrow Job's weight
-                    * columns (narrow_job) */
+                    * BF16_DOT and INT8_DOT paths, the rows as their products read them */
+    const float *columns; /* non-NULL: a narrow layer's Job (NARROW_UNITS): unit j's weights at j·K .. j·K+K-1 */
     int weight_type; /* 0: float32 weights; BF16_WIDEN: bfloat16 weights widened on load; BF16_DOT: bfloat16
                       * weights in k-pairs, the rows rounded to bfloat16 into `packed` (vdpbf16ps, dot_kernel.h);
                       * INT8_DOT: int8 weights in k-quads, the rows quantized to 8 bits into `packed` (vpdpbusd,
@@ -43,14 +43,11 @@ typedef struct {
 #define RB_MAX 48
 #define BLOCK_FLOATS 32768 /* 128 KB */
 
-/* A Dense or SimpleRNN Job of at most NARROW_UNITS units (an output head) with float32 weights, from
- * NARROW_MIN_BATCH rows on, runs one dot product per output along the inputs (fused_narrow.h), its weights'
- * columns first gathered into Job.packed (units x K floats); below, gathering costs more than it saves. */
+/* A Dense or SimpleRNN layer of at most NARROW_UNITS units (an output head) with float32 weights keeps its
+ * weights' columns, k-contiguous, beside the panel (_fused.c: make_plan); from NARROW_MIN_BATCH rows on its Job
+ * gets them (Job.columns) and runs one dot product per output along the inputs (fused_narrow.h). */
 #define NARROW_UNITS 4
 #define NARROW_MIN_BATCH 8
-static inline int narrow_job(int epilogue, int weight_type, int units, long batch) {
-    return epilogue == EPI_ACT && weight_type == 0 && units <= NARROW_UNITS && batch >= NARROW_MIN_BATCH;
-}
 
 typedef struct {
     const char *name;
