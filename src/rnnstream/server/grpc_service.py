@@ -48,6 +48,9 @@ Context = Any
 """A ``grpc.aio.ServicerContext`` (grpc ships no type information)."""
 GRACE_SECONDS = 5.0
 """How long calls in flight may finish when the server stops."""
+LINGER_SECONDS = 0.5
+"""After the streams it drained have ended, how long the server keeps their connections open before closing them:
+a client still sending meanwhile reads the stream's status first, instead of losing it to a TCP reset."""
 SHUTTING_DOWN = ("the server is shutting down: every request it read was answered; resend the others (with "
                  "sequence_step, safely) to another replica")
 
@@ -59,6 +62,7 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
         self.state = state
         self.answered = {name: labels_key(model=name, protocol="grpc", code="200") for name in state.models}
         self.readers: set[asyncio.Task[None]] = set()  # each open stream's reader
+        self.open_streams = 0
         self.draining = False
 
     async def authorize(self, context: Context) -> None:
@@ -173,6 +177,7 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
         reader = asyncio.get_running_loop().create_task(call.read(requests))
         self.readers.add(reader)
         reader.add_done_callback(call.ended)
+        self.open_streams += 1
         try:
             while (reply := await call.replies.get()) is not None:
                 yield reply
@@ -180,17 +185,23 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             await reader  # a failure of the stream itself (the client's) ends the call with it
         finally:
+            self.open_streams -= 1
             reader.cancel()
 
     async def drain(self, timeout: float) -> None:
         """On shutdown: stop reading every stream, answer what was read, then end each stream UNAVAILABLE
-        (within ``timeout`` seconds); new streams are refused. Unary calls finish as they are."""
+        (within ``timeout`` seconds; then linger LINGER_SECONDS before the connections close, so clients still
+        sending read that status); new streams are refused. Unary calls finish as they are."""
         self.draining = True
         for reader in list(self.readers):
             reader.cancel()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.readers and asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        drained_any = self.open_streams > 0
+        while self.open_streams and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        if drained_any:
+            await asyncio.sleep(max(0.0, min(LINGER_SECONDS, deadline - loop.time())))
 
     def start(self, request: pb.ModelInferRequest, done: Callable[[pb.ModelInferResponse | Exception], None]) -> None:
         """Decode ``request`` and queue its step; ``done`` gets the response when the step is done, or the
