@@ -18,8 +18,10 @@ from rnnstream.bench import limit, peers
 from rnnstream.errors import InputError
 from rnnstream.model import StreamModel
 
-ROUND_SECONDS = 0.04
-"""About how long one engine's timing round lasts (its steps per round are calibrated to it)."""
+ROUND_SECONDS = 0.25
+"""About how long one engine's timing round lasts (its steps per round are calibrated to it, at most 2,000). With
+40 ms rounds a VM's bursts of stolen time decided single rounds: on a 2-core Xeon, seven rnnstream processes' fp32
+steps (seed model, 256 rows) came to 1.15-1.71x the arithmetic limit in three runs; with 0.25 s, 1.12-1.23x."""
 
 ENGINES = (
     "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-int8",
