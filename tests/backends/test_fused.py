@@ -148,12 +148,13 @@ def test_long_rows_and_many_blocks(kind: str, rng: np.random.Generator) -> None:
 def test_narrow_layers_run_dot_products(kind: str, rng: np.random.Generator) -> None:
     """Dense and SimpleRNN layers of at most 4 units, from 8 rows on, run one dot product per output along the
     inputs (fused_narrow.h): inputs around the vectors' multiples (the last vector part-filled, or none), many
-    inputs, 5 units (the panel path), 7 and 8 rows (its threshold), one thread and two."""
+    inputs, 5 units (the panel path), 7 and 8 rows (its threshold), 13 and 301 (a last vector of rows part-filled),
+    one thread and two."""
     for units, features in [(1, 1), (2, 7), (3, 16), (4, 17), (1, 33), (4, 200), (5, 40), (1, 2049)]:
         model = _single_layer_model(_layer(kind, units, features, rng, "sigmoid"), features)
         for threads in (1, 2):
             model.set_backend("fused", threads=threads)
-            for batch in (7, 8, 300):
+            for batch in (7, 8, 13, 301):
                 xs = rng.normal(0, 1, (batch, 2, features)).astype(np.float32)
                 assert_agrees_step_by_step(model, xs, batch, model.step)
 

@@ -110,10 +110,10 @@ SPECIAL = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 88.0, -88.0, 0.0], np.
 @pytest.mark.parametrize("batch", [1, 5, 12, 300])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 def test_nan_and_infinities_in_dense_layers(batch: int, activation: str) -> None:
-    """NaN stays NaN, σ(±inf) is 1 or 0, tanh(±inf) ±1: 8 units on the panel path, 4 on the narrow one (from 8
-    rows); the weights are zero, so each pre-activation is its bias."""
+    """NaN stays NaN, σ(±inf) is 1 or 0, tanh(±inf) ±1: 8 units on the panel path, 4 and 3 on the narrow one (from
+    8 rows, several rows' units in one vector); the weights are zero, so each pre-activation is its bias."""
     x = np.random.default_rng(batch).normal(0.0, 1.0, (batch, 3)).astype(np.float32)
-    for bias in (SPECIAL, SPECIAL[:4], SPECIAL[4:]):
+    for bias in (SPECIAL, SPECIAL[:4], SPECIAL[4:], SPECIAL[:3]):
         model = _single_layer_model(
             Dense("d", W=np.zeros((3, bias.size), np.float32), b=bias, activation=activation), 3
         )

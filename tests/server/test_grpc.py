@@ -7,6 +7,8 @@ import asyncio
 import json
 import queue
 import signal
+import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ import websockets
 from tritonclient.utils import InferenceServerException
 
 import rnnstream
+from rnnstream.server import grpc_service
 from tests.redis_server import RedisServer
 from tests.server.conftest import ServerProcess
 
@@ -217,6 +220,40 @@ def test_raw_grpc_uint64_ids_size_limits_and_metrics(server: ServerProcess) -> N
     page = httpx.get(server.url + "/metrics").text
     assert 'rnnstream_requests_total{code="200",model="seed",protocol="grpc"}' in page
     assert 'rnnstream_requests_total{code="400",model="seed",protocol="grpc"}' in page
+
+
+def test_sigterm_after_a_cancelled_stream_does_not_wait_for_it() -> None:
+    """A stream the client cancelled has ended for the drain too (the call's own end, not its handler's cleanup,
+    is counted): SIGTERM then stops the server without waiting out the drain's grace for it."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as rpc
+
+    server = ServerProcess("seed").start()
+    release = threading.Event()
+
+    def requests() -> Iterator[pb.ModelInferRequest]:
+        request = pb.ModelInferRequest(model_name="seed", id="cancelled")
+        request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+        request.raw_input_contents.append(np.full(4, 0.1, "<f4").tobytes())
+        yield request
+        release.wait(30)  # the stream stays open, idle, until the client cancels it
+
+    try:
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            call = rpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests())
+            assert next(call).infer_response.id == "cancelled"
+            call.cancel()
+        release.set()
+        assert server.process is not None
+        start = time.monotonic()
+        server.process.terminate()
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - start < grpc_service.GRACE_SECONDS
+        server.process = None
+    finally:
+        release.set()
+        server.stop()
 
 
 def test_sigterm_answers_every_grpc_request_it_read(tmp_path: Path) -> None:

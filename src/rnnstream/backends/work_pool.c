@@ -87,13 +87,15 @@ static inline uint64_t claim_word(uint64_t generation, long front, long back) {
     return (generation & 0xffffffu) << TAG_SHIFT | (uint64_t)front << INDEX_BITS | (uint64_t)back;
 }
 
-/* How many of the `left` indices one claim takes: a chunk, and near the end (less than two chunks per thread
- * left) a share of what is left, down to one index, so that the threads run out of work together: with whole
- * chunks to the end, a thread could wait up to a chunk for the other's last one (at 1,024 rows of the seed
- * model's LSTM(200), chunks of 8 row-block items, ~90 µs on this kernel's Xeon). */
+/* How many of the `left` indices one claim takes. A task cut into fine chunks (more than two per thread: the
+ * kernel's tiles and row-block items) is claimed a chunk at a time, and near its end (less than two chunks per
+ * thread left) a share of what is left, down to one index, so that the threads run out of work together: with
+ * whole chunks to the end, a thread could wait up to a chunk for the other's last one (at 1,024 rows of the
+ * seed model's LSTM(200), chunks of 8 row-block items, ~90 µs on an AVX-512 Xeon). A task cut into a chunk or
+ * two per thread (rows rounded or packed, a narrow layer's rows) keeps its chunks whole. */
 static inline long claim_size(const Task *task, long left) {
-    const long threads = task->helpers + 1;
-    if (task->chunk == 1 || left >= 2 * threads * task->chunk) return task->chunk; /* no division on the way */
+    const long threads = task->helpers + 1, tail = 2 * threads * task->chunk;
+    if (task->chunk == 1 || left >= tail || task->total <= tail) return left < task->chunk ? left : task->chunk;
     const long share = left / (2 * threads);
     return share > 1 ? share : 1;
 }

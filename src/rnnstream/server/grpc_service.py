@@ -177,7 +177,8 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
         reader = asyncio.get_running_loop().create_task(call.read(requests))
         self.readers.add(reader)
         reader.add_done_callback(call.ended)
-        self.open_streams += 1
+        self.open_streams += 1  # until the call has ended, whatever ends it (not when this generator is closed)
+        context.add_done_callback(self.stream_ended)
         try:
             while (reply := await call.replies.get()) is not None:
                 yield reply
@@ -185,13 +186,16 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc] 
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             await reader  # a failure of the stream itself (the client's) ends the call with it
         finally:
-            self.open_streams -= 1
             reader.cancel()
+
+    def stream_ended(self, _: object) -> None:
+        self.open_streams -= 1
 
     async def drain(self, timeout: float) -> None:
         """On shutdown: stop reading every stream, answer what was read, then end each stream UNAVAILABLE
-        (within ``timeout`` seconds; then linger LINGER_SECONDS before the connections close, so clients still
-        sending read that status); new streams are refused. Unary calls finish as they are."""
+        (within ``timeout`` seconds; then, if there were any, linger up to LINGER_SECONDS within it before the
+        connections close, so clients still sending read that status); new streams are refused. Unary calls
+        finish as they are."""
         self.draining = True
         for reader in list(self.readers):
             reader.cancel()
