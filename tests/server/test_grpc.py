@@ -222,6 +222,16 @@ def test_raw_grpc_uint64_ids_size_limits_and_metrics(server: ServerProcess) -> N
     assert 'rnnstream_requests_total{code="400",model="seed",protocol="grpc"}' in page
 
 
+def raw_step(request_id: str) -> Any:
+    """A raw ``ModelInferRequest`` of one seed step (0.1 in every input), its ``id`` set."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="seed", id=request_id)
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.full(4, 0.1, "<f4").tobytes())
+    return request
+
+
 def test_sigterm_after_a_cancelled_stream_does_not_wait_for_it() -> None:
     """A stream the client cancelled has ended for the drain too (the call's own end, not its handler's cleanup,
     is counted): SIGTERM then stops the server without waiting out the drain's grace for it."""
@@ -233,10 +243,7 @@ def test_sigterm_after_a_cancelled_stream_does_not_wait_for_it() -> None:
     release = threading.Event()
 
     def requests() -> Iterator[pb.ModelInferRequest]:
-        request = pb.ModelInferRequest(model_name="seed", id="cancelled")
-        request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
-        request.raw_input_contents.append(np.full(4, 0.1, "<f4").tobytes())
-        yield request
+        yield raw_step("cancelled")
         release.wait(30)  # the stream stays open, idle, until the client cancels it
 
     try:
@@ -272,9 +279,7 @@ def test_sigterm_answers_every_grpc_request_it_read(tmp_path: Path) -> None:
     def requests() -> Iterator[pb.ModelInferRequest]:
         for t in range(1, 10_000):
             for sequence in sequences:
-                request = pb.ModelInferRequest(model_name="seed", id=sequence)
-                request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
-                request.raw_input_contents.append(np.full(4, 0.1, "<f4").tobytes())
+                request = raw_step(sequence)
                 request.parameters["sequence_id"].string_param = sequence
                 request.parameters["sequence_start"].bool_param = t == 1
                 request.parameters["sequence_step"].int64_param = t
