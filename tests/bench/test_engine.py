@@ -32,6 +32,7 @@ def test_engines_agree_and_are_reported(tmp_path: Path) -> None:
         assert len(row.limit_rounds) == 2 and 0 < min(row.limit_rounds) <= row.limit <= max(row.limit_rounds)
     text = engine.report(rows)
     assert "onnxruntime" in text and "×" in text
+    assert rows[0].limit_blas.endswith(("1 thread", ")")) and f"product rate of {rows[0].limit_blas}" in text
     engine.save_json(rows, tmp_path / "e.json", {"threads": 1})
     assert json.loads((tmp_path / "e.json").read_text())["rows"][0]["batch"] == 1
     pytest.importorskip("matplotlib")

@@ -80,7 +80,8 @@ def measure(
     ``device`` is the torch device of backend ``torch`` and of the ``rnnstream-device`` engine."""
     workers, missing = _start_workers(model_name, engines, threads, backend, progress, device)
     progress(f"{model_name}: starting the arithmetic limit's product")
-    product = _start_limit(threads)
+    connection, process, blas = _start_limit(threads)
+    product = (connection, process)
     rng = np.random.default_rng(0)
     plain = load_model(model_name, "numpy", 1)
     features, flops = plain.inputs[0].spec.shape, limit.step_flops(plain)
@@ -91,6 +92,7 @@ def measure(
             row, dropped = _measure_batch(model_name, batch, xs, workers, product, rounds, progress)
             row.limit_rounds = [limit.seconds(flops, batch, s) for s in row.rounds.pop(LIMIT)]
             row.limit = statistics.median(row.limit_rounds)
+            row.limit_blas = blas
             rows.append(row)
             missing += dropped
     finally:
@@ -118,13 +120,14 @@ def _start_workers(
     return workers, missing
 
 
-def _start_limit(threads: int) -> tuple[Connection, Any]:
-    """The process that times the arithmetic limit's product (:func:`engine_worker.limit_worker`) on ``threads``."""
+def _start_limit(threads: int) -> tuple[Connection, Any, str]:
+    """The process that times the arithmetic limit's product (:func:`engine_worker.limit_worker`) on ``threads``,
+    and the BLAS it runs on (:func:`limit.blas`)."""
     status, detail, parent, process = _spawn(LIMIT, limit_worker, (), limit.environment(threads))
     if status != "ready":
         process.join()
         raise RnnstreamError(f"the benchmark could not time its matrix product: {detail}")
-    return parent, process
+    return parent, process, detail
 
 
 def _spawn(

@@ -41,6 +41,7 @@ class Row:
     rounds: dict[str, list[float]] = field(default_factory=dict)  # engine → mean seconds per step in each round
     limit_rounds: list[float] = field(default_factory=list)  # the arithmetic limit in each round
     own_rounds: dict[str, list[float]] = field(default_factory=dict)  # beside engine → own steps, same process
+    limit_blas: str = ""  # the BLAS whose product set the limit, its kernel and threads (bench/limit.py: blas)
 
     def ratio(self, engine: str, reference: str) -> float:
         """``engine``'s time ÷ ``reference``'s: the median over rounds of the two times in the same round
@@ -109,6 +110,8 @@ def report(rows: list[Row]) -> str:
             if r.limit:
                 cells.append(f"{format_seconds(r.limit):>10} ({r.limit_ratio(ours):8.2f}×)")
             lines.append(f"{r.batch:>6}  " + "  ".join(f"{c:>22}" for c in cells))
+        if mine[0].limit_blas:
+            lines.append(f"arithmetic limit: the step's FLOPs at the float32 product rate of {mine[0].limit_blas}")
         lines += _agreement_lines(mine)
     return "\n".join(lines)
 

@@ -19,9 +19,15 @@ from rnnstream.errors import InputError
 from rnnstream.model import StreamModel
 
 ROUND_SECONDS = 0.25
-"""About how long one engine's timing round lasts (its steps per round are calibrated to it, at most 2,000). With
-40 ms rounds a VM's bursts of stolen time decided single rounds: on a 2-core Xeon, seven rnnstream processes' fp32
-steps (seed model, 256 rows) came to 1.15-1.71x the arithmetic limit in three runs; with 0.25 s, 1.12-1.23x."""
+"""About how long one engine's timing round lasts (its steps per round are calibrated to it). With 40 ms rounds a
+VM's bursts of stolen time decided single rounds: on a 2-core Xeon, seven rnnstream processes' fp32 steps (seed
+model, 256 rows) came to 1.15-1.71x the arithmetic limit in three runs; with 0.25 s, 1.12-1.23x."""
+CALIBRATION_SECONDS = 0.05
+"""How long an engine steps to find its steps per round. Its first steps after the pause between rounds are slow
+(caches cooled by the other engines' rounds, helper threads asleep: on a 2-core Zen 5 the stepper's first took
+82 µs at batch 1, then 12-32, its first 250 a median of 6.9 against 5.4 after), so two steps would undercount the
+round; and rounds once capped at 2,000 steps lasted 10-20 ms at batch 1, where those first steps weighed on the
+stepper's mean: 7.5-8.4 µs in the benchmark against 5.1-5.7 in a long loop of its own."""
 
 ENGINES = (
     "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-int8",
@@ -107,21 +113,37 @@ def worker(
             connection.send(outputs)
         elif command == "time":
             x, calls = argument
-            if beside is not None and calls > 0:
+            if calls == 0:
+                connection.send(round_calls(step if beside is None else _after(beside, step), x))
+            elif beside is not None:
                 connection.send(time_beside(step, beside, x, calls))
             else:
                 connection.send(time_steps(step, x, calls))
 
 
-def time_steps(step: peers.StepFn, x: np.ndarray[Any, Any], calls: int) -> float | int:
-    """Mean seconds per step over ``calls`` steps back to back; with ``calls`` 0, how many steps make about
-    ROUND_SECONDS."""
-    if calls == 0:  # calibrate
-        start = time.perf_counter()
+def _after(neighbour: peers.StepFn, step: peers.StepFn) -> peers.StepFn:
+    """``step`` with ``neighbour`` called before it, as an engine beside a neighbour runs its round."""
+
+    def both(x: np.ndarray[Any, Any]) -> Any:
+        neighbour(x)
+        return step(x)
+
+    return both
+
+
+def round_calls(step: peers.StepFn, x: np.ndarray[Any, Any]) -> int:
+    """How many calls of ``step`` make about ROUND_SECONDS, from its mean over CALIBRATION_SECONDS of calls."""
+    calls, start = 0, time.perf_counter()
+    while True:
         step(x)
-        step(x)
-        once = max((time.perf_counter() - start) / 2, 1e-7)
-        return max(1, min(2000, int(ROUND_SECONDS / once)))
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if calls >= 2 and elapsed >= CALIBRATION_SECONDS:
+            return max(1, round(ROUND_SECONDS * calls / elapsed))
+
+
+def time_steps(step: peers.StepFn, x: np.ndarray[Any, Any], calls: int) -> float:
+    """Mean seconds per step over ``calls`` steps back to back."""
     start = time.perf_counter()
     for _ in range(calls):
         step(x)
@@ -146,14 +168,14 @@ def time_beside(step: peers.StepFn, beside: peers.StepFn, x: np.ndarray[Any, Any
 
 
 def limit_worker(connection: Connection) -> None:
-    """The arithmetic limit's process (:mod:`rnnstream.bench.limit`): ``("ready", LIMIT)``, then it answers
+    """The arithmetic limit's process (:mod:`rnnstream.bench.limit`): ``("ready", its BLAS)``, then it answers
     ``time`` (mean seconds per float32 matrix product, or with 0 calls how many make a round) and ``stop``.
     Its threads are set by the environment it starts with (:func:`rnnstream.bench.limit.environment`)."""
     product = limit.product()
-    connection.send(("ready", LIMIT))
+    connection.send(("ready", limit.blas()))
     while True:
         command, argument = connection.recv()
         if command == "stop":
             return
         x, calls = argument
-        connection.send(time_steps(product, x, calls))
+        connection.send(time_steps(product, x, calls) if calls else round_calls(product, x))

@@ -11,6 +11,13 @@ No step can beat it on the same cores: it is the time the step's products alone 
 weight were in registers when needed. A step is near it when its batch is large enough to reuse each
 weight many times; a small batch's step is bound by reading the weights instead.
 
+It is only as fast as the kernel OpenBLAS runs, so the report names it (:func:`blas`). OpenBLAS picks the
+kernel for the CPU at start-up unless ``OPENBLAS_CORETYPE`` names one: some machines set it to an older
+kernel to work around bugs in old OpenBLAS builds, and on a 2-core Zen 5 ``OPENBLAS_CORETYPE=Haswell``
+(256-bit vectors) took 2,048² products at ~230 GFLOP/s where OpenBLAS's own choice there, ``SkylakeX``
+(AVX-512), took them at ~400: a limit half as fast as the machine. Run the benchmark without it
+(``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE rnnstream bench engine``) where your NumPy is recent.
+
 >>> import rnnstream
 >>> step_flops(rnnstream.load(rnnstream.demo.SEED_MODEL))  # 2 x (104·400 + 300·800 + 200·1)
 563600
@@ -18,6 +25,7 @@ weight many times; a small batch's step is bound by reading the weights instead.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -43,6 +51,30 @@ def product() -> Callable[[object], object]:
     a = np.random.default_rng(0).random((PRODUCT_SIZE, PRODUCT_SIZE), np.float32)
     _ = a @ a
     return lambda _: a @ a
+
+
+def blas() -> str:
+    """Which BLAS library, kernel and threads this process's NumPy products run on (threadpoolctl's view), and
+    the ``OPENBLAS_CORETYPE`` that chose the kernel, if one did.
+
+    >>> blas().startswith(("OpenBLAS", "MKL", "BLIS", "NumPy's BLAS"))
+    True
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "NumPy's BLAS (its kernel unknown: pip install threadpoolctl)"
+    libraries = [info for info in threadpool_info() if info.get("user_api") == "blas"]
+    if not libraries:
+        return "NumPy's BLAS (threadpoolctl found none loaded)"
+    info = libraries[0]
+    name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(info["internal_api"], info["internal_api"])
+    text = f"{name} {info.get('version') or ''}".rstrip()
+    if info.get("architecture"):
+        text += f", its {info['architecture']} kernel"
+    text += f", {info['num_threads']} thread" + ("s" if info["num_threads"] != 1 else "")
+    forced = os.environ.get("OPENBLAS_CORETYPE") if name == "OpenBLAS" else None
+    return text + (f" (chosen by OPENBLAS_CORETYPE={forced})" if forced else "")
 
 
 def seconds(step_flops: int, batch: int, product_seconds: float) -> float:
