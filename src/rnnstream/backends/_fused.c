@@ -15,13 +15,10 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include "whole_step.h" /* PY_ARRAY_UNIQUE_SYMBOL: wired_step.c shares this file's NumPy C API */
 #include <numpy/arrayobject.h>
-#if defined(__unix__) || defined(__APPLE__)
-#include <sched.h>
-#include <unistd.h>
-#endif
 
 #include "kernel.h"
 #include "launcher.h"
+#include "machine.h"
 #include "whole_step.h"
 #include "work_pool.h"
 
@@ -390,51 +387,6 @@ static PyObject *launch_done(PyObject *self, PyObject *capsule) {
 
 #endif
 
-static PyObject *isa(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return Py_BuildValue("(si)", chosen.name, chosen.lanes);
-}
-
-static PyObject *bf16_dot(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyBool_FromLong(chosen.run_dot != NULL);
-}
-
-static PyObject *bf16_amx(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyBool_FromLong(chosen.run_dot != NULL && chosen.amx);
-}
-
-static PyObject *bf16_dot_fast(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyBool_FromLong(chosen.run_dot != NULL && chosen.dot_fast);
-}
-
-static PyObject *int8(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyBool_FromLong(chosen.run_int8 != NULL);
-}
-
-static PyObject *cpu_count(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-#if defined(__linux__)
-    cpu_set_t usable;
-    if (sched_getaffinity(0, sizeof usable, &usable) == 0) return PyLong_FromLong(CPU_COUNT(&usable));
-#endif
-#if defined(__unix__) || defined(__APPLE__)
-    const long online = sysconf(_SC_NPROCESSORS_ONLN);
-    return PyLong_FromLong(online > 0 ? online : 1);
-#else
-    return PyLong_FromLong(1);
-#endif
-}
-
 static PyMethodDef methods[] = {
     {"make_plan", make_plan, METH_VARARGS, make_plan_doc},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, step_doc},
@@ -448,14 +400,7 @@ static PyMethodDef methods[] = {
     {"step_all", (PyCFunction)(void (*)(void))step_all, METH_FASTCALL, step_all_doc},
     {"wire", wire, METH_VARARGS, wire_doc},
     {"step_wired", (PyCFunction)(void (*)(void))step_wired, METH_FASTCALL, step_wired_doc},
-    {"isa", isa, METH_NOARGS, "(name, lanes) of the instruction set this CPU runs the kernel with."},
-    {"bf16_dot", bf16_dot, METH_NOARGS, "Whether this CPU runs make_plan(dot=True) plans (AVX512_BF16)."},
-    {"bf16_amx", bf16_amx, METH_NOARGS,
-     "Whether dot plans step batches of 8 rows and more on AMX tiles (RNNSTREAM_AMX=0: never)."},
-    {"bf16_dot_fast", bf16_dot_fast, METH_NOARGS,
-     "Whether dot plans step faster than widened bfloat16 weights here (AMX, or an AMD CPU's vdpbf16ps)."},
-    {"int8", int8, METH_NOARGS, "Whether this CPU runs plans of int8 weights (AVX512_VNNI, or AVX2)."},
-    {"cpu_count", cpu_count, METH_NOARGS, "Processors this process may run on."},
+    MACHINE_METHODS
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,17 +10,22 @@
 #include <time.h>
 
 #define POOL_MAX_HELPERS 63
-/* Polls (~150 µs on a Zen 5) before an idle helper sleeps. It must outlast the wait for the next task,
- * up to a chunk of the caller's plus the Python between two layers: a helper that slept is woken onto
- * the caller's core and helps little. With 800 polls (~30 µs) the large model at batch 256 stepped at
- * one thread's speed (6–7 ms instead of 3.8) whenever another process had used the other core. */
-#define POOL_SPIN 4000
-/* After its first POOL_HOT polls (~26 µs on a Zen 4), every POOL_YIELD_EVERY-th poll an idle helper yields:
+/* How long an idle helper polls for the next task before it sleeps: pool_spin_us(), RNNSTREAM_SPIN_US. It must
+ * outlast the wait for the next task, up to a chunk of the caller's plus the Python between two layers: a helper
+ * that slept is woken onto the caller's core and helps little. With ~30 µs of polls the large model at batch 256
+ * stepped at one thread's speed (6–7 ms instead of 3.8) whenever another process had used the other core. Timed,
+ * not counted: 4,000 polls took ~115 µs on a Zen 5 and ~150 on another, and steps that come back to back
+ * (run_small_alone) are those within the same time. A longer spin keeps the helper for a stream stepped at a
+ * steady rate (seed model, batch 1, a 2-core Zen 5: 5.2 µs a step instead of 10.5 with 100 µs between steps),
+ * its core busy the while. */
+static long long spin_ns = 150000;
+#define SPIN_US_MAX 1000000
+/* After its first POOL_HOT_NS of polls, every POOL_YIELD_EVERY-th poll an idle helper yields:
  * when another library's threads (ONNX Runtime's pool, OpenBLAS) wait for the core it polls on, they run at
  * once instead of after its time slice. Not sooner: a yield is a system call (~0.6 µs on that machine), and
  * a helper inside one notices the next task late; yielding from the first poll on made a batch-1 step of
  * the seed model (two layers, two tasks) 11.4 µs instead of 8.7. */
-#define POOL_HOT 1000
+#define POOL_HOT_NS 26000
 #define POOL_YIELD_EVERY 64
 /* A helper is late when the caller, out of work, waits for its claimed chunks longer than this many
  * chunks of its own (plus LATE_SLACK_NS): it was preempted, most likely by another pool spinning in the
@@ -36,7 +41,6 @@
  * took 19.5 µs on one thread and 30 µs waking a helper into it; back to back (the helper polling), 14.5 µs
  * on two threads. See run_small_alone for when they are woken. */
 #define WAKE_MIN_FLOPS 4000000L
-#define LOOP_GAP_NS 100000
 #define LOOP_TASKS 8
 #define LATE_CHUNKS 3
 #define LATE_TASKS 2
@@ -159,9 +163,14 @@ static void *pool_helper(void *arg) {
     const int index = (int)(intptr_t)arg;
     uint64_t seen = atomic_load(&pool.published);
     for (;;) {
-        for (int i = 1; i <= POOL_SPIN && atomic_load(&pool.published) == seen; i++) {
+        const long long idle_since = now_ns();
+        for (long i = 1; atomic_load(&pool.published) == seen; i++) {
             cpu_relax();
-            if (i > POOL_HOT && i % POOL_YIELD_EVERY == 0) sched_yield();
+            if (i % POOL_YIELD_EVERY == 0) {
+                const long long polled = now_ns() - idle_since;
+                if (polled >= spin_ns) break;
+                if (polled >= POOL_HOT_NS) sched_yield();
+            }
         }
         pthread_mutex_lock(&pool.lock);
         atomic_fetch_add(&pool.sleeping, 1);
@@ -202,12 +211,13 @@ static uint64_t publish(const Task *task) {
 }
 
 /* A small task while a helper sleeps (WAKE_MIN_FLOPS) runs on the caller. Waking the helpers only pays when
- * more tasks follow at once (a loop of steps): after LOOP_TASKS such tasks, each within LOOP_GAP_NS of the
- * last, they are woken (to an empty task) and poll for the next; steps that come farther apart (a stream
- * stepped once a millisecond) never pay for a wake. Under busy. */
+ * more tasks follow at once (a loop of steps): after LOOP_TASKS such tasks, each within three quarters of the
+ * helpers' spin of the last (sooner than a woken helper stops polling), they are woken (to an empty task) and
+ * poll for the next; steps that come farther apart (a stream stepped once a millisecond, by default) never pay
+ * for a wake. Under busy. */
 static void run_small_alone(const Task *task) {
     const long long start = now_ns();
-    pool.streak = start - pool.last_end < LOOP_GAP_NS ? pool.streak + 1 : 0;
+    pool.streak = start - pool.last_end < spin_ns - spin_ns / 4 ? pool.streak + 1 : 0;
     if (pool.streak >= LOOP_TASKS) {
         const Task wake = {task->fn, task->job, task->ctx, 0, task->chunk, task->helpers};
         (void)publish(&wake);
@@ -243,6 +253,11 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
     pthread_mutex_unlock(&pool.busy);
 }
 
+long pool_spin_us(long us) {
+    if (us >= 0) spin_ns = (us < SPIN_US_MAX ? us : SPIN_US_MAX) * 1000LL;
+    return (long)(spin_ns / 1000);
+}
+
 /* In a forked child the helpers do not exist and a lock may have been held: start afresh. */
 static void pool_after_fork(void) {
     atomic_store(&pool.sleeping, 0);
@@ -263,6 +278,11 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
 }
 
 void pool_init(void) {}
+
+long pool_spin_us(long us) {
+    (void)us;
+    return 0;
+}
 
 void wait_until(_Atomic int *flag, int value) {
     while (atomic_load_explicit(flag, memory_order_acquire) != value) {

@@ -45,6 +45,10 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
  * a thread that waits for one, as a caller waits for its helpers' chunks. */
 void wait_until(_Atomic int *flag, int value);
 
+/* How long (µs) idle helpers poll for the next task before they sleep; with us >= 0 (at most 1 s) first set it.
+ * 0 without POSIX threads (no helpers). */
+long pool_spin_us(long us);
+
 /* Once, at import: a forked child starts a pool of its own. */
 void pool_init(void);
 
