@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -16,38 +19,56 @@ pytestmark = pytest.mark.skipif(not fused.available(), reason="the compiled kern
 
 
 @pytest.fixture(autouse=True)
-def spin_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    monkeypatch.delenv("RNNSTREAM_SPIN_US", raising=False)
+def spin_restored() -> Iterator[None]:
     before = fused.helper_spin()
-    yield before
+    yield
     fused.helper_spin(before)
 
 
-def test_the_default_is_150_microseconds_and_can_be_set(spin_restored: int) -> None:
-    assert spin_restored == 150
+def test_it_can_be_set_and_read_back() -> None:
     assert fused.helper_spin(400) == 400 and fused.helper_spin() == 400
     assert fused.helper_spin(0) == 0 and fused.helper_spin(fused.SPIN_US_MAX) == 1_000_000
 
 
-@pytest.mark.parametrize("microseconds", [-1, fused.SPIN_US_MAX + 1])
-def test_a_spin_out_of_range_is_refused_and_changes_nothing(microseconds: int) -> None:
+@pytest.mark.parametrize("microseconds", [-1, fused.SPIN_US_MAX + 1, 1.5, True])
+def test_a_spin_that_is_not_whole_microseconds_in_range_is_refused(microseconds: int) -> None:
     fused.helper_spin(300)
-    with pytest.raises(InputError, match=f"helper spin {microseconds} µs: give 0 to 1,000,000 µs"):
+    with pytest.raises(InputError, match=r"helper spin .* µs: give whole microseconds, 0 to 1,000,000"):
         fused.helper_spin(microseconds)
     assert fused.helper_spin() == 300
 
 
-def test_the_environment_sets_it_when_a_fused_backend_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RNNSTREAM_SPIN_US", "250")
-    rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused")
-    assert fused.helper_spin() == 250
-
-
-@pytest.mark.parametrize("value", ["fast", "1.5", "-5", "2000000"])
-def test_a_bad_environment_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv("RNNSTREAM_SPIN_US", value)
-    with pytest.raises(InputError, match=f"RNNSTREAM_SPIN_US='{value}': give whole microseconds, 0 to 1,000,000"):
+ENVIRONMENT_SCRIPT = """
+import os, rnnstream
+from rnnstream.backends import fused
+from rnnstream.errors import InputError
+print(fused.helper_spin())
+for value in ("fast", "1.5", "-5", "2000000", "²"):
+    os.environ["RNNSTREAM_SPIN_US"] = value
+    try:
         rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused")
+    except InputError as e:
+        print(e)
+os.environ["RNNSTREAM_SPIN_US"] = "250"
+rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused")
+print(fused.helper_spin())
+fused.helper_spin(400)
+rnnstream.load(rnnstream.demo.SEED_MODEL, backend="fused")
+print(fused.helper_spin())
+"""
+
+
+def test_the_environment_is_read_when_the_first_fused_backend_is_made() -> None:
+    """In a process of its own (the variable is read once per process): the default, a clear error for each bad
+    value, the variable's value once a backend is made, and helper_spin's after it (the variable not read again)."""
+    environment = {k: v for k, v in os.environ.items() if k != "RNNSTREAM_SPIN_US"}
+    done = subprocess.run([sys.executable, "-c", ENVIRONMENT_SCRIPT], env=environment, capture_output=True, text=True,
+                          check=True, timeout=120)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert lines[0] == str(fused.SPIN_US_DEFAULT) == "150"
+    assert lines[1:6] == [f"RNNSTREAM_SPIN_US='{v}': give whole microseconds, 0 to 1,000,000"
+                          for v in ("fast", "1.5", "-5", "2000000", "²")]  # fmt: skip
+    assert lines[6:] == ["250", "400"]
 
 
 @pytest.mark.parametrize("microseconds", [0, 20, 5000])

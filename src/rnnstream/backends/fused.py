@@ -85,18 +85,22 @@ def int8() -> bool:
     return bool(_require().int8())
 
 
+SPIN_US_DEFAULT = 150
+"""How long (µs) idle helper threads poll for the next task before they sleep, unless told otherwise."""
 SPIN_US_MAX = 1_000_000
 """The longest :func:`helper_spin` (and ``RNNSTREAM_SPIN_US``) may set: one second."""
+_spin_environment_read = False
 
 
 def helper_spin(microseconds: int | None = None) -> int:
-    """How long (µs) the kernel's idle helper threads poll for the next task before they sleep (default 150;
-    ``RNNSTREAM_SPIN_US`` sets it when a fused backend is made); with ``microseconds``, set it first.
+    """How long (µs) the kernel's idle helper threads poll for the next task before they sleep (default
+    :data:`SPIN_US_DEFAULT`; ``RNNSTREAM_SPIN_US``, read when the first fused backend is made); with
+    ``microseconds``, set it first.
 
-    A step whose helper has gone to sleep runs small tasks on the calling thread alone (waking one costs more
-    than it saves): a stream stepped once every 100 µs or more gets one core's speed. A longer spin keeps the
-    helper for it, its core busy the while (seed model, batch 1, a 2-core Zen 5: 5.2 µs a step with
-    ``RNNSTREAM_SPIN_US=1000`` and 100 µs between steps, 10.5 by default). 0 sleeps at once.
+    A helper that has gone to sleep is left asleep for small tasks (waking one costs more than it saves), so a
+    stream stepped more than three quarters of the spin apart (112 µs by default) gets one core's speed. A
+    longer spin keeps the helper for it, its core busy the while (seed model, batch 1, a 2-core Zen 5, a 0.1 ms
+    sleep before each step: 6.8-10.6 µs a step with 1,000 µs, 13.1-13.6 by default). 0: helpers sleep at once.
 
     >>> from rnnstream.backends import fused
     >>> if fused.available():
@@ -104,23 +108,25 @@ def helper_spin(microseconds: int | None = None) -> int:
     ...     assert fused.helper_spin(400) == 400
     ...     _ = fused.helper_spin(before)
     """
-    if microseconds is not None and not 0 <= microseconds <= SPIN_US_MAX:
-        raise InputError(f"helper spin {microseconds} µs: give 0 to {SPIN_US_MAX:,} µs")
+    if microseconds is not None and (
+        isinstance(microseconds, bool) or not isinstance(microseconds, int) or not 0 <= microseconds <= SPIN_US_MAX
+    ):
+        raise InputError(f"helper spin {microseconds!r} µs: give whole microseconds, 0 to {SPIN_US_MAX:,}")
     return int(_require().spin_us(-1 if microseconds is None else microseconds))
 
 
 def _spin_from_environment() -> None:
-    """Apply ``RNNSTREAM_SPIN_US`` (:func:`helper_spin`), if set."""
-    value = os.environ.get("RNNSTREAM_SPIN_US")
-    if value is None or value == "":
+    """Apply ``RNNSTREAM_SPIN_US`` once per process (:func:`helper_spin` changes it after); a bad value is refused
+    each time a fused backend is made."""
+    global _spin_environment_read
+    value = os.environ.get("RNNSTREAM_SPIN_US", "")
+    if _spin_environment_read or not value:
         return
-    try:
-        microseconds = int(value)
-    except ValueError:
-        raise InputError(f"RNNSTREAM_SPIN_US={value!r}: give whole microseconds, 0 to {SPIN_US_MAX:,}") from None
+    microseconds = int(value) if value.isascii() and value.isdigit() else -1
     if not 0 <= microseconds <= SPIN_US_MAX:
         raise InputError(f"RNNSTREAM_SPIN_US={value!r}: give whole microseconds, 0 to {SPIN_US_MAX:,}")
     helper_spin(microseconds)
+    _spin_environment_read = True
 
 
 def _require() -> ModuleType:

@@ -15,14 +15,14 @@
  * that slept is woken onto the caller's core and helps little. With ~30 µs of polls the large model at batch 256
  * stepped at one thread's speed (6–7 ms instead of 3.8) whenever another process had used the other core. Timed,
  * not counted: 4,000 polls took ~115 µs on a Zen 5 and ~150 on another, and steps that come back to back
- * (run_small_alone) are those within the same time. A longer spin keeps the helper for a stream stepped at a
- * steady rate (seed model, batch 1, a 2-core Zen 5: 5.2 µs a step instead of 10.5 with 100 µs between steps),
- * its core busy the while. */
-static long long spin_ns = 150000;
+ * (run_small_alone) are those within three quarters of it. A longer spin keeps the helper for a stream stepped
+ * at a steady rate, its core busy the while (seed model, batch 1, a 2-core Zen 5, a 0.1 ms sleep before each
+ * step, ~174 µs: 6.8–10.6 µs a step with 1,000 µs, 13.1–13.6 with the default). 0: a helper sleeps at once. */
+static _Atomic long long spin_ns = 150000; /* set by pool_spin_us() while helpers read it */
 #define SPIN_US_MAX 1000000
 /* After its first POOL_HOT_NS of polls, every POOL_YIELD_EVERY-th poll an idle helper yields:
  * when another library's threads (ONNX Runtime's pool, OpenBLAS) wait for the core it polls on, they run at
- * once instead of after its time slice. Not sooner: a yield is a system call (~0.6 µs on that machine), and
+ * once instead of after its time slice. Not sooner: a yield is a system call (~0.6 µs on a Zen 4), and
  * a helper inside one notices the next task late; yielding from the first poll on made a batch-1 step of
  * the seed model (two layers, two tasks) 11.4 µs instead of 8.7. */
 #define POOL_HOT_NS 26000
@@ -164,13 +164,13 @@ static void *pool_helper(void *arg) {
     uint64_t seen = atomic_load(&pool.published);
     for (;;) {
         const long long idle_since = now_ns();
-        for (long i = 1; atomic_load(&pool.published) == seen; i++) {
-            cpu_relax();
-            if (i % POOL_YIELD_EVERY == 0) {
+        for (long i = 0; atomic_load(&pool.published) == seen; i++) {
+            if (i % POOL_YIELD_EVERY == 0) { /* the clock at the first poll too: a spin of 0 polls not at all */
                 const long long polled = now_ns() - idle_since;
-                if (polled >= spin_ns) break;
+                if (polled >= atomic_load_explicit(&spin_ns, memory_order_relaxed)) break;
                 if (polled >= POOL_HOT_NS) sched_yield();
             }
+            cpu_relax();
         }
         pthread_mutex_lock(&pool.lock);
         atomic_fetch_add(&pool.sleeping, 1);
@@ -217,7 +217,8 @@ static uint64_t publish(const Task *task) {
  * for a wake. Under busy. */
 static void run_small_alone(const Task *task) {
     const long long start = now_ns();
-    pool.streak = start - pool.last_end < spin_ns - spin_ns / 4 ? pool.streak + 1 : 0;
+    const long long spin = atomic_load_explicit(&spin_ns, memory_order_relaxed);
+    pool.streak = start - pool.last_end < spin - spin / 4 ? pool.streak + 1 : 0;
     if (pool.streak >= LOOP_TASKS) {
         const Task wake = {task->fn, task->job, task->ctx, 0, task->chunk, task->helpers};
         (void)publish(&wake);
@@ -254,8 +255,8 @@ void parallel_range(const Job *job, long total, long chunk, RangeFn fn, const vo
 }
 
 long pool_spin_us(long us) {
-    if (us >= 0) spin_ns = (us < SPIN_US_MAX ? us : SPIN_US_MAX) * 1000LL;
-    return (long)(spin_ns / 1000);
+    if (us >= 0) atomic_store(&spin_ns, (us < SPIN_US_MAX ? us : SPIN_US_MAX) * 1000LL);
+    return (long)(atomic_load(&spin_ns) / 1000);
 }
 
 /* In a forked child the helpers do not exist and a lock may have been held: start afresh. */

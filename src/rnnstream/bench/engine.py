@@ -204,11 +204,14 @@ def _drop_disagreeing(row: Row, workers: _Workers) -> list[str]:
 
 
 def _calibrate(x: np.ndarray[Any, Any], workers: _Workers) -> dict[str, int]:
-    """Each engine's steps per timing round."""
+    """Each engine's steps per timing round, found as a round is timed: the others paused, then a settling pause
+    (a neighbour's pool still spinning would shorten the next engine's rounds)."""
     calls = {}
     for name, (connection, _) in workers.items():
-        connection.send(("time", (x, 0)))
-        calls[name] = connection.recv()
+        with _paused(process for other, (_, process) in workers.items() if other != name):
+            connection.send(("time", (x, 0)))
+            calls[name] = connection.recv()
+        time.sleep(SETTLE_SECONDS)
     return calls
 
 

@@ -23,10 +23,10 @@ ROUND_SECONDS = 0.25
 VM's bursts of stolen time decided single rounds: on a 2-core Xeon, seven rnnstream processes' fp32 steps (seed
 model, 256 rows) came to 1.15-1.71x the arithmetic limit in three runs; with 0.25 s, 1.12-1.23x."""
 CALIBRATION_SECONDS = 0.05
-"""How long an engine steps to find its steps per round. Its first steps after the pause between rounds are slow
-(caches cooled by the other engines' rounds, helper threads asleep: on a 2-core Zen 5 the stepper's first took
-82 µs at batch 1, then 12-32, its first 250 a median of 6.9 against 5.4 after), so two steps would undercount the
-round; and rounds once capped at 2,000 steps lasted 10-20 ms at batch 1, where those first steps weighed on the
+"""How long an engine steps, after one untimed step, to find its steps per round. Its first steps after a pause
+are slow (caches cooled by the other engines' rounds, helper threads asleep: on a 2-core Zen 5 the stepper's first
+took 82 µs at batch 1, then 12-32, its first 250 a median of 6.9 against 5.4 after), so two steps would undercount
+the round; and rounds once capped at 2,000 steps lasted 10-20 ms at batch 1, where those first steps weighed on the
 stepper's mean: 7.5-8.4 µs in the benchmark against 5.1-5.7 in a long loop of its own."""
 
 ENGINES = (
@@ -89,7 +89,7 @@ def worker(
 ) -> None:
     """One engine in its own process: ``("ready", name)`` or ``("missing", why)`` first, then it answers
     ``prepare`` (a fresh zero state for a batch; the outputs of the agreement steps), ``time`` (:func:`time_steps`;
-    an engine beside a neighbour, :func:`time_beside`) and ``stop``."""
+    an engine beside a neighbour, :func:`time_beside`; with 0 calls, :func:`round_calls`) and ``stop``."""
     try:
         precision = PRECISION_ENGINES.get(engine, "fp32")
         model = load_model(model_name, backend, threads, device, precision)
@@ -132,7 +132,9 @@ def _after(neighbour: peers.StepFn, step: peers.StepFn) -> peers.StepFn:
 
 
 def round_calls(step: peers.StepFn, x: np.ndarray[Any, Any]) -> int:
-    """How many calls of ``step`` make about ROUND_SECONDS, from its mean over CALIBRATION_SECONDS of calls."""
+    """How many calls of ``step`` make about ROUND_SECONDS, from its mean over CALIBRATION_SECONDS of calls (at
+    least two) after an untimed first one."""
+    step(x)
     calls, start = 0, time.perf_counter()
     while True:
         step(x)
