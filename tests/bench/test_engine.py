@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rnnstream.backends import fused
-from rnnstream.bench import engine, engine_results, peers
+from rnnstream.bench import engine, engine_results, engine_worker, peers
+from rnnstream.errors import InputError
 
 pytest.importorskip("onnxruntime")
 
@@ -80,9 +82,11 @@ def _settles_at(pid: int, state: str, seconds: float = 5.0) -> bool:
 
 
 def test_the_stepper_bf16_and_beside_rows_and_the_limit() -> None:
-    """The pre-bound stepper and the steps beside ONNX Runtime, OpenBLAS or a pause agree with rnnstream; bf16
-    within its rounding; every row carries the arithmetic limit."""
-    beside = tuple(f"rnnstream-beside-{n}" for n in ("ort", "ort-quiet", "blas", "blas-quiet", "pause"))
+    """The pre-bound stepper and the steps beside ONNX Runtime, OpenBLAS, a pause or a cache-cooling read agree
+    with rnnstream, and ONNX Runtime's beside them too; bf16 within its rounding; every row carries the arithmetic
+    limit."""
+    beside = tuple(f"rnnstream-beside-{n}" for n in ("ort", "ort-quiet", "blas", "blas-quiet", "pause", "evict"))
+    beside += tuple(f"onnxruntime-beside-{n}" for n in ("blas", "blas-quiet", "pause", "evict"))
     engines = ("rnnstream", "rnnstream-stepper", "rnnstream-bf16", *beside)
     rows, missing = engine.measure("seed", (1, 3), engines, 1, 1, "fused")
     assert not missing
@@ -109,6 +113,35 @@ def test_the_int8_engines_sit_next_to_their_fp32_peers() -> None:
     """Both are in the default engine list (every engine, Keras aside), each after its fp32 peer's kind."""
     assert engine.ENGINES.index("onnxruntime-int8") == engine.ENGINES.index("onnxruntime") + 1
     assert engine.ENGINES.index("rnnstream-int8") == engine.ENGINES.index("rnnstream-bf16-widen") + 1
+
+
+@pytest.mark.parametrize("name", ["onnxruntime-beside-ort", "pytorch-beside-blas", "rnnstream-beside-sleep"])
+def test_an_engine_beside_a_neighbour_is_one_of_the_listed_pairs(name: str) -> None:
+    """Only the listed subject and neighbour pairs are engines: another is refused with the list."""
+    model = engine_worker.load_model("seed", "numpy", 1)
+    with pytest.raises(InputError, match=r"unknown engine .*engines: rnnstream,"):
+        engine_worker.make_peer(name, model, 1, None)
+
+
+@pytest.mark.parametrize(
+    ("subject", "neighbour", "refused"),
+    [("pytorch", "blas", "engine 'pytorch'"), ("rnnstream", "sleep", "neighbour 'sleep'")],
+)
+def test_beside_peer_refuses_an_unknown_subject_or_neighbour(subject: str, neighbour: str, refused: str) -> None:
+    model = engine_worker.load_model("seed", "numpy", 1)
+    with pytest.raises(InputError, match=f"unknown {refused}"):
+        peers.beside_peer(model, subject, neighbour, 1)
+
+
+def test_the_evict_neighbour_reads_eight_mebibytes_and_the_subject_steps_alone() -> None:
+    """The cache-cooling control reads EVICT_BYTES of float32 ones (their sum counts them); the subject's step is
+    the plain engine's, so its outputs are rnnstream's."""
+    model = engine_worker.load_model("seed", "numpy", 1)
+    peer = peers.beside_peer(model, "rnnstream", "evict", 1)
+    assert peer.name == "rnnstream-beside-evict" and peer.neighbour is not None
+    x = np.ones((2, 4), np.float32)
+    assert float(peer.neighbour(2)(x)) == peers.EVICT_BYTES // 4 == 2 * 2**20
+    np.testing.assert_array_equal(peer.make(2)(x), peers.rnnstream_peer(model).make(2)(x))
 
 
 def test_the_int8_engines_agree_within_their_bound_and_are_reported(tmp_path: Path) -> None:
@@ -183,7 +216,7 @@ _IDLE_CPU = """
 import time, numpy as np, rnnstream
 from rnnstream.bench import peers
 model = rnnstream.load(rnnstream.demo.SEED_MODEL)
-neighbour = peers.beside_peer(model, {neighbour!r}, 2).neighbour
+neighbour = peers.beside_peer(model, "rnnstream", {neighbour!r}, 2).neighbour
 assert neighbour is not None
 step, x = neighbour(64), np.ones((64, 4), np.float32)
 burnt = []

@@ -32,8 +32,10 @@ stepper's mean: 7.5-8.4 µs in the benchmark against 5.1-5.7 in a long loop of i
 ENGINES = (
     "rnnstream", "rnnstream-stepper", "rnnstream-bf16", "rnnstream-bf16-widen", "rnnstream-int8",
     "rnnstream-beside-ort", "rnnstream-beside-ort-quiet", "rnnstream-beside-blas", "rnnstream-beside-blas-quiet",
-    "rnnstream-beside-pause",
-    "onnxruntime", "onnxruntime-int8", "pytorch", "keras-predict", "keras-call",
+    "rnnstream-beside-pause", "rnnstream-beside-evict",
+    "onnxruntime", "onnxruntime-int8",
+    "onnxruntime-beside-blas", "onnxruntime-beside-blas-quiet", "onnxruntime-beside-pause", "onnxruntime-beside-evict",
+    "pytorch", "keras-predict", "keras-call",
 )  # fmt: skip
 KERAS_ENGINES = ("keras-predict", "keras-call")
 PRECISION_ENGINES = {"rnnstream-bf16": "bf16", "rnnstream-bf16-widen": "bf16-widen", "rnnstream-int8": "int8"}
@@ -70,8 +72,9 @@ def make_peer(engine: str, model: StreamModel, threads: int, device: str | None)
         return peers.rnnstream_peer(model)
     if engine == "rnnstream-stepper":
         return peers.rnnstream_peer(model, bound=True)
-    if engine.startswith("rnnstream-beside-"):
-        return peers.beside_peer(model, engine.removeprefix("rnnstream-beside-"), threads)
+    subject, beside, neighbour = engine.partition("-beside-")
+    if beside and subject in peers.BESIDE_SUBJECTS and engine in ENGINES:
+        return peers.beside_peer(model, subject, neighbour, threads)
     if engine == DEVICE_ENGINE:
         return peers.device_batch_peer(model, threads, device)
     if engine in ("onnxruntime", "onnxruntime-int8"):

@@ -26,7 +26,12 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
   :data:`QUIET_ENVIRONMENT` sets for that engine's process);
   ``rnnstream-beside-pause``: the control, no neighbour at all: the process sleeps :data:`PAUSE_SECONDS` before
   each step. What a step costs after its cores were left idle for a moment (caches cooled; on a VM, an idle
-  core halts), which a quiet neighbour's step costs too, whatever its threads do.
+  core halts), which a quiet neighbour's step costs too, whatever its threads do;
+  ``rnnstream-beside-evict``: the other control, no pause and no other thread: the calling thread reads
+  :data:`EVICT_BYTES` of its own before each step, which leaves none of the model in its core's L1 and L2
+  caches (the other core's keep theirs).
+- ``onnxruntime-beside-blas`` / ``-blas-quiet`` / ``-pause`` / ``-evict``: ONNX Runtime's own step beside the
+  same neighbours, against its own steps in the same process: what the neighbours cost a peer, in the same run.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.errors import MissingDependencyError, UnsupportedLayerError
+from rnnstream.errors import InputError, MissingDependencyError, UnsupportedLayerError
 from rnnstream.layers.dense import Dense
 from rnnstream.layers.recurrent import LSTM
 from rnnstream.model import StreamModel
@@ -104,23 +109,45 @@ PAUSE_SECONDS = 1e-4
 ~50 µs)."""
 
 
-def beside_peer(model: StreamModel, neighbour: str, threads: int) -> Peer:
-    """``model.step`` with another library's pool in the same process: ``ort`` or ``blas``, spinning as
-    they do by default, or ``ort-quiet`` / ``blas-quiet``, told not to; or ``pause``, a sleep and no pool."""
-    if neighbour.startswith("ort"):
+EVICT_BYTES = 8 << 20
+"""What the ``evict`` neighbour reads: four times the largest per-core L2 cache seen here (2 MiB)."""
+
+BESIDE_SUBJECTS = ("rnnstream", "onnxruntime")
+"""The engines that can be timed beside a neighbour: ``<subject>-beside-<neighbour>``."""
+NEIGHBOURS = ("ort", "ort-quiet", "blas", "blas-quiet", "pause", "evict")
+
+
+def beside_peer(model: StreamModel, subject: str, neighbour: str, threads: int) -> Peer:
+    """``subject``'s step (``rnnstream``: ``model.step``; ``onnxruntime``: its session, spinning as by default) with
+    another library's pool in the same process: ``ort`` or ``blas``, spinning as they do by default, or
+    ``ort-quiet`` / ``blas-quiet``, told not to; or no pool: ``pause`` (a sleep) or ``evict`` (a read that
+    cools the caches)."""
+    if subject not in BESIDE_SUBJECTS:
+        engines = ", ".join(BESIDE_SUBJECTS)
+        raise InputError(f"unknown engine {subject!r} to time beside a neighbour; engines: {engines}")
+    if neighbour in ("ort", "ort-quiet"):
         make_neighbour = onnxruntime_peer(model, threads, spin=neighbour == "ort").make
     elif neighbour == "pause":
 
         def make_neighbour(batch: int) -> StepFn:
             return lambda x: time.sleep(PAUSE_SECONDS)
 
-    else:
+    elif neighbour == "evict":
+        memory = np.ones(EVICT_BYTES // 4, np.float32)
+
+        def make_neighbour(batch: int) -> StepFn:
+            return lambda x: memory.sum()
+
+    elif neighbour in ("blas", "blas-quiet"):
         a = np.random.default_rng(0).random((256, 256), np.float32)
 
         def make_neighbour(batch: int) -> StepFn:
             return lambda x: a @ a
 
-    return Peer(f"rnnstream-beside-{neighbour}", rnnstream_peer(model).make, make_neighbour)
+    else:
+        raise InputError(f"unknown neighbour {neighbour!r}; neighbours: {', '.join(NEIGHBOURS)}")
+    subject_peer = rnnstream_peer(model) if subject == "rnnstream" else onnxruntime_peer(model, threads)
+    return Peer(f"{subject}-beside-{neighbour}", subject_peer.make, make_neighbour)
 
 
 def device_batch_peer(model: StreamModel, threads: int, device: str | None) -> Peer:
