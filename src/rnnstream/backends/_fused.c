@@ -38,11 +38,12 @@ typedef struct {
     float *columns; /* a narrow layer's weights by unit, k-contiguous (kernel.h: NARROW_UNITS); else NULL */
 } Plan;
 
-/* A node's step shares its work with helper threads from this many FLOPs (~0.5 µs of one core): the pool never
- * waits for a helper that has not arrived (work_pool.h), and a small batch's step is bound by reading its
- * weights, which two cores read from two caches. Measured on a 2-core Zen 4, seed model at batch 1 (its
- * LSTM(200) reads 940 KB of weights): 14.2 µs on one thread, 8.7 on two. */
-#define PARALLEL_MIN_FLOPS 50000L
+/* A node's step shares its work with helper threads from this many FLOPs (~1-2 µs of one core; work_pool.h),
+ * and a small batch's step is bound by reading its weights, which two cores read from two caches: seed model at
+ * batch 1 on a 2-core Zen 4 (its LSTM(200): 940 KB, 480 kFLOP), 14.2 µs on one thread and 8.7 on two. Below it the
+ * hand-offs (task, claims, end) between cores ~150 ns apart cost more: on a 2-core Xeon VM, sharing from 50 kFLOP
+ * (LSTM(100) too) the stepper took 10.0-10.3 µs, from 200 kFLOP 8.5-8.7 (medians of 10 processes), one thread 9.0. */
+#define PARALLEL_MIN_FLOPS 200000L
 
 static void plan_free(PyObject *capsule) {
     Plan *plan = (Plan *)PyCapsule_GetPointer(capsule, "rnnstream.fused.plan");
