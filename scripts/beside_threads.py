@@ -7,96 +7,120 @@ For each subject engine (``rnnstream``: ``model.step``; ``onnxruntime``: its ses
 process of its own builds the seed model's step and the neighbours of ``rnnstream bench engine``
 (:func:`rnnstream.bench.peers.beside_peer`), then for each neighbour in turn, ``--repeats`` times: ``--steps`` steps
 back to back (its own time), then as many with the neighbour called before each (untimed), each step timed. It
-prints the median ratio of the two (and the spread), and the busiest threads' share of a core over the steps
-beside the neighbour, from ``/proc/self/task/*/schedstat`` (Linux): the caller's, the neighbour pool's and the
-kernel's helper's. On two cores a neighbour's thread that holds a core's share ``s`` leaves the step's two
-threads ``2 - s`` cores, so at best it takes ``2 / (2 - s)`` its own time. ``-quiet`` neighbours start with
-``OPENBLAS_THREAD_TIMEOUT=4``, like the bench's. Last, the floor under a step whose weights a neighbour took from
-the caches: one thread reading as many bytes as the model's weights (an OpenBLAS dot product), from its core's
-caches and after the ``evict`` neighbour's read.
+prints the median ratio of the two (and the spread), the own time of that median repeat, and each thread's share
+of a core while the steps beside the neighbour ran (Linux's ``/proc/self/task/<id>/schedstat``, read just before
+and after each step): the calling thread's, rnnstream's helpers' (named ``rnnstream-pool``) and the other threads'
+(the neighbour's pool, or ONNX Runtime's own). The ``blas-quiet`` neighbour's process starts with
+``OPENBLAS_THREAD_TIMEOUT=4``, like the bench's ``-quiet`` engines. Last, what cooled caches cost the kernel alone:
+the seed model's stepper on one thread, back to back and after the ``evict`` neighbour's read.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
-SUBJECT = """
-import os, statistics, sys, time
 import numpy as np
-from rnnstream.bench import peers
-from rnnstream.bench.engine_worker import load_model
-
-subject, batch, steps, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-neighbours = sys.argv[5:]
 
 
-def busy_ns():
-    shares = {}
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/schedstat") as f:
-                shares[task] = int(f.read().split()[0])
-        except OSError:
-            pass
-    return shares
+class Threads:
+    """This process's threads (found when made) and their CPU time so far, read from files kept open."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, int] = {}
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/comm") as f:
+                name = f.read().strip()
+            role = "caller" if int(task) == os.getpid() else "helper" if name == "rnnstream-pool" else "other"
+            self.files[f"{role} {task}"] = os.open(f"/proc/self/task/{task}/schedstat", os.O_RDONLY)
+
+    def busy_ns(self) -> dict[str, int]:
+        return {key: int(os.pread(fd, 64, 0).split()[0]) for key, fd in self.files.items()}
+
+    def close(self) -> None:
+        for fd in self.files.values():
+            os.close(fd)
 
 
-model = load_model("seed", "auto", 2)
-x = np.random.default_rng(0).normal(0, 1, (batch, 4)).astype(np.float32)
-pairs = {n: peers.beside_peer(model, subject, n, 2) for n in neighbours}
-for name, peer in pairs.items():
-    step, neighbour = peer.make(batch), peer.neighbour(batch)
+def time_beside(
+    step: Any, neighbour: Any, x: np.ndarray[Any, Any], steps: int
+) -> tuple[float, float, dict[str, float]]:
+    """Mean seconds per step back to back, then beside the neighbour; each thread's share of a core over the latter."""
+    start = time.perf_counter()
     for _ in range(steps):
         step(x)
-    ratios, shares = [], []
-    for _ in range(repeats):
+    own = (time.perf_counter() - start) / steps
+    threads, beside, wall = Threads(), 0.0, 0.0
+    busy = dict.fromkeys(threads.files, 0)
+    for _ in range(steps):
+        neighbour(x)
+        opened = time.perf_counter()
+        before = threads.busy_ns()
         start = time.perf_counter()
-        for _ in range(steps):
-            step(x)
-        own = (time.perf_counter() - start) / steps
-        before, wall, beside = busy_ns(), time.perf_counter(), 0.0
+        step(x)
+        beside += time.perf_counter() - start
+        after = threads.busy_ns()
+        wall += time.perf_counter() - opened
+        for key in busy:
+            busy[key] += after[key] - before[key]
+    threads.close()
+    return own, beside / steps, {key: ns / 1e9 / wall for key, ns in busy.items()}
+
+
+def subject_main(subject: str, batch: int, steps: int, repeats: int, neighbours: list[str]) -> None:
+    """One subject engine beside each neighbour in turn, in this process."""
+    from rnnstream.bench import peers
+    from rnnstream.bench.engine_worker import load_model
+
+    model = load_model("seed", "auto", 2)
+    x = np.random.default_rng(0).normal(0, 1, (batch, 4)).astype(np.float32)
+    for name in neighbours:
+        peer = peers.beside_peer(model, subject, name, 2)
+        assert peer.neighbour is not None
+        step, neighbour = peer.make(batch), peer.neighbour(batch)
         for _ in range(steps):
             neighbour(x)
-            start = time.perf_counter()
             step(x)
-            beside += time.perf_counter() - start
-        wall, after = time.perf_counter() - wall, busy_ns()
-        ratios.append(beside / steps / own)
-        shares.append(sorted(((after[t] - before.get(t, 0)) / 1e9 / wall for t in after), reverse=True)[:3])
-        time.sleep(0.3)
-    middle = sorted(range(repeats), key=lambda i: ratios[i])[repeats // 2]
-    busiest = " ".join(f"{s:.2f}" for s in shares[middle])
-    print(f"{subject:<11} {batch:>5} {name:<10} {statistics.median(ratios):5.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
-          f"  own {own * 1e6:8.1f} us  busiest threads' cores: {busiest}", flush=True)
-"""
+        runs = []
+        for _ in range(repeats):
+            own, beside, shares = time_beside(step, neighbour, x, steps)
+            runs.append((beside / own, own, shares))
+            time.sleep(0.3)
+        ratios = [r[0] for r in runs]
+        _, own, shares = sorted(runs, key=lambda r: r[0])[(repeats - 1) // 2]
+        roles = {role: sorted((s for k, s in shares.items() if k.startswith(role)), reverse=True)
+                 for role in ("caller", "helper", "other")}  # fmt: skip
+        cores = "  ".join(f"{role} {' '.join(f'{s:.2f}' for s in found[:2]) or '-'}" for role, found in roles.items())
+        print(f"{subject:<11} {batch:>5} {name:<10} {statistics.median(ratios):5.2f}x ({min(ratios):.2f}-"
+              f"{max(ratios):.2f})  own {own * 1e6:8.1f} us  cores: {cores}", flush=True)  # fmt: skip
 
-COLD_READ = """
-import statistics, time
-import numpy as np
-from rnnstream.bench import peers
-from rnnstream.bench.engine_worker import load_model
 
-model = load_model("seed", "numpy", 1)
-weights = sum(a.nbytes for n in model.graph.nodes for a in vars(n.layer).values() if isinstance(a, np.ndarray))
-a, b = np.ones(weights // 8, np.float32), np.ones(weights // 8, np.float32)  # a dot product reads both: the bytes
-evict = peers.beside_peer(model, "rnnstream", "evict", 1).neighbour(1)
-cold, warm = [], []
-for _ in range(300):
-    evict(a)
-    start = time.perf_counter()
-    np.dot(a, b)
-    middle = time.perf_counter()
-    np.dot(a, b)
-    cold.append(middle - start)
-    warm.append(time.perf_counter() - middle)
-print(f"reading the seed model's {weights / 2**20:.2f} MiB of weights on one thread: "
-      f"{statistics.median(warm) * 1e6:.1f} us from its core's caches, {statistics.median(cold) * 1e6:.1f} us after "
-      "the evict neighbour")
-"""
+def cold_main() -> None:
+    """The seed model's stepper on one thread at batch 1: back to back, and after the evict neighbour's read."""
+    from rnnstream.bench import peers
+    from rnnstream.bench.engine_worker import load_model
+
+    model = load_model("seed", "auto", 1)
+    step = model.stepper(batch_size=1)
+    evict = peers.beside_peer(model, "rnnstream", "evict", 1).neighbour
+    assert evict is not None
+    cool, x = evict(1), np.ones((1, 4), np.float32)
+    cold, warm = [], []
+    for _ in range(1000):
+        cool(x)
+        start = time.perf_counter()
+        step(x)
+        middle = time.perf_counter()
+        step(x)
+        cold.append(middle - start)
+        warm.append(time.perf_counter() - middle)
+    print(f"seed model's stepper on one thread, batch 1: {statistics.median(warm) * 1e6:.1f} us back to back, "
+          f"{statistics.median(cold) * 1e6:.1f} us after the evict neighbour's read (medians of 1,000)")  # fmt: skip
 
 
 def main() -> None:
@@ -106,21 +130,28 @@ def main() -> None:
     parser.add_argument("--neighbours", nargs="+", default=["ort", "blas", "ort-quiet", "blas-quiet", "pause", "evict"])
     parser.add_argument("--steps", type=int, help="steps per timing (default: 3,000 at batch 1, 300 above)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == ["cold"]:
+        cold_main()
+    elif args.child:
+        subject_main(args.child[0], args.batch, args.steps, args.repeats, args.child[1:])
+    if args.child:
+        return
     steps = args.steps or (3000 if args.batch == 1 else 300)
-    print("subject     batch neighbour  beside ÷ own      own time      busiest threads' share of a core")
+    common = [sys.executable, __file__, "--batch", str(args.batch), "--steps", str(steps)]
+    common += ["--repeats", str(args.repeats)]
+    print("subject     batch neighbour  beside ÷ own      own time      each thread's share of a core beside it")
     for subject in args.subjects:
         for quiet in (False, True):  # OpenBLAS reads its thread timeout when NumPy loads it: a process each
             chosen = [n for n in args.neighbours if (n == "blas-quiet") == quiet]
             if subject == "onnxruntime":
                 chosen = [n for n in chosen if not n.startswith("ort")]  # not beside another session of itself
-            if not chosen:
-                continue
-            env = {**os.environ, **({"OPENBLAS_THREAD_TIMEOUT": "4"} if quiet else {})}
-            command = [sys.executable, "-c", SUBJECT, subject, str(args.batch), str(steps), str(args.repeats)]
-            subprocess.run([*command, *chosen], env=env, check=True)
-            time.sleep(0.5)
-    subprocess.run([sys.executable, "-c", COLD_READ], check=True)
+            if chosen:
+                env = {**os.environ, **({"OPENBLAS_THREAD_TIMEOUT": "4"} if quiet else {})}
+                subprocess.run([*common, "--child", subject, *chosen], env=env, check=True)
+                time.sleep(0.5)
+    subprocess.run([*common, "--child", "cold"], check=True)
 
 
 if __name__ == "__main__":

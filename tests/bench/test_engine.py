@@ -119,17 +119,20 @@ def test_the_int8_engines_sit_next_to_their_fp32_peers() -> None:
 def test_an_engine_beside_a_neighbour_is_one_of_the_listed_pairs(name: str) -> None:
     """Only the listed subject and neighbour pairs are engines: another is refused with the list."""
     model = engine_worker.load_model("seed", "numpy", 1)
-    with pytest.raises(InputError, match=r"unknown engine .*engines: rnnstream,"):
+    with pytest.raises(InputError, match=f"unknown engine '{name}'; engines: rnnstream, rnnstream-stepper,"):
         engine_worker.make_peer(name, model, 1, None)
 
 
 @pytest.mark.parametrize(
     ("subject", "neighbour", "refused"),
-    [("pytorch", "blas", "engine 'pytorch'"), ("rnnstream", "sleep", "neighbour 'sleep'")],
-)
+    [("pytorch", "blas", "unknown engine 'pytorch'"), ("rnnstream", "sleep", "unknown neighbour 'sleep'"),
+     ("onnxruntime", "ort-quiet", "ONNX Runtime beside itself")],
+)  # fmt: skip
 def test_beside_peer_refuses_an_unknown_subject_or_neighbour(subject: str, neighbour: str, refused: str) -> None:
+    """A subject or neighbour not in the lists, or ONNX Runtime beside another session of itself, is refused before
+    anything is built."""
     model = engine_worker.load_model("seed", "numpy", 1)
-    with pytest.raises(InputError, match=f"unknown {refused}"):
+    with pytest.raises(InputError, match=refused):
         peers.beside_peer(model, subject, neighbour, 1)
 
 

@@ -38,12 +38,13 @@ typedef struct {
     float *columns; /* a narrow layer's weights by unit, k-contiguous (kernel.h: NARROW_UNITS); else NULL */
 } Plan;
 
-/* A node's step shares its work with helper threads from this many FLOPs (~1-2 µs of one core; work_pool.h),
- * and a small batch's step is bound by reading its weights, which two cores read from two caches: seed model at
- * batch 1 on a 2-core Zen 4 (its LSTM(200): 940 KB, 480 kFLOP), 14.2 µs on one thread and 8.7 on two. Below it the
- * hand-offs (task, claims, end) between cores ~150 ns apart cost more: on a 2-core Xeon VM, sharing from 50 kFLOP
- * (LSTM(100) too) the stepper took 10.0-10.3 µs, from 200 kFLOP 8.5-8.7 (medians of 10 processes), one thread 9.0. */
-#define PARALLEL_MIN_FLOPS 200000L
+/* A node's step shares its work with helper threads from this many FLOPs (~0.5 µs of one core; work_pool.h): a small
+ * batch's step reads its weights from two cores' caches (seed model, batch 1, 2-core Zen 4: 14.2 µs on one thread, 8.7
+ * on two). With one row only the hand-offs are added, and between cores ~150 ns apart (a 2-core Xeon VM) they cost
+ * more below 200 kFLOP (the stepper: 10.0-10.3 µs sharing the 83-kFLOP LSTM(100), 8.5-8.7 not); more rows were
+ * written by both cores, and the Dense(1) at 256 rows (102 kFLOP) on the caller alone cost the step 3%. */
+#define PARALLEL_MIN_FLOPS 50000L
+#define PARALLEL_MIN_FLOPS_ONE_ROW 200000L
 
 static void plan_free(PyObject *capsule) {
     Plan *plan = (Plan *)PyCapsule_GetPointer(capsule, "rnnstream.fused.plan");
@@ -267,7 +268,8 @@ int build_job(PyObject *plan_obj, PyObject *x_obj, PyObject *state_obj, PyObject
     const int narrow = plan->columns != NULL && batch >= NARROW_MIN_BATCH;
     job->columns = narrow ? plan->columns : NULL;
     const long row_flops = narrow ? 2L * K * plan->units : plan->row_flops; /* a narrow Job's dot products */
-    job->threads = threads > 1 && batch * row_flops >= PARALLEL_MIN_FLOPS ? (int)threads : 1;
+    const long share_from = batch == 1 ? PARALLEL_MIN_FLOPS_ONE_ROW : PARALLEL_MIN_FLOPS;
+    job->threads = threads > 1 && batch * row_flops >= share_from ? (int)threads : 1;
     job->flops = (long)batch * row_flops;
     if (plan->weight_type == BF16_DOT) /* the rows as bfloat16 pairs, in whole blocks of AMX_ROWS */
         *packed_floats =

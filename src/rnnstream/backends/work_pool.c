@@ -1,4 +1,5 @@
 /* The work pool (work_pool.h): helper threads that claim chunks of the caller's task. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "work_pool.h"
 
 #if HAVE_WORK_POOL
@@ -161,6 +162,9 @@ static void judge_helpers(const Task *task, long mine, long long working_ns, lon
 
 static void *pool_helper(void *arg) {
     const int index = (int)(intptr_t)arg;
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), "rnnstream-pool"); /* what top -H and /proc/<pid>/task/<id>/comm show */
+#endif
     uint64_t seen = atomic_load(&pool.published);
     for (;;) {
         const long long idle_since = now_ns();

@@ -125,6 +125,9 @@ def beside_peer(model: StreamModel, subject: str, neighbour: str, threads: int) 
     if subject not in BESIDE_SUBJECTS:
         engines = ", ".join(BESIDE_SUBJECTS)
         raise InputError(f"unknown engine {subject!r} to time beside a neighbour; engines: {engines}")
+    if neighbour in ("ort", "ort-quiet") and subject == "onnxruntime":
+        raise InputError(f"onnxruntime beside {neighbour!r} would be ONNX Runtime beside itself; time it beside "
+                         "blas, blas-quiet, pause or evict")  # fmt: skip
     if neighbour in ("ort", "ort-quiet"):
         make_neighbour = onnxruntime_peer(model, threads, spin=neighbour == "ort").make
     elif neighbour == "pause":
