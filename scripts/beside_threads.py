@@ -8,8 +8,8 @@ process of its own builds the seed model's step and the neighbours of ``rnnstrea
 (:func:`rnnstream.bench.peers.beside_peer`), then for each neighbour in turn, ``--repeats`` times: ``--steps`` steps
 back to back (its own time), then as many with the neighbour called before each (untimed), each step timed. It
 prints the median ratio of the two (and the spread), the own time of that median repeat, and each thread's share
-of a core while the steps beside the neighbour ran (Linux's ``/proc/self/task/<id>/schedstat``, read just before
-and after each step): the calling thread's, rnnstream's helpers' (named ``rnnstream-pool``) and the other threads'
+of a core while the steps beside the neighbour ran (each thread's CPU clock, read just before and after each
+step): the calling thread's, rnnstream's helpers' (named ``rnnstream-pool``) and the other threads'
 (the neighbour's pool, or ONNX Runtime's own). The ``blas-quiet`` neighbour's process starts with
 ``OPENBLAS_THREAD_TIMEOUT=4``, like the bench's ``-quiet`` engines. Last, what cooled caches cost the kernel alone:
 the seed model's stepper on one thread, back to back and after the ``evict`` neighbour's read.
@@ -29,22 +29,19 @@ import numpy as np
 
 
 class Threads:
-    """This process's threads (found when made) and their CPU time so far, read from files kept open."""
+    """This process's threads (found when made) and the CPU time each has used so far: Linux's per-thread CPU clocks,
+    exact to the nanosecond also for a thread running on the other core (``/proc``'s counters move at ticks)."""
 
     def __init__(self) -> None:
-        self.files: dict[str, int] = {}
+        self.clocks: dict[str, int] = {}
         for task in os.listdir("/proc/self/task"):
             with open(f"/proc/self/task/{task}/comm") as f:
                 name = f.read().strip()
             role = "caller" if int(task) == os.getpid() else "helper" if name == "rnnstream-pool" else "other"
-            self.files[f"{role} {task}"] = os.open(f"/proc/self/task/{task}/schedstat", os.O_RDONLY)
+            self.clocks[f"{role} {task}"] = (~int(task) << 3) | 6  # the kernel's CPUCLOCK_SCHED of thread `task`
 
     def busy_ns(self) -> dict[str, int]:
-        return {key: int(os.pread(fd, 64, 0).split()[0]) for key, fd in self.files.items()}
-
-    def close(self) -> None:
-        for fd in self.files.values():
-            os.close(fd)
+        return {key: time.clock_gettime_ns(clock) for key, clock in self.clocks.items()}
 
 
 def time_beside(
@@ -56,7 +53,7 @@ def time_beside(
         step(x)
     own = (time.perf_counter() - start) / steps
     threads, beside, wall = Threads(), 0.0, 0.0
-    busy = dict.fromkeys(threads.files, 0)
+    busy = dict.fromkeys(threads.clocks, 0)
     for _ in range(steps):
         neighbour(x)
         opened = time.perf_counter()
@@ -68,7 +65,6 @@ def time_beside(
         wall += time.perf_counter() - opened
         for key in busy:
             busy[key] += after[key] - before[key]
-    threads.close()
     return own, beside / steps, {key: ns / 1e9 / wall for key, ns in busy.items()}
 
 

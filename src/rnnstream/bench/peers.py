@@ -29,7 +29,8 @@ keeps its own state, so a benchmark can time steps and check outputs alike.
   core halts), which a quiet neighbour's step costs too, whatever its threads do;
   ``rnnstream-beside-evict``: the other control, no pause and no other thread: the calling thread reads
   :data:`EVICT_BYTES` of its own before each step, which leaves none of the model in its core's L1 and L2
-  caches (the other core's keep theirs).
+  caches (the other core's keep theirs). The read outlasts the kernel's helpers' spin, so rnnstream's next step
+  also finds them asleep, as after the pause; ONNX Runtime's pool spins on.
 - ``onnxruntime-beside-blas`` / ``-blas-quiet`` / ``-pause`` / ``-evict``: ONNX Runtime's own step beside the
   same neighbours, against its own steps in the same process: what the neighbours cost a peer, in the same run.
 """
