@@ -9,8 +9,9 @@ process of its own builds the seed model's step and the neighbours of ``rnnstrea
 back to back (its own time), then as many with the neighbour called before each (untimed), each step timed. It
 prints the median ratio of the two (and the spread), the own time of that median repeat, and each thread's share
 of a core while the steps beside the neighbour ran (each thread's CPU clock, read just before and after each
-step): the calling thread's, rnnstream's helpers' (named ``rnnstream-pool``) and the other threads'
-(the neighbour's pool, or ONNX Runtime's own). The ``blas-quiet`` neighbour's process starts with
+step): the calling thread's, rnnstream's helpers' (named ``rnnstream-pool``), OpenBLAS's (made when NumPy loads)
+and the other threads' (ONNX Runtime's). Each step reads every thread's clock twice, which weighs on a batch-1
+step's time and the caller's share. The ``blas-quiet`` neighbour's process starts with
 ``OPENBLAS_THREAD_TIMEOUT=4``, like the bench's ``-quiet`` engines. Last, what cooled caches cost the kernel alone:
 the seed model's stepper on one thread, back to back and after the ``evict`` neighbour's read.
 """
@@ -27,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+BLAS_THREADS = set(os.listdir("/proc/self/task")) - {str(os.getpid())}
+"""OpenBLAS's threads: the only ones NumPy's import has made (before ONNX Runtime's and rnnstream's)."""
+
 
 class Threads:
     """This process's threads (found when made) and the CPU time each has used so far: Linux's per-thread CPU clocks,
@@ -38,6 +42,7 @@ class Threads:
             with open(f"/proc/self/task/{task}/comm") as f:
                 name = f.read().strip()
             role = "caller" if int(task) == os.getpid() else "helper" if name == "rnnstream-pool" else "other"
+            role = "blas" if task in BLAS_THREADS else role
             self.clocks[f"{role} {task}"] = (~int(task) << 3) | 6  # the kernel's CPUCLOCK_SCHED of thread `task`
 
     def busy_ns(self) -> dict[str, int]:
@@ -90,7 +95,7 @@ def subject_main(subject: str, batch: int, steps: int, repeats: int, neighbours:
         ratios = [r[0] for r in runs]
         _, own, shares = sorted(runs, key=lambda r: r[0])[(repeats - 1) // 2]
         roles = {role: sorted((s for k, s in shares.items() if k.startswith(role)), reverse=True)
-                 for role in ("caller", "helper", "other")}  # fmt: skip
+                 for role in ("caller", "helper", "blas", "other")}  # fmt: skip
         cores = "  ".join(f"{role} {' '.join(f'{s:.2f}' for s in found[:2]) or '-'}" for role, found in roles.items())
         print(f"{subject:<11} {batch:>5} {name:<10} {statistics.median(ratios):5.2f}x ({min(ratios):.2f}-"
               f"{max(ratios):.2f})  own {own * 1e6:8.1f} us  cores: {cores}", flush=True)  # fmt: skip
