@@ -53,10 +53,9 @@ def time_beside(
     step: Any, neighbour: Any, x: np.ndarray[Any, Any], steps: int
 ) -> tuple[float, float, dict[str, float]]:
     """Mean seconds per step back to back, then beside the neighbour; each thread's share of a core over the latter."""
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(x)
-    own = (time.perf_counter() - start) / steps
+    from rnnstream.bench.engine_worker import time_steps
+
+    own = time_steps(step, x, steps)
     threads, beside, wall = Threads(), 0.0, 0.0
     busy = dict.fromkeys(threads.clocks, 0)
     for _ in range(steps):
@@ -89,9 +88,9 @@ def subject_main(subject: str, batch: int, steps: int, repeats: int, neighbours:
             step(x)
         runs = []
         for _ in range(repeats):
+            time.sleep(0.3)  # the neighbour's pool stops spinning before the own steps, as between bench rounds
             own, beside, shares = time_beside(step, neighbour, x, steps)
             runs.append((beside / own, own, shares))
-            time.sleep(0.3)
         ratios = [r[0] for r in runs]
         _, own, shares = sorted(runs, key=lambda r: r[0])[(repeats - 1) // 2]
         roles = {role: sorted((s for k, s in shares.items() if k.startswith(role)), reverse=True)

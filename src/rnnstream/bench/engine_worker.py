@@ -73,7 +73,7 @@ def make_peer(engine: str, model: StreamModel, threads: int, device: str | None)
     if engine == "rnnstream-stepper":
         return peers.rnnstream_peer(model, bound=True)
     subject, beside, neighbour = engine.partition("-beside-")
-    if beside and subject in peers.BESIDE_SUBJECTS and engine in ENGINES:
+    if beside and engine in ENGINES:
         return peers.beside_peer(model, subject, neighbour, threads)
     if engine == DEVICE_ENGINE:
         return peers.device_batch_peer(model, threads, device)
